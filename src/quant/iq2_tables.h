@@ -1,0 +1,10 @@
+/* IQ2_XXS grid and sign tables (format data; see iq2_tables.c). */
+#ifndef DS4_IQ2_TABLES_H
+#define DS4_IQ2_TABLES_H
+
+#include <stdint.h>
+
+extern const uint64_t ds4_iq2xxs_grid[256]; /* 8 magnitudes per entry, byte j = element j */
+extern const uint8_t ds4_ksigns_iq2xs[128];  /* 7-bit index -> 8-bit sign mask, even parity */
+
+#endif
