@@ -19,7 +19,25 @@
  * tensor or in pieces; the writer pads to the alignment.  Memory use is
  * O(metadata), so files far larger than RAM can be written.  The file is
  * written to PATH.tmp and renamed into place by gguf_writer_finish(), so a
- * crashed conversion never leaves a half-written file under the final name. */
+ * crashed conversion never leaves a half-written file under the final name.
+ *
+ * Validation done at open (each failure is an error naming the key/tensor):
+ * magic, version 2/3, counts that cannot fit in the bytes left, string
+ * lengths, array counts x element size (overflow-checked), unknown value
+ * types, nested arrays, bool bytes other than 0/1, duplicate keys,
+ * general.alignment (integer, power of two), n_dims <= 4, ne[i] > 0, element
+ * count and byte size overflow, tensor types unknown to quant/quant.h, ne0 not
+ * a multiple of the block size, offsets not aligned, data past end of file,
+ * overlapping tensor data, duplicate tensor names.  A file may omit the
+ * padding after the last tensor's data.
+ *
+ * Threads: a gguf_file is immutable after open; any number of threads may
+ * read it.  A gguf_writer belongs to one thread.
+ *
+ * Writer errors are sticky: after the first failure every call returns -1 and
+ * gguf_writer_error() keeps the first message.  Adding "general.alignment"
+ * (directly, via copy_kv, or via set_alignment) sets the alignment used for
+ * the data, so a file copied key by key keeps its layout. */
 #ifndef DS4_GGUF_H
 #define DS4_GGUF_H
 
@@ -96,6 +114,11 @@ bool gguf_str_eq(gguf_str s, const char *c);
 /* Copies s into buf as a NUL-terminated string (truncating); returns buf. */
 char *gguf_str_copy(gguf_str s, char *buf, size_t buflen);
 const char *gguf_type_name(enum gguf_vtype t);
+/* Bytes of one scalar of type t; 0 for STRING, ARRAY and invalid types. */
+size_t gguf_vtype_size(enum gguf_vtype t);
+/* Data size of a tensor of ggml type `type` and shape ne[0..n_dims) (n_dims
+ * <= 4), checking type, ne[i] > 0, block size and overflow. 0 / -1 + err. */
+int gguf_tensor_nbytes(int type, uint32_t n_dims, const int64_t *ne, uint64_t *out, ds4_err *err);
 
 /* Typed getters. Return 0 on success, -1 if the key is missing, -2 if it has
  * an incompatible type or an out-of-range value; err (if given) explains. */
@@ -127,6 +150,8 @@ int gguf_writer_add_u64(gguf_writer *w, const char *key, uint64_t v);
 int gguf_writer_add_f32(gguf_writer *w, const char *key, float v);
 int gguf_writer_add_bool(gguf_writer *w, const char *key, bool v);
 int gguf_writer_add_str(gguf_writer *w, const char *key, const char *v);
+/* Any scalar numeric or bool type; v points to one value in host format. */
+int gguf_writer_add_scalar(gguf_writer *w, const char *key, enum gguf_vtype type, const void *v);
 /* Numeric array: n elements of elem_type, packed little-endian in data. */
 int gguf_writer_add_arr(gguf_writer *w, const char *key, enum gguf_vtype elem_type, const void *data, uint64_t n);
 int gguf_writer_add_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
