@@ -1,0 +1,75 @@
+/* CPU forward pass of DeepSeek V4 and the per-sequence state it advances.
+ *
+ * A session is one timeline of tokens over a loaded model.  ds4_session_eval()
+ * appends n tokens at the session's current position and runs them through
+ * the model layer by layer (batched prefill: each weight is read once per
+ * batch).  Calling it once with a whole prompt, several times with chunks, or
+ * once per token (decode) computes the same thing: every piece of state a
+ * later token needs — the raw sliding-window ring, compressed rows, the
+ * compressor frontiers and indexer rows — lives in ds4_layer_state and is
+ * carried across calls.  Long inputs are processed internally in batches of at
+ * most `max_batch` tokens to bound scratch memory.
+ *
+ * Numerics: DS4_NUMERICS_MODEL (default) simulates the released model's FP8 KV
+ * and FP4 indexer kernels (MODEL.md §2.4); DS4_NUMERICS_REFERENCE turns those
+ * round trips off and matches the transformers reference (the golden data).
+ *
+ * The state is plain arrays so that a later module can snapshot it to disk. */
+#ifndef DS4_ENGINE_H
+#define DS4_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/pool.h"
+#include "model/model.h"
+#include "util/err.h"
+
+enum ds4_numerics { DS4_NUMERICS_MODEL = 0, DS4_NUMERICS_REFERENCE = 1 };
+
+typedef struct ds4_engine_opts {
+    int n_threads;               /* <= 0: all online CPUs */
+    enum ds4_numerics numerics;
+    uint32_t ctx_max;            /* positions the session may reach (0: 4096) */
+    int max_batch;               /* tokens per internal batch (0: 256) */
+} ds4_engine_opts;
+
+void ds4_engine_opts_default(ds4_engine_opts *o);
+
+typedef struct ds4_layer_state {
+    float *raw;                  /* [W][d_h] ring; slot = pos % W */
+    float *comp;                 /* [cap][d_h] compressed attention rows */
+    uint32_t n_comp;
+    float *comp_kv, *comp_sc;    /* compressor frontier [(c·m)][(c·d_h)] */
+    float *idx;                  /* [cap][d_I] indexer rows (ratio 4) */
+    uint32_t n_idx;
+    float *idx_kv, *idx_sc;      /* indexer compressor frontier [8][2·d_I] */
+} ds4_layer_state;
+
+typedef struct ds4_session {
+    const ds4_model *model;
+    ds4_engine_opts opts;
+    ds4_pool *pool;
+    bool own_pool;
+    uint32_t pos;                /* next position = tokens consumed */
+    uint32_t comp_cap;           /* rows allocated per compressed cache */
+    ds4_layer_state *ls;
+    float *rope_main, *rope_comp;/* inverse frequencies, [d_r/2] each */
+} ds4_session;
+
+/* Creates an empty session. pool may be NULL (the session makes its own). */
+ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds4_pool *pool, ds4_err *err);
+void ds4_session_free(ds4_session *s);
+/* Forgets all tokens (position 0) without freeing memory. */
+void ds4_session_reset(ds4_session *s);
+
+/* Which logits ds4_session_eval writes. */
+enum ds4_logits { DS4_LOGITS_NONE, DS4_LOGITS_LAST, DS4_LOGITS_ALL };
+
+/* Appends n tokens. logits receives V floats (LAST) or n·V floats (ALL).
+ * Fails (without changing the session) on a token id out of range or when
+ * the context would exceed ctx_max. */
+int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
+                     float *logits, ds4_err *err);
+
+#endif

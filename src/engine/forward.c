@@ -1,0 +1,776 @@
+/* The DeepSeek V4 forward pass on the CPU (MODEL.md §3–§9), layer-major.
+ *
+ * ds4_session_eval() embeds a batch of tokens, then for each layer runs the
+ * attention half and the MoE half for the whole batch before moving on, so
+ * every weight matrix is streamed once per batch.  Within a layer:
+ *
+ *   HCPre → attn_norm → q path, kv path (RoPE, FP8 QAT) → compressor(s) fed
+ *   token by token (emitting rows as blocks complete) → indexer top-k →
+ *   attention over raw window ∪ compressed rows with sinks → inverse RoPE →
+ *   grouped output projection → HCPost → HCPre → ffn_norm → router →
+ *   routed experts (grouped by expert) + shared expert → HCPost.
+ *
+ * Because compressed rows are emitted in position order and a query at p sees
+ * exactly rows i < floor((p+1)/m), running the compressor over the whole batch
+ * before attention gives each query exactly the rows it would have seen when
+ * decoding token by token. */
+#include <math.h>
+
+#include "engine/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ops.h"
+#include "quant/quant.h"
+
+#define NEG_INF (-INFINITY)
+
+void ds4_engine_opts_default(ds4_engine_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_threads = 0;
+    o->numerics = DS4_NUMERICS_MODEL;
+    o->ctx_max = 4096;
+    o->max_batch = 256;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Session lifetime                                                          */
+
+static void *xcalloc(size_t n, size_t sz, int *fail) {
+    if (n == 0) return NULL;
+    void *p = calloc(n, sz);
+    if (!p) *fail = 1;
+    return p;
+}
+
+static void reset_frontier(float *kv, float *sc, size_t n) {
+    if (!kv) return;
+    memset(kv, 0, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) sc[i] = NEG_INF;
+}
+
+static size_t comp_frontier_len(const ds4_hparams *hp, int m) {
+    size_t c = m == 4 ? 2 : 1;
+    return (size_t)(c * m) * (c * hp->head_dim);
+}
+
+static size_t idx_frontier_len(const ds4_hparams *hp) {
+    return (size_t)8 * (2 * hp->idx_head_dim);
+}
+
+void ds4_session_reset(ds4_session *s) {
+    const ds4_hparams *hp = &s->model->hp;
+    s->pos = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        ds4_layer_state *st = &s->ls[l];
+        int m = s->model->layers[l].ratio;
+        st->n_comp = st->n_idx = 0;
+        if (m > 0) reset_frontier(st->comp_kv, st->comp_sc, comp_frontier_len(hp, m));
+        if (m == 4) reset_frontier(st->idx_kv, st->idx_sc, idx_frontier_len(hp));
+    }
+}
+
+ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds4_pool *pool, ds4_err *err) {
+    const ds4_hparams *hp = &m->hp;
+    ds4_session *s = calloc(1, sizeof *s);
+    if (!s) { ds4_err_set(err, "out of memory"); return NULL; }
+    s->model = m;
+    if (opts) s->opts = *opts; else ds4_engine_opts_default(&s->opts);
+    if (s->opts.ctx_max == 0) s->opts.ctx_max = 4096;
+    if (s->opts.max_batch <= 0) s->opts.max_batch = 256;
+    if (s->opts.numerics == DS4_NUMERICS_MODEL && (hp->idx_head_dim & (hp->idx_head_dim - 1))) {
+        ds4_err_set(err, "indexer head dim %u is not a power of two: the FP4/Hadamard numerics need one "
+                    "(use reference numerics)", hp->idx_head_dim);
+        free(s);
+        return NULL;
+    }
+    s->pool = pool;
+    if (!pool) {
+        s->pool = ds4_pool_new(s->opts.n_threads);
+        s->own_pool = true;
+    }
+    int fail = !s->pool;
+    s->comp_cap = s->opts.ctx_max / 4 + 2;
+    s->ls = xcalloc(hp->n_layer, sizeof *s->ls, &fail);
+    s->rope_main = xcalloc(hp->rope_dim / 2, sizeof(float), &fail);
+    s->rope_comp = xcalloc(hp->rope_dim / 2, sizeof(float), &fail);
+    for (uint32_t l = 0; !fail && l < hp->n_layer; l++) {
+        ds4_layer_state *st = &s->ls[l];
+        int ratio = m->layers[l].ratio;
+        st->raw = xcalloc((size_t)hp->window * hp->head_dim, sizeof(float), &fail);
+        if (ratio > 0) {
+            size_t cap = s->opts.ctx_max / (uint32_t)ratio + 2;
+            st->comp = xcalloc(cap * hp->head_dim, sizeof(float), &fail);
+            st->comp_kv = xcalloc(comp_frontier_len(hp, ratio), sizeof(float), &fail);
+            st->comp_sc = xcalloc(comp_frontier_len(hp, ratio), sizeof(float), &fail);
+        }
+        if (ratio == 4) {
+            st->idx = xcalloc(s->comp_cap * hp->idx_head_dim, sizeof(float), &fail);
+            st->idx_kv = xcalloc(idx_frontier_len(hp), sizeof(float), &fail);
+            st->idx_sc = xcalloc(idx_frontier_len(hp), sizeof(float), &fail);
+        }
+    }
+    if (fail) {
+        ds4_err_set(err, "out of memory allocating session state for %u positions", s->opts.ctx_max);
+        ds4_session_free(s);
+        return NULL;
+    }
+    ds4_rope_freqs(s->rope_main, (int)hp->rope_dim, hp->rope_base, 1.0f, 0, 0, 0);
+    ds4_rope_freqs(s->rope_comp, (int)hp->rope_dim, hp->compress_rope_base, hp->yarn_factor,
+                   (double)hp->yarn_orig_ctx, hp->yarn_beta_fast, hp->yarn_beta_slow);
+    ds4_session_reset(s);
+    return s;
+}
+
+void ds4_session_free(ds4_session *s) {
+    if (!s) return;
+    if (s->ls) {
+        for (uint32_t l = 0; l < s->model->hp.n_layer; l++) {
+            ds4_layer_state *st = &s->ls[l];
+            free(st->raw); free(st->comp); free(st->comp_kv); free(st->comp_sc);
+            free(st->idx); free(st->idx_kv); free(st->idx_sc);
+        }
+        free(s->ls);
+    }
+    free(s->rope_main);
+    free(s->rope_comp);
+    if (s->own_pool) ds4_pool_free(s->pool);
+    free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batch scratch                                                             */
+
+typedef struct batch {
+    int n;
+    uint32_t p0;
+    const int32_t *tok;
+    float *X;        /* [n][H][D] residual streams */
+    float *flat;     /* [n][H·D] normalised flattened streams */
+    float *mix;      /* [n][N_mix] */
+    float *post;     /* [n][H] */
+    float *comb;     /* [n][H][H] */
+    float *x;        /* [n][D] collapsed sublayer input */
+    float *xn;       /* [n][D] normalised */
+    float *out;      /* [n][D] sublayer output */
+    float *qlat;     /* [n][r_q] */
+    float *q;        /* [n][n_h·d_h] */
+    float *kv;       /* [n][d_h] */
+    float *o;        /* [n][n_h·d_h] attention output */
+    float *low;      /* [n][G·r_o] */
+    float *ca, *cz;  /* [n][2·d_h] compressor kv / score */
+    float *ia, *iz;  /* [n][2·d_I] indexer compressor kv / score */
+    float *iq;       /* [n][n_I·d_I] */
+    float *iw;       /* [n][n_I] */
+    int32_t *sel;    /* [n][K_I] selected compressed rows, -1 terminated if fewer */
+    float *router;   /* [n][E] */
+    int32_t *eid;    /* [n][k] */
+    float *ew;       /* [n][k] */
+    float *g, *u;    /* [n][F·max(1,n_sh)] expert intermediates */
+    float *tmp;      /* [n][D] */
+    float *xg, *yg;  /* [n·k][D] rows gathered for one expert, and its outputs */
+    float *wg;       /* [n·k] their routing weights */
+    int32_t *etok;   /* [n·k] token list per expert */
+    int32_t *eslot;  /* [n·k] */
+} batch;
+
+static void batch_free(batch *b) {
+    float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
+                    &b->kv, &b->o, &b->low, &b->ca, &b->cz, &b->ia, &b->iz, &b->iq, &b->iw, &b->router,
+                    &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg};
+    for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
+    free(b->sel); free(b->eid); free(b->etok); free(b->eslot);
+}
+
+static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
+    int fail = 0;
+    size_t N = (size_t)n, D = hp->n_embd, H = hp->hc_mult;
+    size_t K = hp->n_expert_used;
+    /* FFN intermediates: a shared expert over n rows, or one routed expert
+     * over up to n·k rows (a token may pick an expert more than once only
+     * through a hash table with repeats, but stay safe). */
+    size_t F = (size_t)hp->expert_ff * (hp->n_expert_shared > K ? hp->n_expert_shared : K);
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    b->X = xcalloc(N * H * D, sizeof(float), &fail);
+    b->flat = xcalloc(N * H * D, sizeof(float), &fail);
+    b->mix = xcalloc(N * ds4_hc_mix(hp), sizeof(float), &fail);
+    b->post = xcalloc(N * H, sizeof(float), &fail);
+    b->comb = xcalloc(N * H * H, sizeof(float), &fail);
+    b->x = xcalloc(N * D, sizeof(float), &fail);
+    b->xn = xcalloc(N * D, sizeof(float), &fail);
+    b->out = xcalloc(N * D, sizeof(float), &fail);
+    b->qlat = xcalloc(N * hp->q_lora, sizeof(float), &fail);
+    b->q = xcalloc(N * ds4_q_dim(hp), sizeof(float), &fail);
+    b->kv = xcalloc(N * hp->head_dim, sizeof(float), &fail);
+    b->o = xcalloc(N * ds4_q_dim(hp), sizeof(float), &fail);
+    b->low = xcalloc(N * hp->o_groups * hp->o_lora, sizeof(float), &fail);
+    b->ca = xcalloc(N * 2 * hp->head_dim, sizeof(float), &fail);
+    b->cz = xcalloc(N * 2 * hp->head_dim, sizeof(float), &fail);
+    b->ia = xcalloc(N * 2 * hp->idx_head_dim + 1, sizeof(float), &fail);
+    b->iz = xcalloc(N * 2 * hp->idx_head_dim + 1, sizeof(float), &fail);
+    b->iq = xcalloc(N * hp->idx_n_head * hp->idx_head_dim + 1, sizeof(float), &fail);
+    b->iw = xcalloc(N * hp->idx_n_head + 1, sizeof(float), &fail);
+    b->sel = xcalloc(N * (hp->idx_topk + 1), sizeof(int32_t), &fail);
+    b->router = xcalloc(N * hp->n_expert, sizeof(float), &fail);
+    b->eid = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
+    b->ew = xcalloc(N * hp->n_expert_used, sizeof(float), &fail);
+    b->g = xcalloc(N * F, sizeof(float), &fail);
+    b->u = xcalloc(N * F, sizeof(float), &fail);
+    b->tmp = xcalloc(N * (D > H * H ? D : H * H), sizeof(float), &fail);
+    b->xg = xcalloc(N * K * D, sizeof(float), &fail);
+    b->yg = xcalloc(N * K * D, sizeof(float), &fail);
+    b->wg = xcalloc(N * K, sizeof(float), &fail);
+    b->etok = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
+    b->eslot = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
+    if (fail) batch_free(b);
+    return fail ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hyper-connections (§5)                                                    */
+
+/* Normalises each token's flattened streams into b->flat, then mix = fn·flat. */
+static void hc_mix(ds4_session *s, batch *b, const ds4_weight *fn, float *mix, int nmix) {
+    const ds4_hparams *hp = &s->model->hp;
+    int64_t HD = ds4_hc_dim(hp);
+    for (int t = 0; t < b->n; t++) ds4_rmsnorm(b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
+    ds4_mm(s->pool, fn, 0, 0, nmix, b->flat, HD, b->n, mix, nmix);
+}
+
+static void sinkhorn(float *C, int H, int iters, float eps) {
+    for (int j = 0; j < H; j++) {
+        float *row = C + j * H, mx = row[0], sum = 0;
+        for (int k = 1; k < H; k++) mx = fmaxf(mx, row[k]);
+        for (int k = 0; k < H; k++) { row[k] = expf(row[k] - mx); sum += row[k]; }
+        for (int k = 0; k < H; k++) row[k] = row[k] / sum + eps;
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+            for (int j = 0; j < H; j++) {
+                float sum = 0;
+                for (int k = 0; k < H; k++) sum += C[j * H + k];
+                for (int k = 0; k < H; k++) C[j * H + k] /= sum + eps;
+            }
+        for (int k = 0; k < H; k++) {
+            float sum = 0;
+            for (int j = 0; j < H; j++) sum += C[j * H + k];
+            for (int j = 0; j < H; j++) C[j * H + k] /= sum + eps;
+        }
+    }
+}
+
+/* HCPre: computes post/comb per token and the collapsed input b->x. */
+static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *scale, const float *base) {
+    const ds4_hparams *hp = &s->model->hp;
+    int H = (int)hp->hc_mult, NM = (int)ds4_hc_mix(hp);
+    int64_t D = hp->n_embd;
+    hc_mix(s, b, fn, b->mix, NM);
+    for (int t = 0; t < b->n; t++) {
+        const float *mix = b->mix + t * NM;
+        const float *X = b->X + t * H * D;
+        float *post = b->post + t * H, *C = b->comb + t * H * H, *x = b->x + t * D;
+        float pre[16];
+        for (int j = 0; j < H; j++) {
+            pre[j] = ds4_sigmoid(mix[j] * scale[0] + base[j]) + hp->hc_eps;
+            post[j] = 2.0f * ds4_sigmoid(mix[H + j] * scale[1] + base[H + j]);
+        }
+        for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
+        sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
+        for (int64_t d = 0; d < D; d++) {
+            float acc = 0;
+            for (int j = 0; j < H; j++) acc += pre[j] * X[j * D + d];
+            x[d] = acc;
+        }
+    }
+}
+
+/* HCPost: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place. */
+static void hc_post(ds4_session *s, batch *b) {
+    const ds4_hparams *hp = &s->model->hp;
+    int H = (int)hp->hc_mult;
+    int64_t D = hp->n_embd;
+    float old[16];
+    for (int t = 0; t < b->n; t++) {
+        float *X = b->X + t * H * D;
+        const float *o = b->out + t * D, *post = b->post + t * H, *C = b->comb + t * H * H;
+        for (int64_t d = 0; d < D; d++) {
+            for (int j = 0; j < H; j++) old[j] = X[j * D + d];
+            for (int k = 0; k < H; k++) {
+                float acc = post[k] * o[d];
+                for (int j = 0; j < H; j++) acc += C[j * H + k] * old[j];
+                X[k * D + d] = acc;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Compressors (§6.4)                                                        */
+
+/* Feeds one token's (a, z) rows (width c·d) into a frontier; if it completes
+ * a block, pools it into `row` (width d) and returns 1. */
+static int compressor_push(float *st_kv, float *st_sc, int m, int d, int64_t pos, const float *a,
+                           const float *z, float *row) {
+    int c = m == 4 ? 2 : 1, w = c * d;
+    int slot = m == 4 ? m + (int)(pos % m) : (int)(pos % m);
+    memcpy(st_kv + (size_t)slot * w, a, sizeof(float) * w);
+    memcpy(st_sc + (size_t)slot * w, z, sizeof(float) * w);
+    if ((pos + 1) % m != 0) return 0;
+    for (int e = 0; e < d; e++) {
+        /* ratio 4: previous block's Ca (rows 0..3, col e) + this block's Cb (rows 4..7, col d+e) */
+        float mx = NEG_INF;
+        int rows = c * m;
+        for (int r = 0; r < rows; r++) {
+            int col = m == 4 ? (r < m ? e : d + e) : e;
+            mx = fmaxf(mx, st_sc[(size_t)r * w + col]);
+        }
+        double num = 0, den = 0;
+        for (int r = 0; r < rows; r++) {
+            int col = m == 4 ? (r < m ? e : d + e) : e;
+            float sc = st_sc[(size_t)r * w + col];
+            if (sc == NEG_INF) continue;
+            float p = expf(sc - mx);
+            den += p;
+            num += (double)p * st_kv[(size_t)r * w + col];
+        }
+        row[e] = den > 0 ? (float)(num / den) : 0.0f;
+    }
+    if (m == 4) {
+        memcpy(st_kv, st_kv + (size_t)m * w, sizeof(float) * m * w);
+        memcpy(st_sc, st_sc + (size_t)m * w, sizeof(float) * m * w);
+    }
+    return 1;
+}
+
+/* Runs the attention compressor (and, for ratio 4, the indexer compressor)
+ * over the batch, appending completed rows to the layer state. */
+static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
+    const ds4_hparams *hp = &s->model->hp;
+    int m = L->ratio, c = m == 4 ? 2 : 1;
+    int dh = (int)hp->head_dim, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
+    int64_t D = hp->n_embd;
+    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
+    int wc = c * dh;
+    ds4_mm(s->pool, &L->comp_kv, 0, 0, wc, b->xn, D, b->n, b->ca, wc);
+    ds4_mm(s->pool, &L->comp_gate, 0, 0, wc, b->xn, D, b->n, b->cz, wc);
+    if (m == 4) {
+        ds4_mm(s->pool, &L->idx_comp_kv, 0, 0, 2 * dI, b->xn, D, b->n, b->ia, 2 * dI);
+        ds4_mm(s->pool, &L->idx_comp_gate, 0, 0, 2 * dI, b->xn, D, b->n, b->iz, 2 * dI);
+    }
+    for (int t = 0; t < b->n; t++) {
+        int64_t pos = b->p0 + t;
+        float *z = b->cz + (size_t)t * wc;
+        const float *ape = L->comp_ape + (size_t)(pos % m) * wc;
+        for (int i = 0; i < wc; i++) z[i] += ape[i];
+        float *row = st->comp + (size_t)st->n_comp * dh;
+        if (compressor_push(st->comp_kv, st->comp_sc, m, dh, pos, b->ca + (size_t)t * wc, z, row)) {
+            ds4_rmsnorm(row, L->comp_norm, dh, hp->rms_eps, row);
+            ds4_rope(row, dh, dr, s->rope_comp, (int64_t)st->n_comp * m, 1);
+            if (qat) ds4_fp8_roundtrip(row, dh - dr);
+            st->n_comp++;
+        }
+        if (m != 4) continue;
+        float *iz = b->iz + (size_t)t * 2 * dI;
+        const float *iape = L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI;
+        for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
+        float *irow = st->idx + (size_t)st->n_idx * dI;
+        if (compressor_push(st->idx_kv, st->idx_sc, 4, dI, pos, b->ia + (size_t)t * 2 * dI, iz, irow)) {
+            ds4_rmsnorm(irow, L->idx_comp_norm, dI, hp->rms_eps, irow);
+            ds4_rope(irow, dI, dr, s->rope_comp, (int64_t)st->n_idx * 4, 1);
+            if (qat) { ds4_hadamard(irow, dI); ds4_fp4_roundtrip(irow, dI); }
+            st->n_idx++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lightning indexer (§6.6)                                                  */
+
+typedef struct {
+    ds4_session *s;
+    batch *b;
+    const ds4_layer_state *st;
+} idx_job;
+
+/* Keeps the K largest scores; ties prefer the lower index.  Min-heap on
+ * (score, -index). */
+static int heap_less(const float *sc, int32_t a, int32_t b) {
+    return sc[a] < sc[b] || (sc[a] == sc[b] && a > b);
+}
+
+static void heap_sift(int32_t *h, int n, int i, const float *sc) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_less(sc, h[l], h[m])) m = l;
+        if (r < n && heap_less(sc, h[r], h[m])) m = r;
+        if (m == i) return;
+        int32_t tmp = h[i]; h[i] = h[m]; h[m] = tmp;
+        i = m;
+    }
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void indexer_task(void *ctx, int64_t t) {
+    const idx_job *j = ctx;
+    const ds4_hparams *hp = &j->s->model->hp;
+    batch *b = j->b;
+    int K = (int)hp->idx_topk, nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
+    int64_t pos = b->p0 + t;
+    int nvis = (int)((pos + 1) / 4);
+    int32_t *sel = b->sel + t * (K + 1);
+    if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
+    float *score = malloc(sizeof(float) * (size_t)nvis);
+    if (!score) abort();
+    const float *q = b->iq + t * nI * dI, *w = b->iw + t * nI;
+    for (int i = 0; i < nvis; i++) {
+        const float *k = j->st->idx + (size_t)i * dI;
+        float acc = 0;
+        for (int h = 0; h < nI; h++) {
+            const float *qh = q + h * dI;
+            float dot = 0;
+            for (int e = 0; e < dI; e++) dot += qh[e] * k[e];
+            if (dot > 0) acc += w[h] * dot;
+        }
+        score[i] = acc;
+    }
+    int n = 0;
+    for (int32_t i = 0; i < nvis; i++) {
+        if (n < K) {
+            sel[n++] = i;
+            if (n == K)
+                for (int k = K / 2 - 1; k >= 0; k--) heap_sift(sel, K, k, score);
+        } else if (heap_less(score, sel[0], i)) {
+            sel[0] = i;
+            heap_sift(sel, K, 0, score);
+        }
+    }
+    qsort(sel, (size_t)K, sizeof *sel, cmp_i32); /* row order: deterministic summation */
+    sel[K] = -1;
+    free(score);
+}
+
+static void run_indexer(ds4_session *s, batch *b, const ds4_layer *L, const ds4_layer_state *st) {
+    const ds4_hparams *hp = &s->model->hp;
+    int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
+    bool any = false;
+    for (int t = 0; t < b->n; t++)
+        if ((b->p0 + t + 1) / 4 > hp->idx_topk) any = true;
+    if (!any) {
+        for (int t = 0; t < b->n; t++) b->sel[t * (hp->idx_topk + 1)] = -1;
+        return;
+    }
+    ds4_mm(s->pool, &L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, b->n, b->iq, (int64_t)nI * dI);
+    ds4_mm(s->pool, &L->idx_proj, 0, 0, nI, b->xn, hp->n_embd, b->n, b->iw, nI);
+    float wscale = 1.0f / sqrtf((float)dI * (float)nI);
+    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
+    for (int t = 0; t < b->n; t++) {
+        for (int h = 0; h < nI; h++) {
+            float *qh = b->iq + ((size_t)t * nI + h) * dI;
+            ds4_rope(qh, dI, dr, s->rope_comp, b->p0 + t, 1);
+            if (qat) { ds4_hadamard(qh, dI); ds4_fp4_roundtrip(qh, dI); }
+        }
+        for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
+    }
+    idx_job j = {s, b, st};
+    ds4_pool_run(s->pool, b->n, indexer_task, &j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention core (§6.7)                                                     */
+
+typedef struct {
+    ds4_session *s;
+    batch *b;
+    const ds4_layer *L;
+    const ds4_layer_state *st;
+    const float *inv_freq;
+} attn_job;
+
+static void attn_task(void *ctx, int64_t task) {
+    const attn_job *j = ctx;
+    const ds4_hparams *hp = &j->s->model->hp;
+    batch *b = j->b;
+    int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window, m = j->L->ratio;
+    int t = (int)(task / nh), h = (int)(task % nh);
+    int64_t pos = b->p0 + t;
+    const float *q = b->q + ((size_t)t * nh + h) * dh;
+    float *o = b->o + ((size_t)t * nh + h) * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+
+    /* Candidate rows: raw window, then compressed rows. */
+    int64_t lo = pos - W + 1 > 0 ? pos - W + 1 : 0;
+    int nraw = (int)(pos - lo + 1);
+    int nvis = m > 0 ? (int)((pos + 1) / m) : 0;
+    const int32_t *sel = NULL;
+    int ncomp = nvis;
+    if (m == 4) {
+        const int32_t *cand = b->sel + (size_t)t * (hp->idx_topk + 1);
+        if (cand[0] >= 0) { sel = cand; ncomp = (int)hp->idx_topk; }
+    }
+    int nrows = nraw + ncomp;
+    float *sc = malloc(sizeof(float) * (size_t)(nrows > 0 ? nrows : 1));
+    const float **rows = malloc(sizeof(float *) * (size_t)(nrows > 0 ? nrows : 1));
+    if (!sc || !rows) abort();
+    for (int r = 0; r < nraw; r++) {
+        int64_t jp = lo + r;
+        rows[r] = jp >= b->p0 ? b->kv + (size_t)(jp - b->p0) * dh : j->st->raw + (size_t)(jp % W) * dh;
+    }
+    for (int r = 0; r < ncomp; r++) rows[nraw + r] = j->st->comp + (size_t)(sel ? sel[r] : r) * dh;
+
+    float mx = j->L->sinks[h];
+    for (int r = 0; r < nrows; r++) {
+        float dot = 0;
+        for (int e = 0; e < dh; e++) dot += q[e] * rows[r][e];
+        sc[r] = dot * scale;
+        mx = fmaxf(mx, sc[r]);
+    }
+    float den = expf(j->L->sinks[h] - mx);
+    memset(o, 0, sizeof(float) * dh);
+    for (int r = 0; r < nrows; r++) {
+        float p = expf(sc[r] - mx);
+        den += p;
+        for (int e = 0; e < dh; e++) o[e] += p * rows[r][e];
+    }
+    for (int e = 0; e < dh; e++) o[e] /= den;
+    ds4_rope(o, dh, (int)hp->rope_dim, j->inv_freq, pos, -1);
+    free(sc);
+    free(rows);
+}
+
+static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
+    const ds4_hparams *hp = &s->model->hp;
+    int64_t D = hp->n_embd;
+    int nh = (int)hp->n_head, dh = (int)hp->head_dim, dr = (int)hp->rope_dim, W = (int)hp->window;
+    const float *inv_freq = L->ratio > 0 ? s->rope_comp : s->rope_main;
+    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
+
+    for (int t = 0; t < b->n; t++)
+        ds4_rmsnorm(b->x + t * D, L->attn_norm, D, hp->rms_eps, b->xn + t * D);
+
+    /* Query path. */
+    ds4_mm(s->pool, &L->q_a, 0, 0, hp->q_lora, b->xn, D, b->n, b->qlat, hp->q_lora);
+    for (int t = 0; t < b->n; t++)
+        ds4_rmsnorm(b->qlat + (size_t)t * hp->q_lora, L->q_a_norm, hp->q_lora, hp->rms_eps,
+                    b->qlat + (size_t)t * hp->q_lora);
+    ds4_mm(s->pool, &L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, b->n, b->q, ds4_q_dim(hp));
+    for (int t = 0; t < b->n; t++)
+        for (int h = 0; h < nh; h++) {
+            float *qh = b->q + ((size_t)t * nh + h) * dh;
+            ds4_rmsnorm(qh, NULL, dh, hp->rms_eps, qh);
+            ds4_rope(qh, dh, dr, inv_freq, b->p0 + t, 1);
+        }
+
+    /* Shared KV path. */
+    ds4_mm(s->pool, &L->kv, 0, 0, dh, b->xn, D, b->n, b->kv, dh);
+    for (int t = 0; t < b->n; t++) {
+        float *kv = b->kv + (size_t)t * dh;
+        ds4_rmsnorm(kv, L->kv_norm, dh, hp->rms_eps, kv);
+        ds4_rope(kv, dh, dr, inv_freq, b->p0 + t, 1);
+        if (qat) ds4_fp8_roundtrip(kv, dh - dr);
+    }
+
+    if (L->ratio > 0) run_compressors(s, b, L, st);
+    if (L->ratio == 4) run_indexer(s, b, L, st);
+
+    attn_job j = {s, b, L, st, inv_freq};
+    ds4_pool_run(s->pool, (int64_t)b->n * nh, attn_task, &j);
+
+    /* The batch's raw rows enter the ring only now: queries above read them
+     * from b->kv, and the ring still holds the W positions before the batch. */
+    int first = b->n > W ? b->n - W : 0;
+    for (int t = first; t < b->n; t++)
+        memcpy(st->raw + (size_t)((b->p0 + t) % W) * dh, b->kv + (size_t)t * dh, sizeof(float) * dh);
+
+    /* Grouped output projection. */
+    int64_t G = hp->o_groups, ro = hp->o_lora, gin = ds4_group_in(hp);
+    for (int64_t g = 0; g < G; g++)
+        ds4_mm(s->pool, &L->out_a, 0, g * ro, ro, b->o + g * gin, ds4_q_dim(hp), b->n, b->low + g * ro, G * ro);
+    ds4_mm(s->pool, &L->out_b, 0, 0, D, b->low, G * ro, b->n, b->out, D);
+}
+
+/* ------------------------------------------------------------------------ */
+/* MoE (§7)                                                                  */
+
+static float swiglu_clamped(float g, float u, float c) {
+    if (c > 1e-6f) {
+        g = fminf(g, c);
+        u = fminf(fmaxf(u, -c), c);
+    }
+    return g / (1.0f + expf(-g)) * u;
+}
+
+static float sqrt_softplus(float z) {
+    float sp = z > 20.0f ? z : log1pf(expf(z));
+    return sqrtf(sp);
+}
+
+static void route(ds4_session *s, batch *b, const ds4_layer *L) {
+    const ds4_hparams *hp = &s->model->hp;
+    int E = (int)hp->n_expert, k = (int)hp->n_expert_used;
+    ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, hp->n_embd, b->n, b->router, E);
+    for (int t = 0; t < b->n; t++) {
+        float *sc = b->router + (size_t)t * E;
+        int32_t *ids = b->eid + t * k;
+        float *w = b->ew + t * k;
+        for (int e = 0; e < E; e++) sc[e] = sqrt_softplus(sc[e]);
+        if (L->hash) {
+            memcpy(ids, L->tid2eid + (size_t)b->tok[t] * k, sizeof(int32_t) * k);
+        } else {
+            /* top-k of biased scores; ties keep the lower expert id */
+            for (int i = 0; i < k; i++) {
+                int best = -1;
+                float bv = NEG_INF;
+                for (int e = 0; e < E; e++) {
+                    bool used = false;
+                    for (int q = 0; q < i; q++) used |= ids[q] == e;
+                    float v = sc[e] + L->exp_probs_b[e];
+                    if (!used && (best < 0 || v > bv)) { best = e; bv = v; }
+                }
+                ids[i] = best;
+            }
+        }
+        float sum = 0;
+        for (int i = 0; i < k; i++) { w[i] = sc[ids[i]]; sum += w[i]; }
+        if (hp->expert_weights_norm) {
+            if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+            for (int i = 0; i < k; i++) w[i] /= sum;
+        }
+        for (int i = 0; i < k; i++) w[i] *= hp->expert_weights_scale;
+    }
+}
+
+/* Runs one FFN (an expert slice or the shared expert) over `n` gathered rows
+ * in b->tmp-sized buffers: out[r] = W2 · (w_r · SwiGLU(W1 x_r, W3 x_r)). */
+static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_weight *w3, const ds4_weight *w2,
+                     int64_t expert, const float *X, int n, const float *rw, float clamp, float *out) {
+    int64_t D = s->model->hp.n_embd, F = w1->ne[1];
+    ds4_mm(s->pool, w1, expert, 0, F, X, D, n, b->g, F);
+    ds4_mm(s->pool, w3, expert, 0, F, X, D, n, b->u, F);
+    for (int r = 0; r < n; r++) {
+        float scale = rw ? rw[r] : 1.0f;
+        float *g = b->g + (size_t)r * F;
+        const float *u = b->u + (size_t)r * F;
+        for (int64_t i = 0; i < F; i++) g[i] = swiglu_clamped(g[i], u[i], clamp) * scale;
+    }
+    ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
+}
+
+static void moe(ds4_session *s, batch *b, const ds4_layer *L) {
+    const ds4_hparams *hp = &s->model->hp;
+    int64_t D = hp->n_embd;
+    int k = (int)hp->n_expert_used;
+    for (int t = 0; t < b->n; t++) ds4_rmsnorm(b->x + t * D, L->ffn_norm, D, hp->rms_eps, b->xn + t * D);
+    route(s, b, L);
+
+    /* Shared expert over the whole batch first: its output initialises b->out. */
+    if (hp->n_expert_shared)
+        ffn_rows(s, b, &L->gate_sh, &L->up_sh, &L->down_sh, 0, b->xn, b->n, NULL, L->clamp_shexp, b->out);
+    else
+        memset(b->out, 0, sizeof(float) * (size_t)b->n * D);
+
+    /* Routed experts, grouped so each selected expert's weights are read once. */
+    float *xg = b->xg, *wg = b->wg;      /* gathered inputs and routing weights */
+    for (uint32_t e = 0; e < hp->n_expert; e++) {
+        int cnt = 0;
+        for (int t = 0; t < b->n; t++)
+            for (int i = 0; i < k; i++)
+                if (b->eid[t * k + i] == (int32_t)e) { b->etok[cnt] = t; b->eslot[cnt] = t * k + i; cnt++; }
+        if (!cnt) continue;
+        for (int c = 0; c < cnt; c++) {
+            memcpy(xg + (size_t)c * D, b->xn + (size_t)b->etok[c] * D, sizeof(float) * D);
+            wg[c] = b->ew[b->eslot[c]];
+        }
+        float *yo = b->yg;
+        ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, xg, cnt, wg, L->clamp_exp, yo);
+        for (int c = 0; c < cnt; c++) {
+            float *dst = b->out + (size_t)b->etok[c] * D;
+            const float *src = yo + (size_t)c * D;
+            for (int64_t d = 0; d < D; d++) dst[d] += src[d];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Head (§5.4, §8)                                                           */
+
+static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
+    const ds4_model *m = s->model;
+    const ds4_hparams *hp = &m->hp;
+    int H = (int)hp->hc_mult;
+    int64_t D = hp->n_embd, HD = ds4_hc_dim(hp);
+    float mix[16];
+    for (int t = t0; t < t0 + nt; t++) {
+        const float *X = b->X + (size_t)t * HD;
+        ds4_rmsnorm(X, NULL, HD, hp->rms_eps, b->flat);
+        ds4_mm(s->pool, &m->out_hc_fn, 0, 0, H, b->flat, HD, 1, mix, H);
+        float *y = b->xn + (size_t)(t - t0) * D;
+        memset(y, 0, sizeof(float) * D);
+        for (int j = 0; j < H; j++) {
+            float w = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
+            for (int64_t d = 0; d < D; d++) y[d] += w * X[j * D + d];
+        }
+        ds4_rmsnorm(y, m->out_norm, D, hp->rms_eps, y);
+    }
+    ds4_mm(s->pool, &m->output, 0, 0, hp->n_vocab, b->xn, D, nt, logits, hp->n_vocab);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver                                                                    */
+
+static void run_batch(ds4_session *s, batch *b) {
+    const ds4_model *m = s->model;
+    const ds4_hparams *hp = &m->hp;
+    int H = (int)hp->hc_mult;
+    int64_t D = hp->n_embd;
+    for (int t = 0; t < b->n; t++) {
+        float *X = b->X + (size_t)t * H * D;
+        ds4_weight_row_f32(&m->tok_embd, b->tok[t], X);
+        for (int j = 1; j < H; j++) memcpy(X + j * D, X, sizeof(float) * D);
+    }
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const ds4_layer *L = &m->layers[l];
+        hc_pre(s, b, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base);
+        attention(s, b, L, &s->ls[l]);
+        hc_post(s, b);
+        hc_pre(s, b, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
+        moe(s, b, L);
+        hc_post(s, b);
+    }
+}
+
+int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which, float *logits,
+                     ds4_err *err) {
+    const ds4_hparams *hp = &s->model->hp;
+    if (n <= 0) return ds4_err_set(err, "no tokens to evaluate");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= hp->n_vocab)
+            return ds4_err_set(err, "token id %d at index %d is out of range 0..%u", tokens[i], i, hp->n_vocab - 1);
+    if ((uint64_t)s->pos + (uint64_t)n > s->opts.ctx_max)
+        return ds4_err_set(err, "context full: %u + %d tokens exceed the context size %u", s->pos, n,
+                           s->opts.ctx_max);
+    int maxb = s->opts.max_batch < n ? s->opts.max_batch : n;
+    batch b;
+    if (batch_alloc(&b, hp, maxb)) return ds4_err_set(err, "out of memory for a batch of %d tokens", maxb);
+    for (int done = 0; done < n;) {
+        int nb = n - done < maxb ? n - done : maxb;
+        b.n = nb;
+        b.p0 = s->pos;
+        b.tok = tokens + done;
+        run_batch(s, &b);
+        if (which == DS4_LOGITS_ALL) {
+            head(s, &b, 0, nb, logits + (size_t)done * hp->n_vocab);
+        } else if (which == DS4_LOGITS_LAST && done + nb == n) {
+            head(s, &b, nb - 1, 1, logits);
+        }
+        s->pos += (uint32_t)nb;
+        done += nb;
+    }
+    batch_free(&b);
+    return 0;
+}

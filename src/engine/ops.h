@@ -1,0 +1,44 @@
+/* Numeric building blocks of the forward pass (f32 activations).
+ *
+ * Matrix products go through ds4_mm(), the one place that turns a weight of
+ * any storage type into y = W·x: it converts each activation row once to the
+ * weight type's vec_dot_type and then calls the type's dot kernel per row,
+ * spreading rows over the thread pool.  Weights are used in place (mmap).
+ *
+ * The QAT helpers simulate the official FP8 / FP4 kernels (MODEL.md §2.4);
+ * the forward pass calls them only in the default "model" numerics. */
+#ifndef DS4_ENGINE_OPS_H
+#define DS4_ENGINE_OPS_H
+
+#include <stdint.h>
+
+#include "engine/pool.h"
+#include "model/model.h"
+
+/* Y[t*ldy + r] = W[row0 + r] · X[t*ldx ...]  for t < n, r < nrows.
+ * W is ne0 wide (the input length).  expert selects a slice of a stacked
+ * 3-D weight (0 for 2-D weights). */
+void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows,
+            const float *X, int64_t ldx, int n, float *Y, int64_t ldy);
+
+/* Row of a weight matrix (e.g. an embedding row) converted to f32. */
+void ds4_weight_row_f32(const ds4_weight *w, int64_t row, float *out);
+
+/* y = x · (mean(x²) + eps)^-½ ⊙ w   (w may be NULL: unweighted). y may alias x. */
+void ds4_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y);
+
+/* Inverse frequencies for RoPE over d_r dims: plain (yarn_factor <= 1) or YaRN. */
+void ds4_rope_freqs(float *inv_freq, int rope_dim, float base, float yarn_factor, double orig_ctx,
+                    double beta_fast, double beta_slow);
+/* Rotates the last rope_dim dims of x (width d) at position pos, adjacent
+ * pairs; sign = -1 applies the inverse rotation. */
+void ds4_rope(float *x, int d, int rope_dim, const float *inv_freq, int64_t pos, int sign);
+
+/* QAT round trips (in place). */
+void ds4_fp8_roundtrip(float *x, int64_t n);   /* 64-blocks, pow2 scale, E4M3 */
+void ds4_fp4_roundtrip(float *x, int64_t n);   /* 32-blocks, pow2 scale, E2M1 */
+void ds4_hadamard(float *x, int n);            /* Sylvester order, scaled by n^-½; n power of 2 */
+
+static inline float ds4_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+#endif

@@ -1,0 +1,21 @@
+/* A persistent worker pool for data-parallel loops.
+ *
+ * ds4_pool_run(p, n, fn, ctx) calls fn(ctx, i) for every i in [0, n) across
+ * the pool's threads (the caller's thread works too) and returns when all
+ * calls are done.  Tasks are handed out by an atomic counter, so uneven task
+ * costs balance themselves.  A pool of 1 thread runs everything inline.
+ * Not reentrant: fn must not call ds4_pool_run on the same pool. */
+#ifndef DS4_ENGINE_POOL_H
+#define DS4_ENGINE_POOL_H
+
+#include <stdint.h>
+
+typedef struct ds4_pool ds4_pool;
+typedef void (*ds4_task_fn)(void *ctx, int64_t i);
+
+ds4_pool *ds4_pool_new(int n_threads); /* n_threads <= 0: number of online CPUs */
+void ds4_pool_free(ds4_pool *p);
+int ds4_pool_size(const ds4_pool *p);
+void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx);
+
+#endif
