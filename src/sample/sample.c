@@ -11,10 +11,10 @@
  *   top-p  needs the order, and the normalizer Z of the top-k set.
  * So we gather only tokens passing the min-p threshold (with defaults this is
  * a handful), heap-select top-k among them, and sort only what top-p must
- * scan.  When min_p is 0 and the set is huge, a 64-bin histogram of d finds a
- * threshold whose mass already covers top_p * Z, so only that prefix is
- * sorted.  The sort is our heap routine, not qsort: glibc's qsort may malloc,
- * and the per-token path must not allocate. */
+ * scan.  When min_p is 0 and the set is huge, top_p_cut histograms the
+ * masses to find the bin where the nucleus ends and sorts only that bin.
+ * The sort is our heap routine, not qsort: glibc's qsort may malloc, and the
+ * per-token path must not allocate. */
 #include "sample/sample.h"
 
 #include <float.h>
@@ -41,7 +41,7 @@ struct samp {
     uint32_t gen;        /* current allow-list generation */
 };
 
-enum { SAMP_MAX_VOCAB = 1 << 24, SHRINK_MIN_ELEMS = 1024, SHRINK_BINS = 64 };
+enum { SAMP_MAX_VOCAB = 1 << 24, SHRINK_MIN_ELEMS = 256, SHRINK_BINS = 64 };
 
 /* ===================== RNG: splitmix64 + xoshiro256** ===================== */
 
@@ -247,32 +247,68 @@ static void top_sorted(cand *a, size_t n, size_t k) {
     }
 }
 
-/* Bin of a scaled logit d <= 0 for the top-p shrink histogram. */
-static inline int shrink_bin(float d) {
-    float b = -d;
-    return b < (float)(SHRINK_BINS - 1) ? (int)b : SHRINK_BINS - 1;
-}
-
-/* Keeps in a[0..na) only a prefix (by d) whose mass is >= target, if a bin
- * boundary gives one; returns the new count.  Order of a is preserved. */
-static size_t shrink_for_top_p(cand *a, size_t na, double target) {
-    double mass[SHRINK_BINS] = {0};
-    for (size_t i = 0; i < na; i++) mass[shrink_bin(a[i].v)] += expf(a[i].v);
-    double cum = 0;
-    int keep = -1;
-    for (int b = 0; b < SHRINK_BINS - 1; b++) {
-        cum += mass[b];
-        /* The margin covers summation-order rounding against the later scan. */
-        if (cum >= target * (1 + 1e-6)) {
-            keep = b;
-            break;
+/* Top-p over an unordered set a[0..na) of scaled logits d <= 0: rearranges a
+ * so the nucleus is a[0..return) and returns its size.
+ *
+ * Sorting everything is O(n log n) and with min_p 0 the set can be the whole
+ * vocabulary.  Instead: histogram the masses into 64 bins by d (1 nat wide at
+ * the first level), find the bin where the cumulative mass crosses target;
+ * bins before it are wholly in the nucleus, bins after it wholly out.  Refine
+ * inside the boundary bin with 64x finer bins, then sort only what is left.
+ * A bin index is monotone in d, which is all correctness needs; the kept
+ * mass is summed per bin, so the cut equals the sorted scan up to rounding. */
+static size_t top_p_cut(cand *a, size_t na, double target) {
+    size_t lo = 0;          /* a[0..lo) is in the nucleus */
+    double kept = 0;        /* their mass */
+    float top = 0, width = 1; /* bin i covers d in (top - (i+1) width, top - i width] */
+    for (int level = 0; level < 4 && na - lo > SHRINK_MIN_ELEMS; level++) {
+        double mass[SHRINK_BINS] = {0};
+        size_t count[SHRINK_BINS] = {0};
+        for (size_t i = lo; i < na; i++) {
+            float b = (top - a[i].v) / width;
+            int bin = b < (float)(SHRINK_BINS - 1) ? (b > 0 ? (int)b : 0) : SHRINK_BINS - 1;
+            mass[bin] += expf(a[i].v);
+            count[bin]++;
+            a[i].id |= bin << 24; /* park the bin in the id's free top bits (n_vocab <= 2^24) */
         }
+        int cut = SHRINK_BINS - 1;
+        double cum = kept;
+        for (int b = 0; b < SHRINK_BINS; b++) {
+            if (cum + mass[b] >= target) {
+                cut = b;
+                break;
+            }
+            cum += mass[b];
+        }
+        /* Stable-enough partition: bins < cut to the front, then bin cut. */
+        size_t o = lo;
+        for (size_t i = lo; i < na; i++)
+            if ((a[i].id >> 24) < cut) {
+                cand t = a[o];
+                a[o++] = a[i];
+                a[i] = t;
+            }
+        size_t mid = o;
+        for (size_t i = mid; i < na; i++)
+            if ((a[i].id >> 24) == cut) {
+                cand t = a[o];
+                a[o++] = a[i];
+                a[i] = t;
+            }
+        for (size_t i = lo; i < o; i++) a[i].id &= (1 << 24) - 1;
+        kept = cum;
+        lo = mid;
+        na = o;
+        if (cut == SHRINK_BINS - 1) break; /* the open-ended tail bin cannot be refined */
+        top -= (float)cut * width;
+        width /= SHRINK_BINS;
     }
-    if (keep < 0) return na;
-    size_t o = 0;
-    for (size_t i = 0; i < na; i++)
-        if (shrink_bin(a[i].v) <= keep) a[o++] = a[i];
-    return o;
+    top_sorted(a + lo, na - lo, na - lo);
+    for (size_t i = lo; i < na; i++) {
+        kept += expf(a[i].v);
+        if (kept >= target) return i + 1;
+    }
+    return na;
 }
 
 /* ================================ pipeline ================================ */
@@ -366,14 +402,14 @@ static int prepare(samp *s, const float *logits, const samp_params *p, const sam
     if (use_top_p) {
         double target = (double)p->top_p * Z, cum = 0;
         if (!sorted) {
-            if (na > SHRINK_MIN_ELEMS) na = shrink_for_top_p(a, na, target);
-            top_sorted(a, na, na);
-        }
-        for (size_t i = 0; i < na; i++) {
-            cum += expf(a[i].v);
-            if (cum >= target) {
-                na = i + 1;
-                break;
+            na = top_p_cut(a, na, target);
+        } else {
+            for (size_t i = 0; i < na; i++) {
+                cum += expf(a[i].v);
+                if (cum >= target) {
+                    na = i + 1;
+                    break;
+                }
             }
         }
     }
