@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/resource.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -916,7 +917,10 @@ TEST(fuzz_byte_flips) {
     int opened = 0;
     unsigned acc = 0;
     uint8_t *buf = malloc(n);
-    for (int it = 0; it < 5000; it++) {
+    const char *env = getenv("DS4_FUZZ_ITERS"); /* longer runs on demand */
+    int iters = env ? atoi(env) : 5000;
+    if (getenv("DS4_FUZZ_SEED")) rng_state = strtoull(getenv("DS4_FUZZ_SEED"), NULL, 0);
+    for (int it = 0; it < iters; it++) {
         memcpy(buf, img, n);
         int flips = 1 + (int)(rnd() % 4);
         for (int k = 0; k < flips; k++) {
@@ -942,7 +946,7 @@ TEST(fuzz_byte_flips) {
             CHECK(msg[0] != 0); /* every failure explains itself */
         }
     }
-    printf("  fuzz: 5000 mutants, %d opened (checksum %u)\n", opened, acc);
+    printf("  fuzz: %d mutants, %d opened (checksum %u)\n", iters, opened, acc);
     free(buf);
     free(img);
 }
@@ -1000,6 +1004,16 @@ TEST(large_directory) {
     free(toks);
 }
 
+static void remove_tmpdir(void) {
+    DIR *d = opendir(test_tmpdir());
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) unlink(path_in_tmp(de->d_name));
+    closedir(d);
+    rmdir(test_tmpdir());
+}
+
 int main(void) {
     RUN(round_trip);
     RUN(getter_conversions);
@@ -1014,5 +1028,6 @@ int main(void) {
     RUN(fuzz_byte_flips);
     RUN(large_directory);
     for (int i = 0; i < RT_NT; i++) free(rt_data[i]);
+    if (!test_failures) remove_tmpdir(); /* kept on failure, for a look */
     TEST_END();
 }
