@@ -21,8 +21,13 @@
  * defaults; they exist for the CLI/agent and the repetition guard
  * (USER_ASKS.md #14, antirez/ds4#195: resample with the offender banned).
  *
- * Order of operations (the specs give none; this is llama.cpp's chain minus
- * the exotic stages, with temperature before truncation as in HF):
+ * Order of operations.  The specs give none; this is the order of ds4's
+ * sample_top_p_min_p (antirez/ds4 ds4.c: temperature first, then top-k, and
+ * top-p and min-p both measured on the top-k distribution), with llama.cpp's
+ * penalties in front.  (llama.cpp's default chain applies temperature last,
+ * so the same knobs truncate differently there.)  Two ds4 quirks are not
+ * copied: ds4 caps top_k at 1024 and treats top_p <= 0 as "off"; here top_k
+ * is uncapped and top_p 0 keeps only the argmax.
  *   1. mask: allow list, then ban list (disallowed -> -inf)
  *   2. penalties over the last penalty_last_n ids of the caller's window, once
  *      per distinct id (llama.cpp): repetition (CTRL: logit > 0 divided,
@@ -54,7 +59,7 @@
  * the 32-byte state for session snapshots.
  *
  * Ownership and lifetime.  samp_new returns an owned object freed with
- * samp_free; all scratch (about 34 bytes x n_vocab, 4.4 MB at 129280) is
+ * samp_free; all scratch (32 bytes x n_vocab, 4.1 MB at 129280) is
  * allocated there, so samp_sample/samp_probs never allocate.  All pointer
  * arguments are borrowed for the duration of the call only.
  *
