@@ -101,7 +101,7 @@ void gguf_close(gguf_file *f);
 
 uint32_t gguf_version(const gguf_file *f);
 uint32_t gguf_alignment(const gguf_file *f);
-const char *gguf_path(const gguf_file *f);
+const char *gguf_path(const gguf_file *f);          /* "<memory>" for gguf_open_mem */
 size_t gguf_file_size(const gguf_file *f);
 const void *gguf_base(const gguf_file *f);        /* start of the mapping */
 uint64_t gguf_data_offset(const gguf_file *f);    /* file offset of the data section */
