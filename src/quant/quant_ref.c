@@ -238,14 +238,21 @@ static void q8_K_quantize(const float *src, void *dst, int64_t n, const float *q
 /* Per-element importance for the K-quant and IQ2 searches.  Without an
  * imatrix, weight large values more (rms + |x|, as ggml's Q4_K): they carry
  * most of a dot product.  With one, qw[i] is the mean square activation of
- * column i, and sqrt(sigma2 + x^2) keeps small weights from being ignored. */
+ * column i, and sqrt(sigma2 + x^2) keeps small weights from being ignored.
+ * A group whose imatrix entries are all zero (columns never activated in
+ * the calibration run) falls back to the plain weighting rather than to an
+ * arbitrary encoding. */
 static void importance(const float *x, const float *qw, int n, float sigma2, float *w) {
     float rms = sqrtf(sigma2);
     if (qw) {
-        for (int i = 0; i < n; i++) w[i] = qw[i] * sqrtf(sigma2 + x[i] * x[i]);
-    } else {
-        for (int i = 0; i < n; i++) w[i] = rms + fabsf(x[i]);
+        float sw = 0.0f;
+        for (int i = 0; i < n; i++) {
+            w[i] = qw[i] * sqrtf(sigma2 + x[i] * x[i]);
+            sw += w[i];
+        }
+        if (sw > 0.0f && isfinite(sw)) return;
     }
+    for (int i = 0; i < n; i++) w[i] = rms + fabsf(x[i]);
 }
 
 static float mean_square(const float *x, int n) {
@@ -729,12 +736,8 @@ static void iq2_xxs_quantize(const float *src, void *dst, int64_t n, const float
         float w[QK_K], xv[QK_K], scale[8];
         uint8_t signs7[32]; /* 7-bit sign index per 8-group */
         const float sigma2 = mean_square(x, QK_K);
-        importance(x, xw, QK_K, sigma2, w);
-        if (qw) { /* all-zero importance (unused columns): fall back to plain MSE */
-            float sw = 0.0f;
-            for (int k = 0; k < QK_K; k++) sw += w[k];
-            if (sw <= 0.0f) for (int k = 0; k < QK_K; k++) w[k] = 1.0f;
-        }
+        for (int ib = 0; ib < 8; ib++)
+            importance(x + 32 * ib, xw ? xw + 32 * ib : NULL, 32, sigma2, w + 32 * ib);
 
         /* signs from the data, with the parity fix-up */
         for (int g = 0; g < 32; g++) {
@@ -765,10 +768,14 @@ static void iq2_xxs_quantize(const float *src, void *dst, int64_t n, const float
             scale[ib] = 0.0f;
             if (amax == 0.0f) continue;
             float best_err = INFINITY;
-            for (int t = 0; t <= IQ2_NSCALE; t++) {
-                /* the largest target lands at grid value 34 .. 52; t ==
-                 * IQ2_NSCALE re-searches at the best least-squares scale */
-                float c = t < IQ2_NSCALE ? amax / (34.0f + 18.0f * (float)t / (IQ2_NSCALE - 1)) : scale[ib];
+            for (int t = 0; t <= IQ2_NSCALE + 2; t++) {
+                /* The largest target lands at grid value 34 .. 52, or at the
+                 * lower levels 8 and 25 (flat groups: grid 0 is all 8s); the
+                 * last round re-searches at the best least-squares scale. */
+                float c = t < IQ2_NSCALE ? amax / (34.0f + 18.0f * (float)t / (IQ2_NSCALE - 1))
+                        : t == IQ2_NSCALE ? amax / 8.0f
+                        : t == IQ2_NSCALE + 1 ? amax / 25.0f
+                        : scale[ib];
                 if (c <= 0.0f) break;
                 int gi[4];
                 float dummy = 0.0f;
