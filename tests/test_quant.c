@@ -284,7 +284,8 @@ TEST(iq2_xxs_tables) {
     /* sign table: low 7 bits = index, bit 7 = parity (even minus count) */
     bad = 0;
     for (int s = 0; s < 128; s++) {
-        int par = __builtin_popcount((unsigned)s) & 1;
+        int par = 0;
+        for (int j = 0; j < 7; j++) par ^= (s >> j) & 1;
         if (ds4_ksigns_iq2xs[s] != (uint8_t)(s | (par << 7))) bad++;
     }
     CHECK_EQ_INT(bad, 0);

@@ -282,7 +282,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
     }
 
     uint8_t Lt[32];
-    float best_err = INFINITY, best_d = (xmax - xmin) / nmax, best_b = xmin;
+    float best_err = INFINITY, best_d = (xmax - xmin) / (float)nmax, best_b = xmin;
     for (int k = -10; k <= 10 + 4; k++) {
         float d, b;
         if (k <= 10) {
