@@ -688,7 +688,7 @@ static void iq2_init(void) {
         if (pass == 0) {
             iq2_nb_start[IQ2_NPAT] = total;
             list = malloc(total);
-            if (!list) abort(); /* ~100 KB, once per process */
+            if (!list) abort(); /* ~25 KB (3.8 points per pattern), once per process */
         }
     }
     iq2_nb_list = list;
