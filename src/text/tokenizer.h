@@ -127,7 +127,9 @@ enum ds4_tok_enc_flags {
 };
 
 /* Appends the ids of text[0..len) to out (no BOS is added).  Returns 0, or -1
- * on allocation failure / invalid UTF-8 under STRICT; out then holds a prefix. */
+ * on allocation failure, invalid UTF-8 under STRICT, or a PCRE2 resource limit
+ * (only conceivable for multi-megabyte single pieces without JIT; 1 MB runs
+ * are tested); out then holds a prefix of the ids. */
 int ds4_tok_encode(const ds4_tokenizer *t, const char *text, size_t len, unsigned flags, ds4_tok_ids *out,
                    ds4_err *err);
 
