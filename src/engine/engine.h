@@ -72,4 +72,12 @@ enum ds4_logits { DS4_LOGITS_NONE, DS4_LOGITS_LAST, DS4_LOGITS_ALL };
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
                      float *logits, ds4_err *err);
 
+/* Evaluates tokens[0..n) from position 0 in a fresh session and writes the
+ * logits of every position (n·V floats).  Schedules: chunk > 0 prefills in
+ * calls of `chunk` tokens; decode_from > 0 prefills decode_from tokens in one
+ * call, then feeds the rest one token per call; otherwise one call.  This is
+ * the checking hook behind `ds4 --dump-logits` and the golden tests. */
+int ds4_eval_sequence(const ds4_model *m, const ds4_engine_opts *opts, const int32_t *tokens, int n, int chunk,
+                      int decode_from, float *logits, ds4_err *err);
+
 #endif

@@ -774,3 +774,28 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
     batch_free(&b);
     return 0;
 }
+
+int ds4_eval_sequence(const ds4_model *m, const ds4_engine_opts *opts, const int32_t *tokens, int n, int chunk,
+                      int decode_from, float *logits, ds4_err *err) {
+    ds4_engine_opts o;
+    if (opts) o = *opts; else ds4_engine_opts_default(&o);
+    if (o.ctx_max < (uint32_t)n) o.ctx_max = (uint32_t)n;
+    ds4_session *s = ds4_session_new(m, &o, NULL, err);
+    if (!s) return -1;
+    size_t V = m->hp.n_vocab;
+    int rc = 0;
+    if (decode_from > 0) {
+        int k = decode_from < n ? decode_from : n;
+        rc = ds4_session_eval(s, tokens, k, DS4_LOGITS_ALL, logits, err);
+        for (int i = k; rc == 0 && i < n; i++)
+            rc = ds4_session_eval(s, tokens + i, 1, DS4_LOGITS_LAST, logits + (size_t)i * V, err);
+    } else {
+        int step = chunk > 0 ? chunk : n;
+        for (int i = 0; rc == 0 && i < n; i += step) {
+            int k = n - i < step ? n - i : step;
+            rc = ds4_session_eval(s, tokens + i, k, DS4_LOGITS_ALL, logits + (size_t)i * V, err);
+        }
+    }
+    ds4_session_free(s);
+    return rc;
+}
