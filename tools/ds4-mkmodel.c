@@ -22,6 +22,7 @@ static void usage(FILE *f) {
             "  --tokenizer FILE  embed this tokenizer.json; the vocab becomes its size\n"
             "  --name NAME       general.name\n"
             "  --threads N       worker threads (default: all CPUs)\n"
+            "  --dry-run         print the size the file would have, write nothing\n"
             "shape overrides (after the preset):\n"
             "  --layers N  --embd N  --vocab N  --heads N  --head-dim N  --rope-dim N\n"
             "  --q-lora N  --o-groups N  --o-lora N  --window N  --experts N  --experts-used N\n"
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--tokenizer") && more) { o.tokenizer_json = argv[++i]; continue; }
         if (!strcmp(a, "--name") && more) { o.name = argv[++i]; continue; }
         if (!strcmp(a, "--threads") && more) { o.n_threads = atoi(argv[++i]); continue; }
+        if (!strcmp(a, "--dry-run")) { o.dry_run = true; continue; }
         int k = -1;
         for (int j = 0; j < nov; j++)
             if (!strcmp(a, ov[j].opt)) k = j;
@@ -87,6 +89,11 @@ int main(int argc, char **argv) {
     int rc = ds4_mkmodel(out, &hp, &o, &st, &err);
     ds4_progress_end(&ps);
     if (rc) { fprintf(stderr, "ds4-mkmodel: %s\n", err.msg); return 1; }
+    if (o.dry_run) {
+        printf("%s: preset %s, recipe %s: %d tensors, %.3f GB of tensor data\n", out, preset, o.recipe ? o.recipe : "q8_0",
+               st.n_tensors, st.data_bytes / 1e9);
+        return 0;
+    }
     fprintf(stderr, "ds4-mkmodel: wrote %s: preset %s, seed %llu, %d tensors, %.1f MB of data, recipe %s, %.1f s\n", out,
             preset, (unsigned long long)o.seed, st.n_tensors, st.data_bytes / 1e6, o.recipe ? o.recipe : "q8_0",
             ds4_progress_now() - ps.start);

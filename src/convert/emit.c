@@ -25,6 +25,20 @@ int ds4_recipe_file_type(const char *recipe) {
     return -1;
 }
 
+int ds4_emit_data_size(const ds4_hparams *hp, const ds4_tensor_spec *schema, int n_schema, const bool *skip,
+                       const char *recipe, uint64_t *bytes, ds4_err *err) {
+    (void)hp;
+    *bytes = 0;
+    if (!ds4_recipe_known(recipe)) return ds4_err_set(err, "unknown recipe '%s'", recipe);
+    for (int i = 0; i < n_schema; i++) {
+        if (skip && skip[i]) continue;
+        const ds4_tensor_spec *s = &schema[i];
+        int t = ds4_recipe_type(recipe, s->role, s->ne[0]);
+        *bytes += (uint64_t)ds4_row_size(t, s->ne[0]) * (uint64_t)s->ne[1] * (uint64_t)s->ne[2];
+    }
+    return 0;
+}
+
 /* One chunk = rows [row0, row0+nrows) of one slice, split over threads. */
 typedef struct job {
     ds4_emit_rows_fn rows;

@@ -60,6 +60,11 @@ int ds4_emit_gguf(const char *out_path, const ds4_hparams *hp, const ds4_tensor_
                   const bool *skip, ds4_emit_rows_fn rows, void *ud, const ds4_emit_opts *opts,
                   ds4_emit_stats *stats, ds4_err *err);
 
+/* Tensor data bytes the file would hold (no file written): sizes a run
+ * before committing disk to it (ds4-mkmodel --dry-run). */
+int ds4_emit_data_size(const ds4_hparams *hp, const ds4_tensor_spec *schema, int n_schema, const bool *skip,
+                       const char *recipe, uint64_t *bytes, ds4_err *err);
+
 /* llama.cpp general.file_type for a recipe (e.g. q8_0 → 7), -1 for mixes
  * llama.cpp has no name for. */
 int ds4_recipe_file_type(const char *recipe);

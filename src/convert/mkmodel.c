@@ -141,6 +141,14 @@ int ds4_mkmodel(const char *out_path, const ds4_hparams *hp_in, const ds4_mkmode
     if (ds4_hparams_validate(&hp, err)) goto out;
     n = ds4_schema_build(&hp, &schema, err);
     if (n < 0) goto out;
+    if (o->dry_run) {
+        if (stats) {
+            memset(stats, 0, sizeof *stats);
+            stats->n_tensors = n;
+            rc = ds4_emit_data_size(&hp, schema, n, NULL, o->recipe ? o->recipe : "q8_0", &stats->data_bytes, err);
+        } else rc = 0;
+        goto out;
+    }
     gen g = {o->seed, hp.n_expert, hp.n_expert_used};
     ds4_emit_opts eo = {o->recipe ? o->recipe : "q8_0", o->name ? o->name : "ds4-mkmodel", tok, o->n_threads,
                         o->progress, o->progress_ud};

@@ -22,6 +22,7 @@
 #ifndef DS4_CONVERT_MKMODEL_H
 #define DS4_CONVERT_MKMODEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "convert/emit.h"
@@ -44,6 +45,7 @@ typedef struct ds4_mkmodel_opts {
     const char *tokenizer_json;  /* when set, vocab = tokenizer size */
     const char *name;            /* general.name; NULL = "ds4-mkmodel" */
     int n_threads;               /* 0 = all online CPUs */
+    bool dry_run;                /* only compute stats->data_bytes, write nothing */
     ds4_progress_fn progress;
     void *progress_ud;
 } ds4_mkmodel_opts;
