@@ -342,10 +342,60 @@ TEST(tool_call_round_trip) {
     ds4_dsml_result_free(&r);
 }
 
+/* ENCODING.md prose examples and the five API prompts (chat mode, one user message). */
+TEST(spec_examples) {
+    /* 6.3: two tool results in one user turn, then the thinking opener (tools present, kept). */
+    check_json_case("tool_results_turn",
+                    "[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":["
+                    "{\"id\":\"1\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+                    "{\"id\":\"2\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+                    "{\"role\":\"tool\",\"tool_call_id\":\"2\",\"content\":\"B\"},"
+                    "{\"role\":\"tool\",\"tool_call_id\":\"1\",\"content\":\"A\"}]",
+                    DS4_THINK_HIGH,
+                    BOS U "q" A "</think>\n\n<" DS "tool_calls>\n<" DS "invoke name=\"f\">\n\n</" DS "invoke>\n<" DS
+                    "invoke name=\"f\">\n\n</" DS "invoke>\n</" DS "tool_calls>" EOS U
+                    "<tool_result>A</tool_result>\n\n<tool_result>B</tool_result>" A "<think>");
+    /* E3 prose: a completed thinking turn, and parsing the raw model output back. */
+    check_json_case("completed_thinking_turn",
+                    "[{\"role\":\"user\",\"content\":\"What is 17*3?\"},"
+                    "{\"role\":\"assistant\",\"content\":\"51\",\"reasoning_content\":\"17*3 = 51.\"}]",
+                    DS4_THINK_HIGH, BOS U "What is 17*3?" A "<think>17*3 = 51.</think>51" EOS);
+    ds4_dsml_result r;
+    ds4_err err = {{0}};
+    const char *raw = "17*3 = 51.</think>51";
+    CHECK(ds4_dsml_parse_all(raw, strlen(raw), 1, &r, &err) == 0);
+    CHECK(!strcmp(r.reasoning, "17*3 = 51.") && !strcmp(r.content, "51") && r.n_calls == 0);
+    ds4_dsml_result_free(&r);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/encoding/api_prompt_token_counts.jsonl", test_shared_dir());
+    FILE *f = fopen(path, "r");
+    CHECKF(f != NULL, "cannot open %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (!j) continue;
+        ds4_chat *c = ds4_chat_new(&err);
+        ds4_chat_add(c, DS4_ROLE_USER, json_string_value(json_object_get(j, "prompt")), &err);
+        json_t *want = json_object_get(j, "rendered");
+        ds4_chat_opts o = {.mode = DS4_THINK_NONE};
+        check_render(json_string_value(json_object_get(j, "name")), c, &o, json_string_value(want), json_string_length(want));
+        ds4_chat_free(c);
+        json_decref(j);
+        n++;
+    }
+    free(line);
+    if (f) fclose(f);
+    CHECK_EQ_INT(n, 5);
+}
+
 int main(void) {
     RUN(official_cases);
     RUN(worked_examples);
     RUN(spec_rules);
+    RUN(spec_examples);
     RUN(pyjson_floats);
     RUN(tool_call_round_trip);
     TEST_END();

@@ -326,7 +326,7 @@ TEST(fuzz) {
         ds4_buf_append(c, b->data, b->len);
     }
     int failures = 0, cases = 0;
-    for (int it = 0; it < 1500; it++) {
+    for (int it = 0; it < 4000; it++) {
         ds4_buf in = {0};
         int kind = (int)(rnd() % 5);
         const ds4_buf *base = &corpus[rnd() % ncorp];
@@ -358,7 +358,7 @@ TEST(fuzz) {
         }
         cases++;
         unsigned seed = rnd();
-        if (!check_splits(in.data ? in.data : "", in.len, (int)(rnd() % 2), &seed, it < 60)) {
+        if (!check_splits(in.data ? in.data : "", in.len, (int)(rnd() % 2), &seed, it < 200)) {
             if (failures++ < 3) {
                 fprintf(stderr, "  fuzz case %d failed (%zu bytes): ", it, in.len);
                 fwrite(in.data, 1, in.len, stderr);
