@@ -17,6 +17,10 @@
  * JSON: "{", "\"k\":" (with "," before all but the first) and, for strings,
  * the opening quote, then value bytes, the closing quote, and "}".  The
  * concatenated TOOL_ARGS deltas of a call equal its final `arguments`.
+ * Entities (&lt; &amp; ..., API.md Appendix A, a ds4 convention) are NOT
+ * unescaped: our renderer follows the official encoder, which never escapes,
+ * so unescaping would corrupt values such as "&amp;" and break round trips.
+ * Nested-object parameter bodies (a tolerated ds4 variant) are not accepted.
  *
  * Rules:
  * - Reasoning: when start_in_reasoning is set (prompt ended in <think>),
