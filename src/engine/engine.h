@@ -72,6 +72,32 @@ enum ds4_logits { DS4_LOGITS_NONE, DS4_LOGITS_LAST, DS4_LOGITS_ALL };
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
                      float *logits, ds4_err *err);
 
+/* ---- Snapshot payload (the "DS4 session payload" of API.md §18.2) ----
+ *
+ * Thirteen u32 (magic "DSV4", version 1, context size, batch size, raw ring
+ * capacity, window, compressed capacity, token count, layer count, head
+ * dim, indexer head dim, vocab, live raw rows), then the token ids, the
+ * next-token logits, per-layer compressed and indexer row counts, and per
+ * layer the live raw rows in position order, compressed rows + compressor
+ * frontier, indexer rows + indexer frontier.  All little-endian.  Loading
+ * validates every dimension and count against the model and the session
+ * before touching the session, so a payload of another model, a different
+ * context size or a torn file is refused with a message; after a successful
+ * load, evaluation continues bitwise as if the tokens had been evaluated in
+ * this session. */
+typedef int (*ds4_write_fn)(void *ud, const void *buf, size_t n); /* 0 on success */
+typedef int (*ds4_read_fn)(void *ud, void *buf, size_t n);        /* 0 iff all n bytes read */
+
+uint64_t ds4_session_payload_size(const ds4_session *s);
+/* tokens: the s->pos ids the session has consumed; logits: V floats (may be NULL: zeros). */
+int ds4_session_payload_save(const ds4_session *s, const int32_t *tokens, const float *logits, ds4_write_fn write,
+                             void *ud, ds4_err *err);
+/* Replaces the session's state. *tokens (malloc'd, *n_tokens entries) and
+ * logits (V floats, may be NULL) receive the saved ones. On failure the
+ * session is reset to empty. */
+int ds4_session_payload_load(ds4_session *s, ds4_read_fn read, void *ud, int32_t **tokens, uint32_t *n_tokens,
+                             float *logits, ds4_err *err);
+
 /* Evaluates tokens[0..n) from position 0 in a fresh session and writes the
  * logits of every position (n·V floats).  Schedules: chunk > 0 prefills in
  * calls of `chunk` tokens; decode_from > 0 prefills decode_from tokens in one

@@ -1,0 +1,290 @@
+/* Engine tests beyond golden parity: QAT round trips and RoPE against
+ * hand-computed values, session snapshot payloads (bitwise continuation,
+ * corrupt payloads refused), model-file validation (wrong shape, type,
+ * architecture, missing tensor), and bad evaluation input. */
+#include "test.h"
+
+#include "convert/mkmodel.h"
+#include "engine/engine.h"
+#include "engine/ops.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "quant/quant.h"
+
+static char tiny_path[512];
+
+static const char *tiny_model(void) {
+    if (tiny_path[0]) return tiny_path;
+    snprintf(tiny_path, sizeof tiny_path, "%s/tiny.gguf", test_tmpdir());
+    ds4_hparams hp;
+    ds4_err err = {{0}};
+    if (ds4_mkmodel_preset("tiny", &hp, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    hp.n_mtp = 0;
+    hp.idx_topk = 8; /* small top-k so the indexer selects within a short test */
+    ds4_mkmodel_opts o = {.recipe = "f32", .seed = 7};
+    if (ds4_mkmodel(tiny_path, &hp, &o, NULL, &err)) { fprintf(stderr, "mkmodel: %s\n", err.msg); exit(2); }
+    return tiny_path;
+}
+
+TEST(fp8_roundtrip_hand_values) {
+    float x[64] = {1.0f, 0.3f, -0.3f, 0.0f, 1e-3f};
+    ds4_fp8_roundtrip(x, 64);
+    /* amax 1 → scale 2^ceil(log2(1/448)) = 2^-8; 0.3·256 = 76.8 → E4M3 grid step 8 in [64,128) → 80 */
+    CHECK_NEAR(x[0], 1.0, 0);
+    CHECK_NEAR(x[1], 80.0 / 256, 0);
+    CHECK_NEAR(x[2], -80.0 / 256, 0);
+    CHECK_NEAR(x[3], 0.0, 0);
+    /* 1e-3·256 = 0.256 → subnormal step 2^-9 = 0.001953: 0.256/0.001953 = 131.07 → but normal range
+     * starts at 2^-6 = 0.015625; 0.256 is in [0.25, 0.5) with step 2^-5: 0.25 */
+    CHECK_NEAR(x[4], 0.25 / 256, 0);
+    /* a second block is scaled on its own: all zero → floor 1e-4, values stay 0 */
+    float y[128] = {0};
+    y[64] = 448.0f * 4;
+    ds4_fp8_roundtrip(y, 128);
+    CHECK_NEAR(y[64], 1792.0, 0);
+    CHECK_NEAR(y[0], 0.0, 0);
+}
+
+TEST(fp4_roundtrip_hand_values) {
+    float x[32] = {3.0f, 1.1f, 0.6f, 0.3f, 0.625f, -3.0f};
+    ds4_fp4_roundtrip(x, 32);
+    /* amax 3 → scale 2^ceil(log2(0.5)) = 0.5 → grid {0,.5,1,1.5,2,3,4,6}·0.5 */
+    CHECK_NEAR(x[0], 3.0, 0);
+    CHECK_NEAR(x[1], 1.0, 0);    /* 2.2 → 2 */
+    CHECK_NEAR(x[2], 0.5, 0);    /* 1.2 → 1 */
+    CHECK_NEAR(x[3], 0.25, 0);   /* 0.6 → 0.5 */
+    CHECK_NEAR(x[4], 0.5, 0);    /* 1.25: tie between 1 (even code) and 1.5 → 1 */
+    CHECK_NEAR(x[5], -3.0, 0);
+}
+
+TEST(hadamard_hand_values) {
+    float x[4] = {1, 2, 3, 4};
+    ds4_hadamard(x, 4); /* H4·x = [10,-2,-4,0], scaled by 1/2 */
+    CHECK_NEAR(x[0], 5, 1e-6);
+    CHECK_NEAR(x[1], -1, 1e-6);
+    CHECK_NEAR(x[2], -2, 1e-6);
+    CHECK_NEAR(x[3], 0, 1e-6);
+    float y[128], z[128];
+    for (int i = 0; i < 128; i++) y[i] = z[i] = (float)(i % 7) - 3;
+    ds4_hadamard(y, 128);
+    ds4_hadamard(y, 128); /* orthonormal and symmetric: twice is the identity */
+    for (int i = 0; i < 128; i++) CHECK_NEAR(y[i], z[i], 1e-5);
+}
+
+TEST(rope_tables) {
+    /* Flash: pairs i <= 15 keep their frequency, i >= 25 are divided by 16 (MODEL.md §2.1). */
+    float plain[32], yarn[32];
+    ds4_rope_freqs(plain, 64, 160000.0f, 1.0f, 0, 0, 0);
+    ds4_rope_freqs(yarn, 64, 160000.0f, 16.0f, 65536, 32, 1);
+    for (int i = 0; i < 32; i++) {
+        if (i <= 15) CHECK_NEAR(yarn[i], plain[i], plain[i] * 1e-6);
+        if (i >= 25) CHECK_NEAR(yarn[i], plain[i] / 16, plain[i] * 1e-6);
+        if (i > 15 && i < 25) CHECK(yarn[i] < plain[i] && yarn[i] > plain[i] / 16);
+    }
+    CHECK_NEAR(plain[1], powf(160000.0f, -2.0f / 64), 1e-9);
+    /* rotation then inverse rotation is the identity; position 0 is the identity */
+    float v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, w[8];
+    memcpy(w, v, sizeof v);
+    ds4_rope(w, 8, 4, plain, 0, 1);
+    for (int i = 0; i < 8; i++) CHECK_NEAR(w[i], v[i], 0);
+    ds4_rope(w, 8, 4, plain, 1234, 1);
+    CHECK(fabsf(w[4] - v[4]) > 1e-3 && w[0] == v[0]); /* only the tail moves */
+    ds4_rope(w, 8, 4, plain, 1234, -1);
+    for (int i = 0; i < 8; i++) CHECK_NEAR(w[i], v[i], 1e-4);
+}
+
+/* In-memory byte sink/source for payloads. */
+typedef struct { unsigned char *p; size_t n, cap, off; } membuf;
+
+static int mem_write(void *ud, const void *b, size_t n) {
+    membuf *m = ud;
+    if (m->n + n > m->cap) {
+        size_t cap = (m->n + n) * 2;
+        unsigned char *p = realloc(m->p, cap);
+        if (!p) return -1;
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, b, n);
+    m->n += n;
+    return 0;
+}
+
+static int mem_read(void *ud, void *b, size_t n) {
+    membuf *m = ud;
+    if (m->off + n > m->n) return -1;
+    memcpy(b, m->p + m->off, n);
+    m->off += n;
+    return 0;
+}
+
+TEST(snapshot_continues_bitwise) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.ctx_max = 512;
+    o.n_threads = 2;
+    o.max_batch = 64;
+    int n = 150, extra = 20; /* > 128: the raw ring wraps; > 4·8: the indexer selects */
+    int32_t toks[170];
+    for (int i = 0; i < n + extra; i++) toks[i] = (i * 37 + 11) % (int)m->hp.n_vocab;
+    size_t V = m->hp.n_vocab;
+    float *la = malloc(V * sizeof(float)), *lb = malloc(V * sizeof(float)), *saved = malloc(V * sizeof(float));
+    ds4_session *a = ds4_session_new(m, &o, NULL, &err), *b = ds4_session_new(m, &o, NULL, &err);
+    CHECK(a && b);
+    CHECK(ds4_session_eval(a, toks, n, DS4_LOGITS_LAST, la, &err) == 0);
+    membuf buf = {0};
+    CHECK(ds4_session_payload_save(a, toks, la, mem_write, &buf, &err) == 0);
+    CHECK_EQ_INT(buf.n, ds4_session_payload_size(a));
+    int32_t *rt = NULL;
+    uint32_t rn = 0;
+    CHECKF(ds4_session_payload_load(b, mem_read, &buf, &rt, &rn, saved, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(rn, n);
+    CHECK(rt && memcmp(rt, toks, sizeof(int32_t) * n) == 0);
+    CHECK(memcmp(saved, la, V * sizeof(float)) == 0);
+    CHECK_EQ_INT(b->pos, n);
+    for (int i = 0; i < extra; i++) {
+        CHECK(ds4_session_eval(a, toks + n + i, 1, DS4_LOGITS_LAST, la, &err) == 0);
+        CHECK(ds4_session_eval(b, toks + n + i, 1, DS4_LOGITS_LAST, lb, &err) == 0);
+        CHECKF(memcmp(la, lb, V * sizeof(float)) == 0, "restored session diverges at step %d", i);
+    }
+    /* Corrupt payloads are refused and leave the session empty. */
+    size_t cuts[] = {0, 10, 52, 60, buf.n / 2, buf.n - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+        membuf t = buf;
+        t.n = cuts[k];
+        t.off = 0;
+        free(rt);
+        rt = NULL;
+        CHECK(ds4_session_payload_load(b, mem_read, &t, &rt, &rn, NULL, &err) == -1);
+        CHECK_EQ_INT(b->pos, 0);
+    }
+    CHECK_STR_CONTAINS(err.msg, "truncated");
+    membuf t = buf;
+    t.off = 0;
+    t.p = malloc(buf.n);
+    memcpy(t.p, buf.p, buf.n);
+    ((uint32_t *)t.p)[11] = 999; /* vocab */
+    CHECK(ds4_session_payload_load(b, mem_read, &t, &rt, &rn, NULL, &err) == -1);
+    CHECK_STR_CONTAINS(err.msg, "another model");
+    ((uint32_t *)t.p)[11] = (uint32_t)V;
+    ((uint32_t *)t.p)[0] = 0;
+    t.off = 0;
+    CHECK(ds4_session_payload_load(b, mem_read, &t, &rt, &rn, NULL, &err) == -1);
+    CHECK_STR_CONTAINS(err.msg, "magic");
+    ((uint32_t *)t.p)[0] = 0x34565344u;
+    ((uint32_t *)t.p)[7] = 100000; /* token count beyond the context */
+    t.off = 0;
+    CHECK(ds4_session_payload_load(b, mem_read, &t, &rt, &rn, NULL, &err) == -1);
+    free(t.p);
+    free(buf.p);
+    free(rt);
+    ds4_session_free(a);
+    ds4_session_free(b);
+    free(la); free(lb); free(saved);
+    ds4_model_free(m);
+}
+
+TEST(eval_bad_input) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    if (!m) { CHECK(0); return; }
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.ctx_max = 16;
+    o.n_threads = 1;
+    ds4_session *s = ds4_session_new(m, &o, NULL, &err);
+    int32_t bad = (int32_t)m->hp.n_vocab;
+    CHECK(ds4_session_eval(s, &bad, 1, DS4_LOGITS_NONE, NULL, &err) == -1);
+    CHECK_STR_CONTAINS(err.msg, "out of range");
+    int32_t many[17] = {0};
+    CHECK(ds4_session_eval(s, many, 17, DS4_LOGITS_NONE, NULL, &err) == -1);
+    CHECK_STR_CONTAINS(err.msg, "context full");
+    CHECK_EQ_INT(s->pos, 0);
+    CHECK(ds4_session_eval(s, many, 0, DS4_LOGITS_NONE, NULL, &err) == -1);
+    ds4_session_free(s);
+    ds4_model_free(m);
+}
+
+/* Rewrites the tiny model with one change, then expects the loader to refuse it. */
+enum edit { EDIT_SHAPE, EDIT_TYPE, EDIT_ARCH, EDIT_DROP, EDIT_KEY };
+
+static void rewrite_and_expect(enum edit e, const char *victim, const char *expect) {
+    ds4_err err = {{0}};
+    gguf_file *f = gguf_open(tiny_model(), &err);
+    if (!f) { CHECK(0); return; }
+    char out[600];
+    snprintf(out, sizeof out, "%s/bad-%d.gguf", test_tmpdir(), (int)e);
+    gguf_writer *w = gguf_writer_open(out, &err);
+    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        if (gguf_str_eq(kv->key, "general.architecture") && e == EDIT_ARCH) {
+            gguf_writer_add_str(w, "general.architecture", "llama");
+            continue;
+        }
+        if (e == EDIT_KEY && gguf_str_eq(kv->key, victim)) continue;
+        gguf_writer_copy_kv(w, kv);
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        char name[128];
+        gguf_str_copy(t->name, name, sizeof name);
+        bool hit = victim && !strcmp(name, victim);
+        if (hit && e == EDIT_DROP) continue;
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        int type = t->type;
+        if (hit && e == EDIT_SHAPE) ne[1] = t->ne[1] / 2;
+        if (hit && e == EDIT_TYPE) type = DS4_TYPE_I32;
+        gguf_writer_add_tensor(w, name, type, t->n_dims, ne);
+    }
+    gguf_writer_begin_data(w);
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        char name[128];
+        gguf_str_copy(t->name, name, sizeof name);
+        bool hit = victim && !strcmp(name, victim);
+        if (hit && e == EDIT_DROP) continue;
+        size_t n = t->nbytes;
+        if (hit && e == EDIT_SHAPE) n /= 2;
+        gguf_writer_write(w, t->data, n);
+    }
+    CHECKF(gguf_writer_finish(w) == 0, "%s", gguf_writer_error(w));
+    gguf_writer_free(w);
+    gguf_close(f);
+    ds4_model *m = ds4_model_load(out, &err);
+    CHECKF(m == NULL, "loader accepted a model with edit %d", (int)e);
+    ds4_model_free(m);
+    CHECK_STR_CONTAINS(err.msg, expect);
+    if (victim && e != EDIT_KEY) CHECK_STR_CONTAINS(err.msg, victim);
+    remove(out);
+}
+
+TEST(model_validation) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    ds4_model_free(m);
+    rewrite_and_expect(EDIT_SHAPE, "blk.1.attn_q_b.weight", "has shape [64, 256], expected [64, 512]");
+    rewrite_and_expect(EDIT_TYPE, "blk.0.attn_norm.weight", "type i32");
+    rewrite_and_expect(EDIT_ARCH, NULL, "wrong architecture 'llama'");
+    rewrite_and_expect(EDIT_DROP, "blk.3.attn_compressor_ape.weight", "missing tensor");
+    rewrite_and_expect(EDIT_KEY, "deepseek4.hyper_connection.count", "deepseek4.hyper_connection.count");
+    CHECK(ds4_model_load("/nonexistent/model.gguf", &err) == NULL);
+    CHECK_STR_CONTAINS(err.msg, "/nonexistent/model.gguf");
+}
+
+int main(void) {
+    RUN(fp8_roundtrip_hand_values);
+    RUN(fp4_roundtrip_hand_values);
+    RUN(hadamard_hand_values);
+    RUN(rope_tables);
+    RUN(snapshot_continues_bitwise);
+    RUN(eval_bad_input);
+    RUN(model_validation);
+    remove(tiny_path);
+    rmdir(test_tmpdir());
+    TEST_END();
+}
