@@ -148,6 +148,12 @@ int ds4_emit_gguf(const char *out_path, const ds4_hparams *hp, const ds4_tensor_
     gguf_writer_add_u32(w, "general.quantization_version", 2);
     gguf_writer_add_str(w, "ds4.recipe", o->recipe);
     if (o->tok && ds4_tokenizer_write_gguf(o->tok, w, err)) goto out;
+    /* Without a tokenizer the model runs from token ids; llama.cpp still
+     * requires the key and knows "none" as "no vocabulary". */
+    if (!o->tok && gguf_writer_add_str(w, "tokenizer.ggml.model", "none")) {
+        ds4_err_set(err, "%s", gguf_writer_error(w));
+        goto out;
+    }
     for (int i = 0; i < n_schema; i++) {
         if (skip && skip[i]) continue;
         if (gguf_writer_add_tensor(w, schema[i].name, types[i], schema[i].n_dims, schema[i].ne) < 0) goto werr;

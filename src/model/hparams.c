@@ -216,7 +216,8 @@ int ds4_hparams_write_gguf(const ds4_hparams *hp, gguf_writer *w) {
     int rc = 0;
     rc |= gguf_writer_add_str(w, "general.architecture", "deepseek4");
     rc |= gguf_writer_add_u32(w, P "block_count", hp->n_layer);
-    rc |= gguf_writer_add_u64(w, P "context_length", hp->ctx_len ? hp->ctx_len : 1048576);
+    /* u32: llama.cpp refuses a u64 here */
+    rc |= gguf_writer_add_u32(w, P "context_length", (uint32_t)(hp->ctx_len ? hp->ctx_len : 1048576));
     rc |= gguf_writer_add_u32(w, P "embedding_length", hp->n_embd);
     rc |= gguf_writer_add_u32(w, P "vocab_size", hp->n_vocab);
     rc |= gguf_writer_add_u32(w, P "attention.head_count", hp->n_head);

@@ -32,8 +32,7 @@ static void add(schema_b *b, const char *gname, const char *hname, enum ds4_role
 }
 
 /* Tensors of one block (trunk layer or the MTP block), ratio m, hash or not. */
-static void add_block(schema_b *b, const ds4_hparams *hp, int m, bool hash, float unused) {
-    (void)unused;
+static void add_block(schema_b *b, const ds4_hparams *hp, int m, bool hash) {
     int64_t D = hp->n_embd, HD = ds4_hc_dim(hp), NM = ds4_hc_mix(hp);
     int64_t dh = hp->head_dim, E = hp->n_expert, F = hp->expert_ff, Fs = F * hp->n_expert_shared;
     add(b, "hc_attn_fn.weight", "hc_attn_fn", DS4_ROLE_HC_FN, 2, HD, NM, 0);
@@ -104,7 +103,7 @@ int ds4_schema_build(const ds4_hparams *hp, ds4_tensor_spec **out, ds4_err *err)
         snprintf(gp, sizeof gp, "blk.%u.", l);
         snprintf(hpfx, sizeof hpfx, "layers.%u.", l);
         b.layer = (int)l; b.gpre = gp; b.hpre = hpfx;
-        add_block(&b, hp, hp->compress[l], l < hp->n_hash, 0);
+        add_block(&b, hp, hp->compress[l], l < hp->n_hash);
     }
     if (hp->n_mtp) {
         int first = b.n;
@@ -118,7 +117,7 @@ int ds4_schema_build(const ds4_hparams *hp, ds4_tensor_spec **out, ds4_err *err)
         add(&b, "hc_head_base.weight", "hc_head_base", DS4_ROLE_VEC, 1, hp->hc_mult, 0, 0);
         add(&b, "hc_head_scale.weight", "hc_head_scale", DS4_ROLE_VEC, 1, 1, 0, 0);
         int m = hp->n_compress > hp->n_layer ? hp->compress[hp->n_layer] : 0;
-        add_block(&b, hp, m, false, 0);
+        add_block(&b, hp, m, false);
         for (int i = first; i < b.n; i++) b.v[i].optional = true;
     }
     *out = b.v;
