@@ -174,7 +174,7 @@ static unsigned char on_ctrl_c(EditLine *el, int ch) {
     chat_state *s = NULL;
     el_get(el, EL_CLIENTDATA, &s);
     if (s) s->line_cancelled = 1;
-    fputs("^C", stdout);
+    fputs("^C\n", stdout);
     fflush(stdout);
     return CC_NEWLINE;
 }
