@@ -13,9 +13,10 @@
  *   Q2_K, Q4_K, IQ2_XXS      Q8_K           int8, 256-blocks with block sums
  *
  * This file defines the interface; quant_ref.c holds the portable scalar
- * kernels.  SIMD variants (issue 3) replace table entries at start-up after a
- * CPUID check; callers always go through ds4_type_traits_get(), so they never
- * know which variant runs.  Kernels never allocate and never fail: shapes are
+ * kernels (ds4_type_traits_ref).  SIMD variants (simd_*.c) replace entries of
+ * the live table at first use after a CPUID check (dispatch.c, simd.h);
+ * callers always go through ds4_type_traits_get(), so they never know which
+ * variant runs.  Kernels never allocate and never fail: shapes are
  * validated once at model load (row length a multiple of the block size). */
 #ifndef DS4_QUANT_H
 #define DS4_QUANT_H
@@ -60,6 +61,13 @@ typedef void (*ds4_from_float_fn)(const float *src, void *dst, int64_t n);
 typedef void (*ds4_quantize_fn)(const float *src, void *dst, int64_t n, const float *qw);
 /* Dot of n elements: w in the weight type, x in vec_dot_type. */
 typedef float (*ds4_vec_dot_fn)(int64_t n, const void *w, const void *x);
+/* A tile of dots: y[c*ldy + r] = vec_dot(n, w + r*ws, x + c*xs) for r < nr,
+ * c < nc, 1 <= nr, nc <= DS4_TILE (strides in bytes).  Each result is
+ * bit-identical to the same level's vec_dot, so the tiled prefill path and
+ * the one-row decode path agree exactly; the tile only reuses loads. */
+#define DS4_TILE 4
+typedef void (*ds4_vec_dot_tile_fn)(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                                    int nc, float *y, int64_t ldy);
 
 typedef struct ds4_type_traits {
     const char *name;
@@ -71,10 +79,14 @@ typedef struct ds4_type_traits {
     ds4_quantize_fn quantize;       /* importance-weighted variant; may be NULL */
     ds4_vec_dot_fn vec_dot;         /* NULL for non-matrix types (I32 ...) */
     enum ds4_type vec_dot_type;
+    ds4_vec_dot_tile_fn vec_dot_tile; /* NULL: call vec_dot per (row, column) */
 } ds4_type_traits;
 
-/* NULL for unknown or unsupported ids. */
+/* NULL for unknown or unsupported ids.  The live (dispatched) table; the
+ * first call selects the SIMD level (see simd.h). */
 const ds4_type_traits *ds4_type_traits_get(int type);
+/* The scalar reference row, whatever level is live (tests, benchmarks). */
+const ds4_type_traits *ds4_type_traits_ref(int type);
 const char *ds4_type_name(int type);     /* "q8_0", or "type#N" for unknown */
 int ds4_type_from_name(const char *name); /* -1 if unknown; case-insensitive */
 /* Bytes of a row of n elements; 0 if n is not a multiple of the block size. */

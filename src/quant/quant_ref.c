@@ -865,7 +865,8 @@ static const ds4_type_traits type_traits[DS4_TYPE_COUNT] = {
     [DS4_TYPE_F64] = { "f64", 1, 8, false, f64_to_float, NULL, NULL, NULL, DS4_TYPE_F64 },
 };
 
-const ds4_type_traits *ds4_type_traits_get(int type) {
+/* The live table, with SIMD entries, is dispatch.c's ds4_type_traits_get. */
+const ds4_type_traits *ds4_type_traits_ref(int type) {
     if (type < 0 || type >= DS4_TYPE_COUNT || !type_traits[type].name) return NULL;
     return &type_traits[type];
 }
@@ -875,7 +876,7 @@ const char *ds4_type_name(int type) {
      * results valid at once (used only in diagnostics). */
     static _Thread_local char buf[4][16];
     static _Thread_local int next;
-    const ds4_type_traits *t = ds4_type_traits_get(type);
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
     if (t) return t->name;
     char *b = buf[next++ & 3];
     snprintf(b, sizeof buf[0], "type#%d", type);
@@ -890,7 +891,7 @@ int ds4_type_from_name(const char *name) {
 }
 
 size_t ds4_row_size(int type, int64_t n) {
-    const ds4_type_traits *t = ds4_type_traits_get(type);
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
     if (!t || n < 0 || n % t->blck != 0) return 0;
     return (size_t)(n / t->blck) * t->size;
 }

@@ -1,0 +1,447 @@
+/* AVX2 + FMA + F16C kernels: the "avx2" dispatch level.
+ *
+ * Same contract and structure as simd_avx512.c (see simd.h): per-function
+ * target attributes, one NR x NC micro-kernel per type whose 1x1 case is
+ * vec_dot.  With 16 ymm registers the tiles are smaller (4x2 for the float
+ * types, 2x2 for the integer ones).  Without VNNI the integer dots use
+ * maddubs (u8 x s8 -> s16 pairs) then madd (s16 x s16 -> s32):
+ *   Q8_0    sign trick: |w| times x with w's sign, exact while x != -128
+ *           (our Q8_0 encoder never emits -128; |q| <= 127);
+ *   K/IQ2   weights are non-negative, so maddubs is exact and the madd
+ *           multiplies in the 16-bit (sub-)block scale. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include "quant/quant.h"
+#include "quant/simd_int.h"
+#include "quant/simd_tile.h"
+#include "quant/iq2_tables.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+
+INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); }
+
+INL int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+INL float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ------------------------------------------------------------------------
+ * F32 / F16 / BF16 · f32: one 8-lane FMA accumulator per pair; a tail of
+ * n % 8 goes through zero-padded copies so every pair sees the same ops.
+ * ------------------------------------------------------------------------ */
+
+enum { KF32, KF16, KBF16 };
+
+INL __m256 load_w8(const void *p, int kind) {
+    if (kind == KF32) return _mm256_loadu_ps((const float *)p);
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (kind == KF16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                 const int NR, const int NC, const int kind) {
+    const size_t esz = kind == KF32 ? 4 : 2;
+    __m256 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm256_loadu_ps((const float *)(x + c * xs) + i);
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m256 wv = load_w8(w + r * ws + (size_t)i * esz, kind);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+    if (i < n) {
+        const size_t rem = (size_t)(n - i);
+        __m256 xv[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            float buf[8] = { 0 };
+            memcpy(buf, (const float *)(x + c * xs) + i, rem * sizeof(float));
+            xv[c] = _mm256_loadu_ps(buf);
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            uint8_t buf[32] = { 0 };
+            memcpy(buf, w + r * ws + (size_t)i * esz, rem * esz);
+            const __m256 wv = load_w8(buf, kind);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = hsum_ps(acc[r][c]);
+}
+
+#define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
+#define K_F16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF16)
+#define K_BF16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KBF16)
+DS4_DEFINE_TILE(TGT, f32_avx2, K_F32, 4, 2)
+DS4_DEFINE_TILE(TGT, f16_avx2, K_F16, 4, 2)
+DS4_DEFINE_TILE(TGT, bf16_avx2, K_BF16, 4, 2)
+
+/* ------------------------------------------------------------------------
+ * Q8_0 · Q8_0: one block per ymm, block scales in f32 lanes.
+ * ------------------------------------------------------------------------ */
+
+INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    const int64_t nb = n / QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq[4], aw[4];
+        float dw[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
+            wq[r] = _mm256_loadu_si256((const __m256i *)wb->qs);
+            aw[r] = _mm256_abs_epi8(wq[r]);
+            dw[r] = h2f(wb->d);
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
+            const float dx = h2f(xb->d);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const __m256i p16 = _mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xq, wq[r]));
+                const __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[r][c] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw[r] * dx), acc[r][c]);
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = hsum_ps(acc[r][c]);
+}
+DS4_DEFINE_TILE(TGT, q8_0_avx2, k_q8_0, 2, 2)
+
+/* ------------------------------------------------------------------------
+ * Q4_K · Q8_K (bit-identical): per 64-chunk, low nibbles x sub-block 2k,
+ * high nibbles x sub-block 2k+1, each madd'ed with its 6-bit scale.
+ * ------------------------------------------------------------------------ */
+
+INL void q4_K_unpack(const uint8_t *scales, uint8_t out[16]) {
+    uint32_t u[3], o[4];
+    memcpy(u, scales, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    o[2] = u[1] & 0x3f3f3f3fu;
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    memcpy(out, o, 16); /* sc[0..7], m[0..7] */
+}
+
+INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t sm[4][16];
+        __m256i mins16[4];
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+            q4_K_unpack(a->scales, sm[r]);
+            const __m128i m = _mm_loadl_epi64((const __m128i *)(sm[r] + 8));
+            mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        __m256i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            __m256i lo[4], hi[4], s1[4], s2[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * k));
+                lo[r] = _mm256_and_si256(v, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                s1[r] = _mm256_set1_epi16(sm[r][2 * k]);
+                s2[r] = _mm256_set1_epi16(sm[r][2 * k + 1]);
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m256i qa = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * k));
+                const __m256i qb = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * k + 32));
+                DS4_UNROLL for (int r = 0; r < NR; r++) {
+                    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], qa), s1[r]);
+                    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], qb), s2[r]);
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_add_epi32(pa, pb));
+                }
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = hsum_epi32(acc[r][c]);
+                const int32_t msum = hsum_epi32(_mm256_madd_epi16(bs, mins16[r]));
+                sum[r][c] += xb->d * wd[r] * (float)isum - xb->d * wdmin[r] * (float)msum;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, q4_K_avx2, k_q4_K, 2, 2)
+
+/* ------------------------------------------------------------------------
+ * Q2_K · Q8_K (bit-identical): step s = 32 elements (half s/4, shift
+ * 2(s%4)), groups 2s and 2s+1 in the low and high 8 int16 lanes.
+ * ------------------------------------------------------------------------ */
+
+INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i m16[4];
+        int16_t sc[4][16];
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+            const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
+            _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)));
+            m16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        __m256i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; s++) {
+            const __m128i sh = _mm_cvtsi32_si128(2 * (s & 3));
+            __m256i q2[4], scv[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (s >> 2)));
+                q2[r] = _mm256_and_si256(_mm256_srl_epi16(v, sh), m3);
+                scv[r] = _mm256_set_m128i(_mm_set1_epi16(sc[r][2 * s + 1]), _mm_set1_epi16(sc[r][2 * s]));
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m256i q8 = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * s));
+                DS4_UNROLL for (int r = 0; r < NR; r++)
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(q2[r], q8), scv[r]));
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = hsum_epi32(acc[r][c]);
+                const int32_t msum = hsum_epi32(_mm256_madd_epi16(bs, m16[r]));
+                const float dall = xb->d * wd[r], dmin = xb->d * wdmin[r];
+                sum[r][c] += dall * (float)isum - dmin * (float)msum;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, q2_K_avx2, k_q2_K, 2, 2)
+
+/* ------------------------------------------------------------------------
+ * IQ2_XXS · Q8_K (bit-identical): per 32-group, grid bytes from the table
+ * and the signs as ±1 bytes (vpsignb on the activations).
+ * ------------------------------------------------------------------------ */
+
+INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                   const int NR, const int NC) {
+    const uint64_t *G = ds4_iq2xxs_grid, *S = ds4_iq2_sign_pm1;
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            __m256i grid[4], sgn[4], ls[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
+                uint32_t q[2];
+                memcpy(q, a->qs + 4 * g, sizeof q);
+                grid[r] = _mm256_set_epi64x((long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
+                                            (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
+                sgn[r] = _mm256_set_epi64x((long long)S[(q[1] >> 21) & 127], (long long)S[(q[1] >> 14) & 127],
+                                           (long long)S[(q[1] >> 7) & 127], (long long)S[q[1] & 127]);
+                ls[r] = _mm256_set1_epi16((short)(2 * (q[1] >> 28) + 1));
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m256i q8 = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * g));
+                DS4_UNROLL for (int r = 0; r < NR; r++) {
+                    const __m256i p = _mm256_maddubs_epi16(grid[r], _mm256_sign_epi8(q8, sgn[r]));
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(p, ls[r]));
+                }
+            }
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const float wd = h2f(((const block_iq2_xxs *)(w + r * ws) + i)->d);
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const float d = wd * xb->d;
+                sum[r][c] += d * (float)hsum_epi32(acc[r][c]);
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++)
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = 0.125f * sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, iq2_xxs_avx2, k_iq2_xxs, 2, 2)
+
+/* ------------------------------------------------------------------------
+ * Activation quantizers (bit-identical to quant_ref.c).
+ * ------------------------------------------------------------------------ */
+
+/* 16 int32 (two ymm, in order) -> 16 int8, saturating (values fit). */
+INL __m128i pack16_epi8(__m256i a, __m256i b) {
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+}
+
+TGT static void q8_0_from_float_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = ds4_f32_to_fp16(d);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) { /* roundf: floor(|t|) + (frac >= 0.5), sign of t */
+            const __m256 t = _mm256_mul_ps(v[k], _mm256_set1_ps(id));
+            const __m256 a = _mm256_andnot_ps(sign, t);
+            const __m256 fl = _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            const __m256 up = _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(a, fl), half, _CMP_GE_OQ), one);
+            q[k] = _mm256_sign_epi32(_mm256_cvttps_epi32(_mm256_add_ps(fl, up)), _mm256_castps_si256(t));
+        }
+        _mm_storeu_si128((__m128i *)b[i].qs, pack16_epi8(q[0], q[1]));
+        _mm_storeu_si128((__m128i *)(b[i].qs + 16), pack16_epi8(q[2], q[3]));
+    }
+}
+
+TGT static void q8_K_from_float_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        float max = 0.0f;
+        const __m256 va = _mm256_set1_ps(amax);
+        for (int j = 0; j < QK_K; j += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), va, _CMP_EQ_OQ));
+            if (mask) { max = x[j + __builtin_ctz((unsigned)mask)]; break; }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i k127 = _mm256_set1_epi32(127);
+        for (int j = 0; j < QK_K; j += 16) {
+            const __m256i q0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j))), k127);
+            const __m256i q1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8))), k127);
+            _mm_storeu_si128((__m128i *)(b[i].qs + j), pack16_epi8(q0, q1));
+            b[i].bsums[j / 16] = (int16_t)hsum_epi32(_mm256_add_epi32(q0, q1));
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * f32 helpers
+ * ------------------------------------------------------------------------ */
+
+TGT static float dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    if (i + 8 <= n) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        i += 8;
+    }
+    float s = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+TGT static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) /* mul, then add: the scalar loop's bits */
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+TGT static double sumsq_avx2(const float *x, int64_t n) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i)), b = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
+        s0 = _mm256_fmadd_pd(a, a, s0);
+        s1 = _mm256_fmadd_pd(b, b, s1);
+    }
+    const __m256d s = _mm256_add_pd(s0, s1);
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    double r = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    for (; i < n; i++) r += (double)x[i] * x[i];
+    return r;
+}
+
+void ds4_simd_install_avx2(ds4_type_traits *t, ds4_vec_ops *v) {
+#define SET(T, NAME) (t[T].vec_dot = NAME##_dot, t[T].vec_dot_tile = NAME##_tile)
+    SET(DS4_TYPE_F32, f32_avx2);
+    SET(DS4_TYPE_F16, f16_avx2);
+    SET(DS4_TYPE_BF16, bf16_avx2);
+    SET(DS4_TYPE_Q8_0, q8_0_avx2);
+    SET(DS4_TYPE_Q4_K, q4_K_avx2);
+    SET(DS4_TYPE_Q2_K, q2_K_avx2);
+    SET(DS4_TYPE_IQ2_XXS, iq2_xxs_avx2);
+#undef SET
+    t[DS4_TYPE_Q8_0].from_float = q8_0_from_float_avx2;
+    t[DS4_TYPE_Q8_K].from_float = q8_K_from_float_avx2;
+    v->dot = dot_avx2;
+    v->axpy = axpy_avx2;
+    v->sumsq = sumsq_avx2;
+}
+
+#else /* not x86 */
+
+#include "quant/simd_int.h"
+void ds4_simd_install_avx2(ds4_type_traits *t, ds4_vec_ops *v) { (void)t; (void)v; }
+
+#endif

@@ -1,0 +1,473 @@
+/* AVX-512 (F/BW/VL/DQ + VNNI) kernels: the "avx512" dispatch level.
+ *
+ * Every function carries its own target attribute, so this file builds with
+ * the portable flags and its code runs only after dispatch.c has checked
+ * CPUID.  Contract per kernel: see simd.h (K-quants and IQ2 bit-identical to
+ * quant_ref.c, Q8_0 with exact integer block sums, f32-family dots in f32
+ * FMA lanes, activation quantizers bit-identical).  One micro-kernel per
+ * type handles NR x NC (row, column) pairs at once; vec_dot is its 1x1 case.
+ *
+ * Integer dots use the VNNI "u8 x s8" forms:
+ *   Q8_0    (w + 128) as u8 times x, minus 128·Σx folded into the
+ *           accumulator's start value: exact for every int8, no sign trick;
+ *   K/IQ2   weights are non-negative (Q4_K/Q2_K quants, IQ2 grid values),
+ *           so maddubs(w, x) is exact (|sum| < 2^15) and vpdpwssd applies
+ *           the 16-bit (sub-)block scales while accumulating in int32. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include "quant/quant.h"
+#include "quant/simd_int.h"
+#include "quant/simd_tile.h"
+#include "quant/iq2_tables.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* GCC in ISO C mode already keeps a*b+c unfused */
+#endif
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+
+INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
+
+INL int32_t hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+INL int32_t hsum512_epi32(__m512i v) {
+    return hsum256_epi32(_mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));
+}
+
+/* ------------------------------------------------------------------------
+ * F32 / F16 / BF16 weights · f32: one 16-lane FMA accumulator per pair.
+ * ------------------------------------------------------------------------ */
+
+enum { KF32, KF16, KBF16 };
+
+INL __m512 load_w16(const uint8_t *row, int64_t i, int kind) {
+    if (kind == KF32) return _mm512_loadu_ps((const float *)row + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    if (kind == KF16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INL __m512 load_w16_tail(const uint8_t *row, int64_t i, __mmask16 m, int kind) {
+    if (kind == KF32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
+    if (kind == KF16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                 const int NR, const int NC, const int kind) {
+    __m512 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 xv[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm512_loadu_ps((const float *)(x + c * xs) + i);
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m512 wv = load_w16(w + r * ws, i, kind);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+    if (i < n) { /* masked tail: lanes past n load as 0 and add 0 */
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm512_maskz_loadu_ps(m, (const float *)(x + c * xs) + i);
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m512 wv = load_w16_tail(w + r * ws, i, m, kind);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++)
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+#define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
+#define K_F16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF16)
+#define K_BF16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KBF16)
+DS4_DEFINE_TILE(TGT, f32_512, K_F32, 4, 4)
+DS4_DEFINE_TILE(TGT, f16_512, K_F16, 4, 4)
+DS4_DEFINE_TILE(TGT, bf16_512, K_BF16, 4, 4)
+
+/* ------------------------------------------------------------------------
+ * Q8_0 · Q8_0: two 32-blocks per zmm; block scales applied in f32 lanes.
+ * ------------------------------------------------------------------------ */
+
+/* Blocks b and (if two) b+1 side by side; a missing second block is zero. */
+INL __m512i q8_0_qs2(const block_q8_0 *b, int two) {
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)b[0].qs);
+    const __m256i hi = two ? _mm256_loadu_si256((const __m256i *)b[1].qs) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+INL __m512 q8_0_d2(const block_q8_0 *b, int two) {
+    const __m256 lo = _mm256_set1_ps(h2f(b[0].d));
+    const __m256 hi = two ? _mm256_set1_ps(h2f(b[1].d)) : _mm256_setzero_ps();
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    const int64_t nb = n / QK8_0;
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        __m512i wu[4];
+        __m512 dw[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
+            wu[r] = _mm512_xor_si512(q8_0_qs2(wb, two), k80); /* w + 128 as u8 */
+            dw[r] = q8_0_d2(wb, two);
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
+            const __m512i xq = q8_0_qs2(xb, two);
+            const __m512i corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, xq)); /* -128·Σx */
+            const __m512 dx = q8_0_d2(xb, two);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const __m512i s = _mm512_dpbusd_epi32(corr, wu[r], xq);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r][c]);
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++)
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+DS4_DEFINE_TILE(TGT, q8_0_512, k_q8_0, 4, 4)
+
+/* ------------------------------------------------------------------------
+ * Q4_K · Q8_K (bit-identical to the reference).  Per 64-element chunk c the
+ * zmm holds the 32 low nibbles (sub-block 2c) then the 32 high nibbles
+ * (sub-block 2c+1), matching 64 consecutive Q8_K bytes.
+ * ------------------------------------------------------------------------ */
+
+/* 6-bit scales and mins of a Q4_K block unpacked to bytes: sc[0..7] in
+ * out[0..1], m[0..7] in out[2..3] (quant_ref.c's q4_K_scale_min, 4 at once). */
+INL void q4_K_unpack(const uint8_t *scales, uint32_t out[4]) {
+    uint32_t u[3];
+    memcpy(u, scales, 12);
+    out[0] = u[0] & 0x3f3f3f3fu;
+    out[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    out[2] = u[1] & 0x3f3f3f3fu;
+    out[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+}
+
+/* int16 index vector: lanes 0..15 = a, 16..31 = b (for vpermw). */
+INL __m512i idx_2x16(int a, int b) {
+    return _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)a), _mm512_set1_epi16((short)b));
+}
+
+INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i sc16[4];  /* 8 sub-block scales as int16 */
+        __m256i mins16[4]; /* m0 m0 m1 m1 ... m7 m7 as int16, against bsums */
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+            uint32_t u[4];
+            q4_K_unpack(a->scales, u);
+            const __m128i b = _mm_set_epi32(0, 0, (int)u[1], (int)u[0]);
+            const __m128i m = _mm_set_epi32(0, 0, (int)u[3], (int)u[2]);
+            sc16[r] = _mm_cvtepu8_epi16(b);
+            mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        __m512i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            const __m512i idx = idx_2x16(2 * k, 2 * k + 1);
+            __m512i q4[4], scv[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * k));
+                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                q4[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                scv[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi128_si512(sc16[r]));
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+                DS4_UNROLL for (int r = 0; r < NR; r++)
+                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(q4[r], q8), scv[r]);
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = hsum512_epi32(acc[r][c]);
+                const int32_t msum = hsum256_epi32(_mm256_madd_epi16(bs, mins16[r]));
+                sum[r][c] += xb->d * wd[r] * (float)isum - xb->d * wdmin[r] * (float)msum;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, q4_K_512, k_q4_K, 4, 4)
+
+/* ------------------------------------------------------------------------
+ * Q2_K · Q8_K (bit-identical).  Step s covers elements 64s..64s+63: quant
+ * half s/2, shifts 2j and 2j+2 (j = 2(s%2)), groups 4s..4s+3.
+ * ------------------------------------------------------------------------ */
+
+/* int16 index vector: 8 lanes each of g, g+1, g+2, g+3. */
+INL __m512i idx_4x8(int g) {
+    return _mm512_set_epi16(g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2,
+                            g + 2, g + 2, g + 2, g + 2, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1,
+                            g, g, g, g, g, g, g, g);
+}
+
+INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i sc16[4], m16[4];
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+            const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
+            sc16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(s, m4));
+            m16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        __m512i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+        for (int s = 0; s < 4; s++) {
+            const __m512i idx = idx_4x8(4 * s);
+            const int sh = 4 * (s & 1);
+            __m512i q2[4], scv[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (s >> 1)));
+                const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(sh)), m3);
+                const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(sh + 2)), m3);
+                q2[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                scv[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16[r]));
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * s));
+                DS4_UNROLL for (int r = 0; r < NR; r++)
+                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(q2[r], q8), scv[r]);
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = hsum512_epi32(acc[r][c]);
+                const int32_t msum = hsum256_epi32(_mm256_madd_epi16(bs, m16[r]));
+                const float dall = xb->d * wd[r], dmin = xb->d * wdmin[r];
+                sum[r][c] += dall * (float)isum - dmin * (float)msum;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, q2_K_512, k_q2_K, 4, 4)
+
+/* ------------------------------------------------------------------------
+ * IQ2_XXS · Q8_K (bit-identical).  Two 32-groups per zmm: the grid bytes
+ * (unsigned magnitudes) from the table, the signs as a 64-bit lane mask that
+ * negates the activation bytes (|q8| <= 127, so negation is exact).
+ * ------------------------------------------------------------------------ */
+
+INL uint64_t iq2_signs4(uint32_t aux) {
+    return (uint64_t)ds4_ksigns_iq2xs[aux & 127] | (uint64_t)ds4_ksigns_iq2xs[(aux >> 7) & 127] << 8 |
+           (uint64_t)ds4_ksigns_iq2xs[(aux >> 14) & 127] << 16 | (uint64_t)ds4_ksigns_iq2xs[(aux >> 21) & 127] << 24;
+}
+
+INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                   const int NR, const int NC) {
+    const uint64_t *G = ds4_iq2xxs_grid;
+    const __m512i zero = _mm512_setzero_si512();
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    const int64_t nb = n / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        __m512i acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+        for (int s = 0; s < 4; s++) {
+            __m512i grid[4], ls[4];
+            __mmask64 sg[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
+                uint32_t q[4]; /* grids, aux of group 2s; grids, aux of group 2s+1 */
+                memcpy(q, a->qs + 8 * s, sizeof q);
+                grid[r] = _mm512_set_epi64((long long)G[q[2] >> 24], (long long)G[(q[2] >> 16) & 255],
+                                           (long long)G[(q[2] >> 8) & 255], (long long)G[q[2] & 255],
+                                           (long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
+                                           (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
+                sg[r] = (__mmask64)(iq2_signs4(q[1]) | iq2_signs4(q[3]) << 32);
+                ls[r] = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (q[1] >> 28) + 1)),
+                                                _mm512_set1_epi16((short)(2 * (q[3] >> 28) + 1)));
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * s));
+                DS4_UNROLL for (int r = 0; r < NR; r++) {
+                    const __m512i q8s = _mm512_mask_sub_epi8(q8, sg[r], zero, q8);
+                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(grid[r], q8s), ls[r]);
+                }
+            }
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const float wd = h2f(((const block_iq2_xxs *)(w + r * ws) + i)->d);
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const float d = wd * xb->d;
+                sum[r][c] += d * (float)hsum512_epi32(acc[r][c]);
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++)
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = 0.125f * sum[r][c];
+}
+DS4_DEFINE_TILE(TGT, iq2_xxs_512, k_iq2_xxs, 4, 4)
+
+/* ------------------------------------------------------------------------
+ * Activation quantizers (bit-identical to quant_ref.c).
+ * ------------------------------------------------------------------------ */
+
+/* f32 -> Q8_0: d = amax/127, q = roundf(x/d) with ties away from zero:
+ * floor(|t|) + (frac >= 0.5), sign restored (frac is exact in f32). */
+TGT static void q8_0_from_float_512(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        __m512 v[2] = { _mm512_loadu_ps(x), _mm512_loadu_ps(x + 16) };
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v[0]), _mm512_andnot_ps(sign, v[1])));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        b[i].d = ds4_f32_to_fp16(d);
+        for (int h = 0; h < 2; h++) {
+            const __m512 t = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
+            const __m512 a = _mm512_andnot_ps(sign, t);
+            const __m512 fl = _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(a, fl), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+            __m512i q = _mm512_cvttps_epi32(_mm512_mask_add_ps(fl, up, fl, _mm512_set1_ps(1.0f)));
+            const __mmask16 neg = _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_LT_OQ);
+            q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
+            _mm_storeu_si128((__m128i *)(b[i].qs + 16 * h), _mm512_cvtsepi32_epi8(q));
+        }
+    }
+}
+
+/* f32 -> Q8_K: scale from the first element of largest magnitude (signed),
+ * q = RNE(iscale·x) clamped to 127 (the conversion's default rounding is the
+ * reference's nearest_int), sums of 16. */
+TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        __m512 vmax = _mm512_setzero_ps();
+        for (int j = 0; j < QK_K; j += 16) vmax = _mm512_max_ps(vmax, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)));
+        const float amax = _mm512_reduce_max_ps(vmax);
+        if (amax == 0.0f) {
+            memset(&b[i], 0, sizeof b[i]);
+            continue;
+        }
+        float max = 0.0f;
+        for (int j = 0; j < QK_K; j += 16) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)),
+                                                   _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (m) { max = x[j + __builtin_ctz(m)]; break; }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 vs = _mm512_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 16) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + j)));
+            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(b[i].qs + j), _mm512_cvtsepi32_epi8(q));
+            b[i].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * f32 helpers
+ * ------------------------------------------------------------------------ */
+
+TGT static float dot_512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+TGT static void axpy_512(float *y, float a, const float *x, int64_t n) {
+    const __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 p = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i)); /* mul, add: as the scalar loop */
+        _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), p));
+    }
+}
+
+TGT static double sumsq_512(const float *x, int64_t n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) { /* x² is exact in double: fma == mul + add */
+        const __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), b = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+        s0 = _mm512_fmadd_pd(a, a, s0);
+        s1 = _mm512_fmadd_pd(b, b, s1);
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+void ds4_simd_install_avx512(ds4_type_traits *t, ds4_vec_ops *v) {
+#define SET(T, NAME) (t[T].vec_dot = NAME##_dot, t[T].vec_dot_tile = NAME##_tile)
+    SET(DS4_TYPE_F32, f32_512);
+    SET(DS4_TYPE_F16, f16_512);
+    SET(DS4_TYPE_BF16, bf16_512);
+    SET(DS4_TYPE_Q8_0, q8_0_512);
+    SET(DS4_TYPE_Q4_K, q4_K_512);
+    SET(DS4_TYPE_Q2_K, q2_K_512);
+    SET(DS4_TYPE_IQ2_XXS, iq2_xxs_512);
+#undef SET
+    t[DS4_TYPE_Q8_0].from_float = q8_0_from_float_512;
+    t[DS4_TYPE_Q8_K].from_float = q8_K_from_float_512;
+    v->dot = dot_512;
+    v->axpy = axpy_512;
+    v->sumsq = sumsq_512;
+}
+
+#else /* not x86 */
+
+#include "quant/simd_int.h"
+void ds4_simd_install_avx512(ds4_type_traits *t, ds4_vec_ops *v) { (void)t; (void)v; }
+
+#endif

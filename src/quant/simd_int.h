@@ -1,0 +1,20 @@
+/* Internal to src/quant: how the per-ISA files hand their kernels to
+ * dispatch.c.  Each installer overwrites the slots it implements (vec_dot,
+ * vec_dot_tile, from_float of the activation types) in a copy of the
+ * reference table and in the helper set; slots it leaves alone keep the
+ * scalar reference. */
+#ifndef DS4_QUANT_SIMD_INT_H
+#define DS4_QUANT_SIMD_INT_H
+
+#include "quant/quant.h"
+#include "quant/simd.h"
+
+void ds4_simd_install_avx2(ds4_type_traits *table, ds4_vec_ops *vec);
+void ds4_simd_install_avx512(ds4_type_traits *table, ds4_vec_ops *vec);
+void ds4_simd_install_neon(ds4_type_traits *table, ds4_vec_ops *vec);
+
+/* IQ2_XXS sign patterns as ±1 bytes (index: 7-bit sign code), for kernels
+ * without mask registers; filled by dispatch.c before any installer runs. */
+extern uint64_t ds4_iq2_sign_pm1[128];
+
+#endif

@@ -1,0 +1,55 @@
+/* Internal to the per-ISA kernel files: turn one always-inline micro-kernel
+ *
+ *   K(n, w, ws, x, xs, y, ldy, NR, NC)   NR rows x NC columns, NR/NC constant
+ *
+ * into the table's vec_dot (the 1x1 instance) and vec_dot_tile (the caller's
+ * nr x nc <= 4x4 request cut into TR x TC instances, rows outer so a weight
+ * row block is reused from L1 across the columns).  Because both paths run
+ * the same instance code per (row, column), their results are identical. */
+#ifndef DS4_QUANT_SIMD_TILE_H
+#define DS4_QUANT_SIMD_TILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DS4_UNROLL _Pragma("GCC unroll 4")
+
+#define DS4_TILE_CASE(K, R, C) \
+    case (R) * 8 + (C): K(n, wp, ws, xp, xs, yp, ldy, R, C); break;
+
+#define DS4_TILE_CASES_4x4(K) \
+    DS4_TILE_CASE(K, 1, 1) DS4_TILE_CASE(K, 1, 2) DS4_TILE_CASE(K, 1, 3) DS4_TILE_CASE(K, 1, 4) \
+    DS4_TILE_CASE(K, 2, 1) DS4_TILE_CASE(K, 2, 2) DS4_TILE_CASE(K, 2, 3) DS4_TILE_CASE(K, 2, 4) \
+    DS4_TILE_CASE(K, 3, 1) DS4_TILE_CASE(K, 3, 2) DS4_TILE_CASE(K, 3, 3) DS4_TILE_CASE(K, 3, 4) \
+    DS4_TILE_CASE(K, 4, 1) DS4_TILE_CASE(K, 4, 2) DS4_TILE_CASE(K, 4, 3) DS4_TILE_CASE(K, 4, 4)
+#define DS4_TILE_CASES_4x2(K) \
+    DS4_TILE_CASE(K, 1, 1) DS4_TILE_CASE(K, 1, 2) DS4_TILE_CASE(K, 2, 1) DS4_TILE_CASE(K, 2, 2) \
+    DS4_TILE_CASE(K, 3, 1) DS4_TILE_CASE(K, 3, 2) DS4_TILE_CASE(K, 4, 1) DS4_TILE_CASE(K, 4, 2)
+#define DS4_TILE_CASES_2x2(K) \
+    DS4_TILE_CASE(K, 1, 1) DS4_TILE_CASE(K, 1, 2) DS4_TILE_CASE(K, 2, 1) DS4_TILE_CASE(K, 2, 2)
+
+/* Defines NAME_dot (ds4_vec_dot_fn) and NAME_tile (ds4_vec_dot_tile_fn). */
+#define DS4_DEFINE_TILE(ATTR, NAME, K, TR, TC)                                                       \
+    ATTR static float NAME##_dot(int64_t n, const void *w, const void *x) {                          \
+        float y;                                                                                     \
+        K(n, (const uint8_t *)w, 0, (const uint8_t *)x, 0, &y, 0, 1, 1);                             \
+        return y;                                                                                    \
+    }                                                                                                \
+    ATTR static void NAME##_tile(int64_t n, const void *w, size_t ws, int nr, const void *x,         \
+                                 size_t xs, int nc, float *y, int64_t ldy) {                         \
+        for (int r = 0; r < nr; r += TR) {                                                           \
+            const int rr = nr - r < TR ? nr - r : TR;                                                \
+            for (int c = 0; c < nc; c += TC) {                                                       \
+                const int cc = nc - c < TC ? nc - c : TC;                                            \
+                const uint8_t *wp = (const uint8_t *)w + (size_t)r * ws;                             \
+                const uint8_t *xp = (const uint8_t *)x + (size_t)c * xs;                             \
+                float *yp = y + (int64_t)c * ldy + r;                                                \
+                switch (rr * 8 + cc) {                                                               \
+                    DS4_TILE_CASES_##TR##x##TC(K)                                                    \
+                default: break;                                                                      \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+#endif

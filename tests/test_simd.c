@@ -1,0 +1,389 @@
+/* Tests for the SIMD kernels and their dispatch (src/quant/simd*.c,
+ * dispatch.c) against the scalar reference (quant_ref.c), at every level
+ * this CPU runs; levels it lacks are skipped with a note.
+ *
+ *   dot kernels      random blocks (every bit pattern: -128 weights, all
+ *                    scale codes, all IQ2 grid/sign codes) at 32..16384
+ *                    elements; K-quants and IQ2 bit-identical, Q8_0 and the
+ *                    float types within 1e-5 of Σ|w·x| (summation order)
+ *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot
+ *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases
+ *   ds4_mm           n = 1, 3, 17 (row offsets, expert slices, strided X)
+ *                    against dequantize-then-double-dot; decode == prefill
+ *   f32 helpers      dot (bound), axpy (bit-identical), sumsq
+ *   dispatch API     force / level / unknown names / table rewrite */
+#include "test.h"
+
+#include "engine/ops.h"
+#include "engine/pool.h"
+#include "quant/quant.h"
+#include "quant/simd.h"
+#include "quant/vec.h"
+
+#include <stdint.h>
+
+/* ---- deterministic data -------------------------------------------------- */
+
+static uint64_t rng_state = 1;
+static void rng_seed(uint64_t s) { rng_state = s * 0x9e3779b97f4a7c15ull + 1; }
+static uint64_t rng_next(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static double rng_unit(void) { return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; }
+static float rng_gauss(void) {
+    double u1 = rng_unit(), u2 = rng_unit();
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+static void fill_gauss(float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] = rng_gauss();
+    /* a few outliers, as real activations have */
+    for (int64_t i = 0; i < n / 64; i++) v[rng_next() % (uint64_t)n] *= 20.0f;
+}
+
+static const int types[] = { DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_BF16, DS4_TYPE_Q8_0,
+                             DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS };
+#define NTYPES ((int)(sizeof types / sizeof types[0]))
+
+static int exact_type(int t) { return t == DS4_TYPE_Q4_K || t == DS4_TYPE_Q2_K || t == DS4_TYPE_IQ2_XXS; }
+
+/* Random weight rows: every byte random, except the fp16 scales (finite,
+ * modest) and the float types (gaussian values). */
+static void random_rows(int type, int64_t n, int rows, void *dst) {
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
+    size_t rb = ds4_row_size(type, n);
+    uint8_t *p = dst;
+    if (!t->quantized) {
+        float *tmp = malloc((size_t)n * sizeof *tmp);
+        for (int r = 0; r < rows; r++) {
+            fill_gauss(tmp, n);
+            t->from_float(tmp, p + r * rb, n);
+        }
+        free(tmp);
+        return;
+    }
+    for (size_t i = 0; i < rb * (size_t)rows; i++) p[i] = (uint8_t)rng_next();
+    int64_t nb = n / t->blck * rows;
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + (size_t)b * t->size;
+        ds4_fp16 d = ds4_f32_to_fp16((float)(rng_unit() * 0.02)), dm = ds4_f32_to_fp16((float)(rng_unit() * 0.01));
+        switch (type) {
+        case DS4_TYPE_Q8_0: memcpy(&((block_q8_0 *)blk)->d, &d, 2); break;
+        case DS4_TYPE_Q4_K: memcpy(&((block_q4_K *)blk)->d, &d, 2); memcpy(&((block_q4_K *)blk)->dmin, &dm, 2); break;
+        case DS4_TYPE_Q2_K: memcpy(&((block_q2_K *)blk)->d, &d, 2); memcpy(&((block_q2_K *)blk)->dmin, &dm, 2); break;
+        case DS4_TYPE_IQ2_XXS: memcpy(&((block_iq2_xxs *)blk)->d, &d, 2); break;
+        }
+    }
+}
+
+/* Activation in the type's vec_dot_type, via the scalar reference encoder. */
+static void *ref_activation(int type, const float *x, int64_t n) {
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
+    void *q = calloc(1, ds4_row_size(t->vec_dot_type, n) + 64);
+    ds4_type_traits_ref(t->vec_dot_type)->from_float(x, q, n);
+    return q;
+}
+
+/* Σ|w_i·x_i| over dequantized values: the scale of summation-order error. */
+static double abs_dot(int type, const void *w, const void *xq, int64_t n) {
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
+    float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    t->to_float(w, a, n);
+    ds4_type_traits_ref(t->vec_dot_type)->to_float(xq, b, n);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)a[i] * b[i]);
+    free(a);
+    free(b);
+    return s;
+}
+
+static const char *const *levels(void) { return ds4_simd_levels(); }
+
+static int level_ok(const char *lv) {
+    if (ds4_simd_supported(lv)) return 1;
+    static int noted[8];
+    int i = 0;
+    for (const char *const *l = levels(); *l && *l != lv; l++) i++;
+    if (!noted[i & 7]) { printf("  note: level %s not available on this CPU/build: skipped\n", lv); noted[i & 7] = 1; }
+    return 0;
+}
+
+/* ---- dot kernels and tiles ------------------------------------------------ */
+
+TEST(vec_dot_vs_scalar) {
+    const int64_t lens[] = { 32, 256, 4096, 16384 };
+    const int64_t flens[] = { 1, 7, 15, 17, 33, 100, 129, 1000 }; /* float tails */
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        for (int ti = 0; ti < NTYPES; ti++) {
+            int type = types[ti];
+            const ds4_type_traits *ref = ds4_type_traits_ref(type);
+            ds4_type_traits simd;
+            CHECK(ds4_simd_traits_for(*lv, type, &simd) == 0);
+            int nl = (int)(sizeof lens / sizeof *lens) + (ref->quantized ? 0 : (int)(sizeof flens / sizeof *flens));
+            for (int li = 0; li < nl; li++) {
+                int64_t n = li < 4 ? lens[li] : flens[li - 4];
+                if (n % ref->blck) continue;
+                rng_seed((uint64_t)(type * 1000 + li));
+                size_t rb = ds4_row_size(type, n);
+                uint8_t *w = malloc(rb * 4);
+                random_rows(type, n, 4, w);
+                float *x = malloc((size_t)n * sizeof *x);
+                fill_gauss(x, n);
+                void *xq = ref_activation(type, x, n);
+                for (int r = 0; r < 4; r++) {
+                    const void *wr = w + r * rb;
+                    float a = ref->vec_dot(n, wr, xq), b = simd.vec_dot(n, wr, xq);
+                    if (exact_type(type)) {
+                        CHECKF(memcmp(&a, &b, 4) == 0, "%s %s n=%lld row %d: %.9g vs %.9g", *lv, ref->name,
+                               (long long)n, r, a, b);
+                    } else {
+                        double tol = 1e-5 * abs_dot(type, wr, xq, n) + 1e-30;
+                        CHECKF(fabs((double)a - b) <= tol, "%s %s n=%lld: %.9g vs %.9g (tol %g)", *lv, ref->name,
+                               (long long)n, a, b, tol);
+                    }
+                }
+                free(w);
+                free(x);
+                free(xq);
+            }
+        }
+    }
+}
+
+TEST(tiles_match_vec_dot) {
+    const int64_t n = 1024;
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        for (int ti = 0; ti < NTYPES; ti++) {
+            int type = types[ti];
+            ds4_type_traits s;
+            ds4_simd_traits_for(*lv, type, &s);
+            if (!s.vec_dot_tile) continue; /* the scalar level loops over vec_dot */
+            rng_seed((uint64_t)type);
+            size_t rb = ds4_row_size(type, n), xb = ds4_row_size(s.vec_dot_type, n);
+            uint8_t *w = malloc(rb * 4), *xq = malloc(xb * 4);
+            random_rows(type, n, 4, w);
+            float *x = malloc((size_t)n * sizeof *x);
+            for (int c = 0; c < 4; c++) {
+                fill_gauss(x, n);
+                ds4_type_traits_ref(s.vec_dot_type)->from_float(x, xq + c * xb, n);
+            }
+            for (int nr = 1; nr <= 4; nr++)
+                for (int nc = 1; nc <= 4; nc++) {
+                    float y[4 * 5];
+                    for (int i = 0; i < 20; i++) y[i] = NAN;
+                    s.vec_dot_tile(n, w, rb, nr, xq, xb, nc, y, 5);
+                    int bad = 0;
+                    for (int c = 0; c < nc; c++)
+                        for (int r = 0; r < nr; r++) {
+                            float d = s.vec_dot(n, w + r * rb, xq + c * xb);
+                            bad += memcmp(&d, &y[c * 5 + r], 4) != 0;
+                        }
+                    CHECKF(bad == 0, "%s %s tile %dx%d: %d results differ from vec_dot", *lv, s.name, nr, nc, bad);
+                }
+            free(w);
+            free(xq);
+            free(x);
+        }
+    }
+}
+
+/* ---- activation quantizers -------------------------------------------------- */
+
+static void check_quantizer(const char *lv, int qtype, const float *x, int64_t n, const char *what) {
+    ds4_type_traits s;
+    ds4_simd_traits_for(lv, qtype, &s);
+    const ds4_type_traits *r = ds4_type_traits_ref(qtype);
+    size_t sz = ds4_row_size(qtype, n);
+    uint8_t *a = calloc(1, sz), *b = calloc(1, sz);
+    r->from_float(x, a, n);
+    s.from_float(x, b, n);
+    CHECKF(memcmp(a, b, sz) == 0, "%s %s quantizer differs (%s)", lv, r->name, what);
+    free(a);
+    free(b);
+}
+
+TEST(quantizers_bit_exact) {
+    const int64_t n = 4096;
+    float *x = malloc(n * sizeof *x);
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        for (int rep = 0; rep < 8; rep++) {
+            rng_seed(100 + rep);
+            fill_gauss(x, n);
+            if (rep & 1) for (int64_t i = 0; i < n; i++) x[i] *= 1e-3f;
+            check_quantizer(*lv, DS4_TYPE_Q8_0, x, n, "gauss");
+            check_quantizer(*lv, DS4_TYPE_Q8_K, x, n, "gauss");
+        }
+        /* Q8_0 ties: amax 127 gives d = 1, so x.5 values round away from zero
+         * (RNE would differ); a zero block; negative extremes. */
+        for (int i = 0; i < 256; i++) x[i] = (float)((i % 64) - 32) + 0.5f;
+        x[0] = 127.0f; x[32] = -127.0f; x[64] = 127.0f; x[96] = 127.0f;
+        for (int i = 128; i < 160; i++) x[i] = 0.0f;
+        check_quantizer(*lv, DS4_TYPE_Q8_0, x, 256, "ties");
+        /* Q8_K: +a and -a both at the max (the first wins), ties of the
+         * rescaled values, a zero block. */
+        rng_seed(7);
+        fill_gauss(x, 1024);
+        x[10] = -50.0f; x[20] = 50.0f;
+        x[256 + 3] = 50.0f; x[256 + 200] = -50.0f;
+        for (int i = 512; i < 768; i++) x[i] = (float)(i % 255) - 127.0f + 0.5f;
+        x[512] = -127.0f;
+        for (int i = 768; i < 1024; i++) x[i] = 0.0f;
+        check_quantizer(*lv, DS4_TYPE_Q8_K, x, 1024, "ties/signs/zero");
+    }
+    free(x);
+}
+
+/* ---- ds4_mm -------------------------------------------------------------------- */
+
+/* Reference: dequantized weights times the dequantized activation (the
+ * reference encoding of x), in double; tolerance from Σ|w·x|. */
+static void mm_case(ds4_pool *pool, const char *lv, int type, int64_t ne0, int64_t rows, int n) {
+    const ds4_type_traits *ref = ds4_type_traits_ref(type);
+    const int64_t experts = 2, e = 1, row0 = 3, nrows = rows - 5;
+    size_t rb = ds4_row_size(type, ne0);
+    uint8_t *w = malloc(rb * (size_t)(rows * experts));
+    float *src = malloc((size_t)ne0 * sizeof *src);
+    for (int64_t r = 0; r < rows * experts; r++) { /* realistic rows via the reference encoder */
+        fill_gauss(src, ne0);
+        ref->from_float(src, w + r * rb, ne0);
+    }
+    int64_t ldx = ne0 + 8; /* strided activations */
+    float *X = malloc(sizeof(float) * (size_t)(ldx * n));
+    for (int t = 0; t < n; t++) fill_gauss(X + t * ldx, ne0);
+    int64_t ldy = nrows + 3;
+    float *Y = malloc(sizeof(float) * (size_t)(ldy * n)), *Y1 = malloc(sizeof(float) * (size_t)nrows);
+    ds4_weight wt = { w, type, { ne0, rows, experts }, "test" };
+    ds4_mm(pool, &wt, e, row0, nrows, X, ldx, n, Y, ldy);
+
+    const ds4_type_traits *at = ds4_type_traits_ref(ref->vec_dot_type);
+    void *xq = malloc(ds4_row_size(ref->vec_dot_type, ne0));
+    float *xd = malloc((size_t)ne0 * sizeof *xd), *wd = malloc((size_t)ne0 * sizeof *wd);
+    int bad = 0, mismatch = 0;
+    for (int t = 0; t < n; t++) {
+        at->from_float(X + t * ldx, xq, ne0);
+        at->to_float(xq, xd, ne0);
+        for (int64_t r = 0; r < nrows; r++) {
+            ref->to_float(w + (size_t)((e * rows) + row0 + r) * rb, wd, ne0);
+            double s = 0, sa = 0;
+            for (int64_t i = 0; i < ne0; i++) { s += (double)wd[i] * xd[i]; sa += fabs((double)wd[i] * xd[i]); }
+            double tol = 2e-5 * sa + 1e-30;
+            if (fabs(s - Y[t * ldy + r]) > tol) {
+                if (bad++ < 3)
+                    fprintf(stderr, "  %s %s ne0=%lld n=%d t=%d r=%lld: %.9g vs %.9g\n", lv, ref->name,
+                            (long long)ne0, n, t, (long long)r, Y[t * ldy + r], s);
+            }
+        }
+        /* the decode path (n = 1) gives the same bits as column t of the batch */
+        ds4_mm(pool, &wt, e, row0, nrows, X + t * ldx, ldx, 1, Y1, nrows);
+        mismatch += memcmp(Y1, Y + t * ldy, sizeof(float) * (size_t)nrows) != 0;
+    }
+    CHECKF(bad == 0, "%s %s ne0=%lld n=%d: %d results off the reference", lv, ref->name, (long long)ne0, n, bad);
+    CHECKF(mismatch == 0, "%s %s n=%d: %d decode columns differ from the batch", lv, ref->name, n, mismatch);
+    free(w); free(src); free(X); free(Y); free(Y1); free(xq); free(xd); free(wd);
+}
+
+TEST(mm_vs_naive) {
+    ds4_pool *pool = ds4_pool_new(2);
+    const int ns[] = { 1, 3, 17 };
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        CHECK(ds4_simd_force(*lv) == 0);
+        for (int ti = 0; ti < NTYPES; ti++) {
+            int type = types[ti];
+            int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 96;
+            if (type == DS4_TYPE_F32) ne0 = 100; /* not a multiple of any vector width */
+            for (int k = 0; k < 3; k++) {
+                rng_seed((uint64_t)(type * 10 + k));
+                mm_case(pool, *lv, type, ne0, 23, ns[k]);
+            }
+        }
+    }
+    ds4_simd_force("scalar");
+    ds4_simd_init();
+    ds4_pool_free(pool);
+}
+
+/* ---- f32 helpers ------------------------------------------------------------------- */
+
+TEST(vec_helpers) {
+    const int64_t lens[] = { 1, 5, 16, 31, 64, 128, 509, 4096 };
+    ds4_vec_ops sc;
+    CHECK(ds4_simd_vec_ops_for("scalar", &sc) == 0);
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        ds4_vec_ops v;
+        CHECK(ds4_simd_vec_ops_for(*lv, &v) == 0);
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            rng_seed((uint64_t)n);
+            float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+            float *y1 = malloc(n * sizeof *y1), *y2 = malloc(n * sizeof *y2);
+            fill_gauss(a, n);
+            fill_gauss(b, n);
+            fill_gauss(y1, n);
+            memcpy(y2, y1, n * sizeof *y1);
+            double s = 0, sa = 0, ss = 0;
+            for (int64_t i = 0; i < n; i++) { s += (double)a[i] * b[i]; sa += fabs((double)a[i] * b[i]); ss += (double)a[i] * a[i]; }
+            CHECKF(fabs(v.dot(a, b, n) - s) <= 1e-6 * sa + 1e-30, "%s dot n=%lld", *lv, (long long)n);
+            sc.axpy(y1, 0.37f, b, n);
+            v.axpy(y2, 0.37f, b, n);
+            CHECKF(memcmp(y1, y2, n * sizeof *y1) == 0, "%s axpy n=%lld not bit-identical", *lv, (long long)n);
+            CHECKF(fabs(v.sumsq(a, n) - ss) <= 1e-14 * ss, "%s sumsq n=%lld", *lv, (long long)n);
+            free(a); free(b); free(y1); free(y2);
+        }
+    }
+}
+
+/* ---- dispatch API ----------------------------------------------------------------- */
+
+TEST(dispatch_api) {
+    ds4_simd_init();
+    const char *start = ds4_simd_level();
+    CHECK(start != NULL && ds4_simd_supported(start));
+    CHECK(ds4_simd_force("no-such-level") == -1);
+    CHECK(ds4_simd_force(NULL) == -1);
+    CHECK(ds4_simd_supported("scalar") && ds4_simd_supported("ref"));
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!ds4_simd_supported(*lv)) {
+            CHECK(ds4_simd_force(*lv) == -1);
+            continue;
+        }
+        CHECK(ds4_simd_force(*lv) == 0);
+        CHECK(strcmp(ds4_simd_level(), *lv) == 0);
+        for (int ti = 0; ti < NTYPES; ti++) {
+            ds4_type_traits s;
+            ds4_simd_traits_for(*lv, types[ti], &s);
+            const ds4_type_traits *live = ds4_type_traits_get(types[ti]);
+            CHECKF(live->vec_dot == s.vec_dot && live->vec_dot_tile == s.vec_dot_tile,
+                   "%s %s: live table not rewritten", *lv, s.name);
+            CHECK(strcmp(live->name, s.name) == 0 && live->size == s.size);
+            if (strcmp(*lv, "scalar") != 0) /* a SIMD level really replaces the kernel */
+                CHECKF(s.vec_dot != ds4_type_traits_ref(types[ti])->vec_dot && s.vec_dot_tile, "%s %s: no SIMD kernel", *lv, s.name);
+        }
+        ds4_type_traits q;
+        ds4_simd_traits_for(*lv, DS4_TYPE_Q8_K, &q);
+        CHECK(ds4_type_traits_get(DS4_TYPE_Q8_K)->from_float == q.from_float);
+    }
+    CHECK(ds4_simd_force("scalar") == 0);
+    CHECK(ds4_type_traits_get(DS4_TYPE_Q8_0)->vec_dot == ds4_type_traits_ref(DS4_TYPE_Q8_0)->vec_dot);
+    CHECK(ds4_simd_force(start) == 0);
+    printf("  levels here:");
+    for (const char *const *lv = levels(); *lv; lv++)
+        if (ds4_simd_supported(*lv)) printf(" %s", *lv);
+    printf(" (default %s)\n", start);
+}
+
+int main(void) {
+    RUN(dispatch_api);
+    RUN(vec_dot_vs_scalar);
+    RUN(tiles_match_vec_dot);
+    RUN(quantizers_bit_exact);
+    RUN(vec_helpers);
+    RUN(mm_vs_naive);
+    TEST_END();
+}
