@@ -1,0 +1,408 @@
+/* Context-frontier benchmark: see bench.h for the contract. */
+#include "bench/bench.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quant/quant.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void ds4_bench_opts_default(ds4_bench_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->ctx_start = 512;
+    o->ctx_max = 512;
+    o->gen = 32;
+    o->numerics = DS4_NUMERICS_MODEL;
+    o->seed = 1;
+    o->warmup = true;
+}
+
+void ds4_bench_result_free(ds4_bench_result *r) {
+    free(r->rows);
+    free(r->generated);
+    memset(r, 0, sizeof *r);
+}
+
+void ds4_bench_ids(uint32_t seed, int32_t V, int32_t *out, size_t n) {
+    uint32_t st = seed ? seed : 1;
+    for (size_t i = 0; i < n; i++) {
+        st = st * 1664525u + 1013904223u;
+        out[i] = (int32_t)(st % (uint32_t)V);
+    }
+}
+
+int ds4_bench_frontiers(const ds4_bench_opts *o, uint32_t *out, int cap) {
+    int n = 0;
+    uint32_t f = o->ctx_start ? o->ctx_start : 1;
+    while (f <= o->ctx_max) {
+        if (n < cap) out[n] = f;
+        n++;
+        uint64_t next;
+        if (o->step_incr) next = (uint64_t)f + o->step_incr;
+        else if (o->step_mul > 1) next = (uint64_t)ceil((double)f * o->step_mul);
+        else break;
+        if (next <= f) next = (uint64_t)f + 1;
+        if (next > UINT32_MAX) break;
+        f = (uint32_t)next;
+    }
+    return n;
+}
+
+/* ---- bytes ---- */
+
+static uint64_t wbytes(const ds4_weight *w) {
+    if (!w->data) return 0;
+    uint64_t rows = (uint64_t)(w->ne[1] ? w->ne[1] : 1) * (uint64_t)(w->ne[2] ? w->ne[2] : 1);
+    return (uint64_t)ds4_row_size(w->type, w->ne[0]) * rows;
+}
+
+/* One expert's slice of a stacked [in, out, E] tensor. */
+static uint64_t expert_bytes(const ds4_weight *w) {
+    if (!w->data) return 0;
+    return (uint64_t)ds4_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1];
+}
+
+uint64_t ds4_bench_weight_bytes_per_token(const ds4_model *m) {
+    const ds4_hparams *hp = &m->hp;
+    uint64_t b = ds4_row_size(m->tok_embd.type, m->tok_embd.ne[0]); /* one embedding row */
+    b += wbytes(&m->output) + wbytes(&m->out_hc_fn);
+    b += (uint64_t)hp->n_embd * 4 * 2 + (uint64_t)hp->hc_mult * 4 * 2; /* out norm, hc base/scale */
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const ds4_layer *L = &m->layers[l];
+        const ds4_weight *dense[] = {&L->hc_attn_fn, &L->hc_ffn_fn, &L->q_a, &L->q_b, &L->kv, &L->out_a,
+                                     &L->out_b, &L->comp_kv, &L->comp_gate, &L->idx_q_b, &L->idx_proj,
+                                     &L->idx_comp_kv, &L->idx_comp_gate, &L->gate_sh, &L->up_sh, &L->down_sh};
+        for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) b += wbytes(dense[i]);
+        /* the router is only read on learned-routing layers; hash layers read one tid2eid row */
+        if (L->hash) b += (uint64_t)hp->n_expert_used * 4;
+        else b += wbytes(&L->gate_inp) + (uint64_t)hp->n_expert * 4;
+        b += (uint64_t)hp->n_expert_used *
+             (expert_bytes(&L->gate_exps) + expert_bytes(&L->up_exps) + expert_bytes(&L->down_exps));
+        /* f32 vectors: norms, sinks, HC scale/base (small, counted for completeness) */
+        b += ((uint64_t)hp->n_embd * 2 + hp->q_lora + hp->head_dim + hp->n_head + 2 * ds4_hc_mix(hp) + 6) * 4;
+    }
+    return b;
+}
+
+uint64_t ds4_bench_kv_bytes(const ds4_session *s) {
+    const ds4_hparams *hp = &s->model->hp;
+    uint64_t raw = s->pos < hp->window ? s->pos : hp->window, b = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        b += raw * hp->head_dim;
+        b += (uint64_t)s->ls[l].n_comp * hp->head_dim;
+        b += (uint64_t)s->ls[l].n_idx * hp->idx_head_dim;
+    }
+    return b * sizeof(float);
+}
+
+uint64_t ds4_bench_kv_read_bytes(const ds4_session *s) {
+    const ds4_hparams *hp = &s->model->hp;
+    uint64_t raw = s->pos + 1 < hp->window ? s->pos + 1 : hp->window, b = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        b += raw * hp->head_dim;
+        uint64_t nc = s->ls[l].n_comp;
+        if (s->model->layers[l].ratio == 4) {
+            b += (uint64_t)s->ls[l].n_idx * hp->idx_head_dim; /* indexer scores every row */
+            if (nc > hp->idx_topk) nc = hp->idx_topk;
+        }
+        b += nc * hp->head_dim;
+    }
+    return b * sizeof(float);
+}
+
+/* ---- memory bandwidth ---- */
+
+typedef uint64_t v4u64 __attribute__((vector_size(32)));
+
+typedef struct bw_job {
+    const v4u64 *p;
+    size_t n;                    /* vectors */
+    pthread_barrier_t *bar;
+    double t0, t1;
+    uint64_t sink;
+} bw_job;
+
+static void *bw_thread(void *arg) {
+    bw_job *j = arg;
+    pthread_barrier_wait(j->bar);
+    j->t0 = now_s();
+    /* four independent accumulators keep several loads in flight */
+    v4u64 a = {0}, b = {0}, c = {0}, d = {0};
+    size_t i = 0;
+    for (; i + 4 <= j->n; i += 4) {
+        a += j->p[i];
+        b += j->p[i + 1];
+        c += j->p[i + 2];
+        d += j->p[i + 3];
+    }
+    a += b + c + d;
+    j->sink = a[0] ^ a[1] ^ a[2] ^ a[3];
+    j->t1 = now_s();
+    return NULL;
+}
+
+double ds4_bench_membw(int n_threads, size_t bytes, int runs) {
+    if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads <= 0) n_threads = 1;
+    if (runs <= 0) runs = 5;
+    if (!bytes) {
+        long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+        bytes = llc > 0 ? (size_t)llc * 4 : 0;
+        if (bytes < ((size_t)512 << 20)) bytes = (size_t)512 << 20;
+        if (bytes > ((size_t)2 << 30)) bytes = (size_t)2 << 30;
+    }
+    size_t nv = bytes / sizeof(v4u64);
+    nv -= nv % ((size_t)n_threads * 4);
+    v4u64 *buf = NULL;
+    if (nv == 0 || posix_memalign((void **)&buf, 4096, nv * sizeof(v4u64))) return 0;
+    /* touch every page with non-zero data so no read hits the shared zero page */
+    memset(buf, 1, nv * sizeof(v4u64));
+    bw_job *jobs = calloc((size_t)n_threads, sizeof *jobs);
+    pthread_t *th = calloc((size_t)n_threads, sizeof *th);
+    double best = 0;
+    uint64_t sink = 0;
+    if (jobs && th) {
+        size_t per = nv / (size_t)n_threads;
+        for (int r = 0; r < runs; r++) {
+            pthread_barrier_t bar;
+            pthread_barrier_init(&bar, NULL, (unsigned)n_threads);
+            int started = 0;
+            for (int t = 0; t < n_threads; t++) {
+                jobs[t] = (bw_job){.p = buf + per * (size_t)t, .n = per, .bar = &bar};
+                if (t > 0 && pthread_create(&th[t], NULL, bw_thread, &jobs[t])) break;
+                started++;
+            }
+            if (started < n_threads) { /* cannot start the threads: give up measuring */
+                for (int t = 1; t < started; t++) pthread_cancel(th[t]);
+                pthread_barrier_destroy(&bar);
+                best = 0;
+                break;
+            }
+            bw_thread(&jobs[0]);
+            for (int t = 1; t < n_threads; t++) pthread_join(th[t], NULL);
+            pthread_barrier_destroy(&bar);
+            double t0 = jobs[0].t0, t1 = jobs[0].t1;
+            for (int t = 0; t < n_threads; t++) {
+                if (jobs[t].t0 < t0) t0 = jobs[t].t0;
+                if (jobs[t].t1 > t1) t1 = jobs[t].t1;
+                sink ^= jobs[t].sink;
+            }
+            double bw = (double)(per * (size_t)n_threads * sizeof(v4u64)) / (t1 - t0);
+            if (bw > best) best = bw;
+        }
+    }
+    /* the sum must be observable or the loads could be dropped */
+    if (sink == 0x5eed) best *= 1.0000001;
+    free(jobs);
+    free(th);
+    free(buf);
+    return best;
+}
+
+/* ---- run ---- */
+
+typedef struct membuf {
+    unsigned char *p;
+    size_t n, cap, off;
+} membuf;
+
+static int mb_write(void *ud, const void *buf, size_t n) {
+    membuf *m = ud;
+    if (m->n + n > m->cap) {
+        size_t cap = m->cap ? m->cap : 1 << 16;
+        while (cap < m->n + n) cap *= 2;
+        unsigned char *p = realloc(m->p, cap);
+        if (!p) return -1;
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, buf, n);
+    m->n += n;
+    return 0;
+}
+
+static int mb_read(void *ud, void *buf, size_t n) {
+    membuf *m = ud;
+    if (m->off + n > m->n) return -1;
+    memcpy(buf, m->p + m->off, n);
+    m->off += n;
+    return 0;
+}
+
+static int32_t argmax(const float *v, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return (int32_t)b;
+}
+
+static uint64_t fnv_floats(const float *v, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *p = (const unsigned char *)v;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Reads one byte of every page of every weight so the first timed eval does
+ * not pay for page faults of the mmap. */
+static void prefault(const ds4_model *m) {
+    volatile unsigned char sink = 0;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
+        const unsigned char *p = t->data;
+        for (uint64_t o = 0; p && o < t->nbytes; o += (uint64_t)pg) sink ^= p[o];
+    }
+    (void)sink;
+}
+
+int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result *r, ds4_err *err) {
+    memset(r, 0, sizeof *r);
+    const size_t V = m->hp.n_vocab;
+    int nf = ds4_bench_frontiers(o, NULL, 0);
+    if (nf <= 0) return ds4_err_set(err, "no frontier: ctx_start %u > ctx_max %u", o->ctx_start, o->ctx_max);
+    if (o->gen < 0) return ds4_err_set(err, "gen must be >= 0");
+    uint32_t *fr = malloc(sizeof *fr * (size_t)nf);
+    uint32_t fmax = 0;
+    if (fr) {
+        ds4_bench_frontiers(o, fr, nf);
+        fmax = fr[nf - 1];
+    }
+    /* the sequence: prompt up to the last frontier; generated ids go elsewhere */
+    int32_t *seq = malloc(sizeof *seq * ((size_t)fmax + 1));
+    float *logits = malloc(sizeof(float) * V);
+    r->rows = calloc((size_t)nf, sizeof *r->rows);
+    r->generated = calloc((size_t)o->gen + 1, sizeof(int32_t));
+    membuf snap = {0};
+    ds4_session *s = NULL;
+    int rc = -1;
+    if (!fr || !seq || !logits || !r->rows || !r->generated) {
+        ds4_err_set(err, "out of memory");
+        goto out;
+    }
+    if (o->tokens && o->n_tokens) {
+        for (size_t i = 0; i < fmax; i++) {
+            int32_t t = o->tokens[i % o->n_tokens];
+            if (t < 0 || (size_t)t >= V) {
+                ds4_err_set(err, "token %d at %zu is out of range (vocab %zu)", t, i % o->n_tokens, V);
+                goto out;
+            }
+            seq[i] = t;
+        }
+    } else {
+        ds4_bench_ids(o->seed, (int32_t)V, seq, fmax);
+    }
+
+    ds4_engine_opts eo;
+    ds4_engine_opts_default(&eo);
+    eo.n_threads = o->n_threads;
+    eo.numerics = o->numerics;
+    eo.max_batch = o->max_batch;
+    eo.ctx_max = fmax + (uint32_t)o->gen + 1;
+    if (!(s = ds4_session_new(m, &eo, NULL, err))) goto out;
+
+    if (o->roofline) {
+        r->bandwidth = o->bandwidth > 0 ? o->bandwidth : ds4_bench_membw(ds4_pool_size(s->pool), 0, 5);
+        if (r->bandwidth <= 0) { ds4_err_set(err, "memory bandwidth measurement failed"); goto out; }
+        r->weight_bytes_per_token = ds4_bench_weight_bytes_per_token(m);
+    }
+    if (o->warmup) {
+        prefault(m);
+        int n = fmax < 8 ? (int)fmax : 8;
+        if (ds4_session_eval(s, seq, n, DS4_LOGITS_LAST, logits, err)) goto out;
+        ds4_session_reset(s);
+    }
+    if (o->csv) {
+        if (o->roofline)
+            fprintf(o->csv, "# bandwidth_gbs=%.2f weight_bytes_per_token=%llu threads=%d\n", r->bandwidth / 1e9,
+                    (unsigned long long)r->weight_bytes_per_token, ds4_pool_size(s->pool));
+        fprintf(o->csv, "frontier,n_prefill,prefill_tps,gen_tps,kv_bytes%s\n",
+                o->roofline ? ",bytes_per_token,roofline_tps,roofline_fraction" : "");
+        fflush(o->csv);
+    }
+
+    double pre_s = 0, gen_s = 0, gen_bytes = 0;
+    uint64_t pre_n = 0, gen_n = 0;
+    uint32_t prev = 0;
+    for (int k = 0; k < nf; k++) {
+        ds4_bench_row *row = &r->rows[k];
+        row->frontier = fr[k];
+        row->n_prefill = fr[k] - prev;
+        double t0 = now_s();
+        if (ds4_session_eval(s, seq + prev, (int)row->n_prefill, DS4_LOGITS_LAST, logits, err)) goto out;
+        row->prefill_s = now_s() - t0;
+        row->prefill_tps = row->n_prefill / row->prefill_s;
+        row->kv_bytes = ds4_bench_kv_bytes(s);
+        prev = fr[k];
+        r->last_logits_hash = fnv_floats(logits, V);
+        pre_s += row->prefill_s;
+        pre_n += row->n_prefill;
+
+        if (o->gen > 0) {
+            uint64_t kv_read = 0;
+            snap.n = snap.off = 0;
+            if (ds4_session_payload_save(s, seq, logits, mb_write, &snap, err)) goto out;
+            int32_t tok = argmax(logits, V);
+            r->generated[0] = tok;
+            t0 = now_s();
+            for (int g = 0; g < o->gen; g++) {
+                if (o->roofline) kv_read += ds4_bench_kv_read_bytes(s); /* cheap: a loop over layers */
+                if (ds4_session_eval(s, &tok, 1, DS4_LOGITS_LAST, logits, err)) goto out;
+                tok = argmax(logits, V);
+                r->generated[g + 1] = tok;
+            }
+            row->gen_s = now_s() - t0;
+            row->gen_tps = o->gen / row->gen_s;
+            gen_s += row->gen_s;
+            gen_n += (uint64_t)o->gen;
+            if (o->roofline) {
+                double per_tok = (double)r->weight_bytes_per_token + (double)kv_read / o->gen;
+                row->bytes_per_token = (uint64_t)per_tok;
+                row->roofline_tps = r->bandwidth / per_tok;
+                row->roofline_fraction = row->gen_tps / row->roofline_tps;
+                gen_bytes += per_tok * o->gen;
+            }
+            int32_t *toks = NULL;
+            uint32_t ntok = 0;
+            if (ds4_session_payload_load(s, mb_read, &snap, &toks, &ntok, logits, err)) goto out;
+            free(toks);
+        }
+        if (o->csv) {
+            fprintf(o->csv, "%u,%u,%.2f,%.2f,%llu", row->frontier, row->n_prefill, row->prefill_tps, row->gen_tps,
+                    (unsigned long long)row->kv_bytes);
+            if (o->roofline)
+                fprintf(o->csv, ",%llu,%.2f,%.4f", (unsigned long long)row->bytes_per_token, row->roofline_tps,
+                        row->roofline_fraction);
+            fputc('\n', o->csv);
+            fflush(o->csv);
+        }
+    }
+    r->n_rows = nf;
+    r->prefill_tps = pre_n ? (double)pre_n / pre_s : 0;
+    r->gen_tps = gen_n ? (double)gen_n / gen_s : 0;
+    if (o->roofline && gen_s > 0) r->roofline_fraction = gen_bytes / gen_s / r->bandwidth;
+    rc = 0;
+out:
+    if (rc) {
+        free(r->rows);
+        free(r->generated);
+        r->rows = NULL;
+        r->generated = NULL;
+    }
+    ds4_session_free(s);
+    free(snap.p);
+    free(logits);
+    free(seq);
+    free(fr);
+    return rc;
+}
