@@ -16,20 +16,43 @@ typedef struct {
     const uint8_t *xq;        /* n converted activation rows */
     size_t xq_bytes;
     int n;
+    int tok_chunk;            /* tokens per pass over a task's rows */
     float *Y;
     int64_t ldy;
     ds4_vec_dot_fn dot;
+    ds4_vec_dot_tile_fn tile; /* NULL: the scalar level, one dot per pair */
     int64_t rows_per_task;
 } mm_job;
 
+/* Rows [r0, r1) of the task.  With a tile kernel: for each chunk of tokens
+ * whose activations fit in L2, walk the rows DS4_TILE at a time and hand
+ * each row block x up to DS4_TILE tokens to the kernel, so a row block is
+ * read from memory once per chunk and reused from L1 across its tokens.
+ * Decode (n = 1) is then DS4_TILE independent rows per call, which hides
+ * the FMA latency of the one-accumulator dots. */
 static void mm_task(void *ctx, int64_t task) {
     const mm_job *j = ctx;
     int64_t r0 = task * j->rows_per_task;
     int64_t r1 = r0 + j->rows_per_task < j->nrows ? r0 + j->rows_per_task : j->nrows;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
-        for (int t = 0; t < j->n; t++)
-            j->Y[(int64_t)t * j->ldy + r] = j->dot(j->ne0, row, j->xq + (size_t)t * j->xq_bytes);
+    if (!j->tile) {
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
+            for (int t = 0; t < j->n; t++)
+                j->Y[(int64_t)t * j->ldy + r] = j->dot(j->ne0, row, j->xq + (size_t)t * j->xq_bytes);
+        }
+        return;
+    }
+    for (int t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
+        int t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
+        for (int64_t r = r0; r < r1; r += DS4_TILE) {
+            int nr = r1 - r < DS4_TILE ? (int)(r1 - r) : DS4_TILE;
+            const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
+            for (int t = t0; t < t1; t += DS4_TILE) {
+                int nc = t1 - t < DS4_TILE ? t1 - t : DS4_TILE;
+                j->tile(j->ne0, row, j->row_bytes, nr, j->xq + (size_t)t * j->xq_bytes, j->xq_bytes, nc,
+                        j->Y + (int64_t)t * j->ldy + r, j->ldy);
+            }
+        }
     }
 }
 
@@ -48,7 +71,13 @@ void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, i
     j.Y = Y;
     j.ldy = ldy;
     j.dot = tt->vec_dot;
+    j.tile = tt->vec_dot_tile;
     j.xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
+    /* ~512 KB of activations per chunk: half an L2, the rest for weights */
+    size_t chunk = j.xq_bytes ? (512u << 10) / j.xq_bytes : (size_t)n;
+    chunk = chunk / DS4_TILE * DS4_TILE;
+    j.tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)n ? n : (int)chunk;
+    if (j.tok_chunk < 1) j.tok_chunk = 1;
     uint8_t *xq = NULL;
     if (tt->vec_dot_type == DS4_TYPE_F32 && ldx == ne0) {
         j.xq = (const uint8_t *)X; /* already in the right form and contiguous */
@@ -65,6 +94,7 @@ void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, i
     int64_t per = (nrows + threads * 4 - 1) / (threads * 4);
     if (per < min_rows) per = min_rows;
     if (per < 1) per = 1;
+    if (j.tile) per = (per + DS4_TILE - 1) / DS4_TILE * DS4_TILE; /* whole row blocks per task */
     j.rows_per_task = per;
     ds4_pool_run(pool, (nrows + per - 1) / per, mm_task, &j);
     free(xq);
