@@ -258,7 +258,8 @@ int ds4_cli_interactive(const ds4_cli_opts *o) {
     el_set(el, EL_SIGNAL, 0); /* our SIGINT handler decides */
     el_set(el, EL_HIST, history, hist);
     el_set(el, EL_CLIENTDATA, &s);
-    el_set(el, EL_ADDFN, "ds4-cancel-line", "discard the line (Ctrl+C)", on_ctrl_c);
+    /* The wide variant: el_set(EL_ADDFN) wcsdup()s name and help and never frees them. */
+    el_wset(el, EL_ADDFN, L"ds4-cancel-line", L"discard the line (Ctrl+C)", on_ctrl_c);
     el_set(el, EL_BIND, "^C", "ds4-cancel-line", NULL);
     el_set(el, EL_SETTY, "-d", "-isig", NULL);
 
