@@ -9,7 +9,7 @@ CC      ?= cc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -D_GNU_SOURCE -Isrc -pthread -MMD -MP
-LDLIBS  += -lm -lpthread -lpcre2-8 -ljansson -ledit -luring
+LDLIBS  += -lm -lpthread -lpcre2-8 -ljansson -ledit -luring -lmicrohttpd
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san

@@ -111,6 +111,32 @@ size_t ds4_gen_n_evaluated(const ds4_gen *g) { return g->n_eval; }
 uint32_t ds4_gen_ctx(const ds4_gen *g) { return g->sess->opts.ctx_max; }
 const ds4_tokenizer *ds4_gen_tokenizer(const ds4_gen *g) { return g->tok; }
 
+ds4_session *ds4_gen_session(ds4_gen *g) { return g->sess; }
+const float *ds4_gen_logits(const ds4_gen *g) { return g->logits; }
+const char *ds4_gen_text(const ds4_gen *g, size_t *len) {
+    *len = g->text.len;
+    return g->text.data ? g->text.data : "";
+}
+
+static int push_id(ds4_gen *g, int32_t id, ds4_err *err);
+
+int ds4_gen_adopt(ds4_gen *g, const int32_t *ids, size_t n, const float *logits, ds4_err *err) {
+    g->n = g->n_eval = 0;
+    g->text_eval = 0;
+    ds4_buf_truncate(&g->text, 0);
+    if (g->sess->pos != n) {
+        ds4_gen_reset(g);
+        return ds4_err_set(err, "adopt: session holds %u tokens, history has %zu", g->sess->pos, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (push_id(g, ids[i], err)) { ds4_gen_reset(g); return -1; }
+    g->n_eval = n;
+    g->text_eval = g->text.len;
+    if (logits) memcpy(g->logits, logits, sizeof(float) * g->model->hp.n_vocab);
+    else memset(g->logits, 0, sizeof(float) * g->model->hp.n_vocab);
+    return 0;
+}
+
 /* Appends one id to the timeline (not evaluated). */
 static int push_id(ds4_gen *g, int32_t id, ds4_err *err) {
     if (g->n == g->cap) {
@@ -296,7 +322,11 @@ int ds4_gen_generate(ds4_gen *g, const ds4_gen_params *p, const ds4_gen_callback
         if (nw > g->n) nw = g->n;
         samp_opts so = {.recent = g->ids + g->n - nw, .n_recent = nw};
         int32_t id;
-        int s = samp_sample(g->samp, g->logits, &p->samp, &so, &id);
+        int s = SAMP_OK;
+        if (p->forced) /* TEST ONLY hook, see gen.h */
+            id = st->gen_tokens < p->n_forced ? p->forced[st->gen_tokens] : g->eos;
+        else
+            s = samp_sample(g->samp, g->logits, &p->samp, &so, &id);
         if (s != SAMP_OK) {
             ds4_err_set(err, "sampling failed (%s)", s == SAMP_ERR_EMPTY ? "no finite logit" : "bad parameters");
             goto done;

@@ -109,6 +109,12 @@ typedef struct ds4_gen_params {
     int no_tools;            /* DSML is plain text (dsml opts.no_tools) */
     int stop_at_calls_end;   /* stop when </｜DSML｜tool_calls> closes (server) */
     atomic_int *cancel;      /* may be NULL */
+    /* TEST ONLY (server --test-hooks): emit forced[0..n_forced) instead of
+     * sampling, then EOS.  Every token is still evaluated, so KV state,
+     * usage and parsing are real; random test models cannot otherwise be
+     * made to produce a tool call.  NULL = sample normally. */
+    const int32_t *forced;
+    size_t n_forced;
 } ds4_gen_params;
 
 void ds4_gen_params_default(ds4_gen_params *p);
@@ -149,5 +155,19 @@ const int32_t *ds4_gen_tokens(const ds4_gen *g, size_t *n);
 size_t ds4_gen_n_evaluated(const ds4_gen *g);
 uint32_t ds4_gen_ctx(const ds4_gen *g);
 const ds4_tokenizer *ds4_gen_tokenizer(const ds4_gen *g);
+
+/* ---- Hooks for the server's disk KV cache (added by the server module) ----
+ * The session (borrowed; for ds4_session_payload_save/load) and the
+ * next-token logits after the last evaluated token (V floats, valid iff
+ * ds4_gen_n_evaluated() > 0), so a checkpoint can be written between calls
+ * or from the on_progress callback (the history is consistent there).
+ * ds4_gen_text: raw bytes of every history token (borrowed).
+ * ds4_gen_adopt: after the caller loaded a payload into the session, makes
+ * the history ids[0..n) (all evaluated, s->pos must equal n) with these
+ * logits.  On failure the history is reset. */
+ds4_session *ds4_gen_session(ds4_gen *g);
+const float *ds4_gen_logits(const ds4_gen *g);
+const char *ds4_gen_text(const ds4_gen *g, size_t *len);
+int ds4_gen_adopt(ds4_gen *g, const int32_t *ids, size_t n, const float *logits, ds4_err *err);
 
 #endif
