@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "engine/pool.h"
+#include "experts/experts.h"
 #include "model/model.h"
 #include "util/err.h"
 
@@ -32,6 +33,13 @@ typedef struct ds4_engine_opts {
     enum ds4_numerics numerics;
     uint32_t ctx_max;            /* positions the session may reach (0: 4096) */
     int max_batch;               /* tokens per internal batch (0: 256) */
+    /* Routed experts streamed from the file through a cache (experts/experts.h),
+     * off by default.  expert_store: a store to use (shared by sessions that
+     * run one at a time; the caller frees it); otherwise the session opens its
+     * own when experts.cache_mb or experts.ram_budget_mb is set. */
+    ds4_experts_opts experts;
+    ds4_experts *expert_store;
+    uint64_t *expert_counts;     /* [n_layer][n_expert] += selections, if set (ds4-hotexperts) */
 } ds4_engine_opts;
 
 void ds4_engine_opts_default(ds4_engine_opts *o);
@@ -55,6 +63,8 @@ typedef struct ds4_session {
     uint32_t comp_cap;           /* rows allocated per compressed cache */
     ds4_layer_state *ls;
     float *rope_main, *rope_comp;/* inverse frequencies, [d_r/2] each */
+    ds4_experts *experts;        /* expert store when streaming, else NULL */
+    bool own_experts;
 } ds4_session;
 
 /* Creates an empty session. pool may be NULL (the session makes its own). */
@@ -68,7 +78,9 @@ enum ds4_logits { DS4_LOGITS_NONE, DS4_LOGITS_LAST, DS4_LOGITS_ALL };
 
 /* Appends n tokens. logits receives V floats (LAST) or n·V floats (ALL).
  * Fails (without changing the session) on a token id out of range or when
- * the context would exceed ctx_max. */
+ * the context would exceed ctx_max.  A failed expert read (streaming) fails
+ * the call with a message naming the layer, expert and errno, and resets the
+ * session to empty, since its state was partly advanced. */
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
                      float *logits, ds4_err *err);
 

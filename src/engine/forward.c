@@ -116,6 +116,16 @@ ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds
         ds4_session_free(s);
         return NULL;
     }
+    if (s->opts.expert_store) {
+        s->experts = s->opts.expert_store;
+    } else if (ds4_experts_opts_enabled(&s->opts.experts)) {
+        uint64_t sb = ds4_experts_session_bytes(hp, s->opts.ctx_max, s->opts.max_batch);
+        if (!(s->experts = ds4_experts_open(m, &s->opts.experts, sb, err))) {
+            ds4_session_free(s);
+            return NULL;
+        }
+        s->own_experts = true;
+    }
     ds4_rope_freqs(s->rope_main, (int)hp->rope_dim, hp->rope_base, 1.0f, 0, 0, 0);
     ds4_rope_freqs(s->rope_comp, (int)hp->rope_dim, hp->compress_rope_base, hp->yarn_factor,
                    (double)hp->yarn_orig_ctx, hp->yarn_beta_fast, hp->yarn_beta_slow);
@@ -135,6 +145,7 @@ void ds4_session_free(ds4_session *s) {
     }
     free(s->rope_main);
     free(s->rope_comp);
+    if (s->own_experts) ds4_experts_free(s->experts);
     if (s->own_pool) ds4_pool_free(s->pool);
     free(s);
 }
@@ -646,10 +657,20 @@ static void route(ds4_session *s, batch *b, const ds4_layer *L) {
 }
 
 /* Runs one FFN (an expert slice or the shared expert) over `n` gathered rows
- * in b->tmp-sized buffers: out[r] = W2 · (w_r · SwiGLU(W1 x_r, W3 x_r)). */
+ * in b->tmp-sized buffers: out[r] = W2 · (w_r · SwiGLU(W1 x_r, W3 x_r)).
+ * wp, when set, holds the expert's gate/up/down slices from the expert store
+ * (streaming): the weights are then used from there, never from the mmap. */
 static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_weight *w3, const ds4_weight *w2,
-                     int64_t expert, const float *X, int n, const float *rw, float clamp, float *out) {
+                     int64_t expert, const void *const *wp, const float *X, int n, const float *rw, float clamp,
+                     float *out) {
     int64_t D = s->model->hp.n_embd, F = w1->ne[1];
+    ds4_weight v1, v3, v2;
+    if (wp) {
+        v1 = *w1; v1.data = wp[0]; w1 = &v1;
+        v3 = *w3; v3.data = wp[1]; w3 = &v3;
+        v2 = *w2; v2.data = wp[2]; w2 = &v2;
+        expert = 0;
+    }
     ds4_mm(s->pool, w1, expert, 0, F, X, D, n, b->g, F);
     ds4_mm(s->pool, w3, expert, 0, F, X, D, n, b->u, F);
     for (int r = 0; r < n; r++) {
@@ -661,16 +682,19 @@ static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_w
     ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
 }
 
-static void moe(ds4_session *s, batch *b, const ds4_layer *L) {
+static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd;
     int k = (int)hp->n_expert_used;
+    ds4_experts *x = s->experts;
     for (int t = 0; t < b->n; t++) ds4_rmsnorm(b->x + t * D, L->ffn_norm, D, hp->rms_eps, b->xn + t * D);
     route(s, b, L);
+    /* Streaming: submit this layer's misses now, so the reads overlap with the shared expert. */
+    if (x && ds4_experts_layer(x, layer, b->eid, k, b->tok, b->n, err)) return -1;
 
     /* Shared expert over the whole batch first: its output initialises b->out. */
     if (hp->n_expert_shared)
-        ffn_rows(s, b, &L->gate_sh, &L->up_sh, &L->down_sh, 0, b->xn, b->n, NULL, L->clamp_shexp, b->out);
+        ffn_rows(s, b, &L->gate_sh, &L->up_sh, &L->down_sh, 0, NULL, b->xn, b->n, NULL, L->clamp_shexp, b->out);
     else
         memset(b->out, 0, sizeof(float) * (size_t)b->n * D);
 
@@ -682,18 +706,23 @@ static void moe(ds4_session *s, batch *b, const ds4_layer *L) {
             for (int i = 0; i < k; i++)
                 if (b->eid[t * k + i] == (int32_t)e) { b->etok[cnt] = t; b->eslot[cnt] = t * k + i; cnt++; }
         if (!cnt) continue;
+        if (s->opts.expert_counts) s->opts.expert_counts[(size_t)layer * hp->n_expert + e] += (uint64_t)cnt;
+        const void *wp[3];
+        if (x && ds4_experts_get(x, layer, (int32_t)e, wp, err)) return -1;
         for (int c = 0; c < cnt; c++) {
             memcpy(xg + (size_t)c * D, b->xn + (size_t)b->etok[c] * D, sizeof(float) * D);
             wg[c] = b->ew[b->eslot[c]];
         }
         float *yo = b->yg;
-        ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, xg, cnt, wg, L->clamp_exp, yo);
+        ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, x ? wp : NULL, xg, cnt, wg, L->clamp_exp, yo);
         for (int c = 0; c < cnt; c++) {
             float *dst = b->out + (size_t)b->etok[c] * D;
             const float *src = yo + (size_t)c * D;
             for (int64_t d = 0; d < D; d++) dst[d] += src[d];
         }
     }
+    if (x) ds4_experts_layer_end(x);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -723,7 +752,7 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
 /* ------------------------------------------------------------------------ */
 /* Driver                                                                    */
 
-static void run_batch(ds4_session *s, batch *b) {
+static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     const ds4_model *m = s->model;
     const ds4_hparams *hp = &m->hp;
     int H = (int)hp->hc_mult;
@@ -739,9 +768,10 @@ static void run_batch(ds4_session *s, batch *b) {
         attention(s, b, L, &s->ls[l]);
         hc_post(s, b);
         hc_pre(s, b, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
-        moe(s, b, L);
+        if (moe(s, b, L, l, err)) return -1;
         hc_post(s, b);
     }
+    return 0;
 }
 
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which, float *logits,
@@ -762,7 +792,10 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         b.n = nb;
         b.p0 = s->pos;
         b.tok = tokens + done;
-        run_batch(s, &b);
+        if (run_batch(s, &b, err)) {
+            ds4_session_reset(s); /* layers before the failure already advanced */
+            return -1;
+        }
         if (which == DS4_LOGITS_ALL) {
             head(s, &b, 0, nb, logits + (size_t)done * hp->n_vocab);
         } else if (which == DS4_LOGITS_LAST && done + nb == n) {

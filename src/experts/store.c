@@ -306,9 +306,26 @@ void ds4_experts_free(ds4_experts *x) {
 
 /* ---- per layer ---- */
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int admit_group_(ds4_experts *x, int from, ds4_err *err);
+
 /* Admits plan entries from `from` on, as many as the cache holds beside the
- * slots already in this group, and submits their misses in one batch. */
+ * slots already in this group, and submits their misses in one batch.  With
+ * pread the reads happen right here, so that time is I/O wait. */
 static int admit_group(ds4_experts *x, int from, ds4_err *err) {
+    if (xio_uring(x->io)) return admit_group_(x, from, err);
+    double t0 = now_s();
+    int rc = admit_group_(x, from, err);
+    x->st.io_wait_s += now_s() - t0;
+    return rc;
+}
+
+static int admit_group_(ds4_experts *x, int from, ds4_err *err) {
     x->gen++;
     int i;
     for (;;) {
@@ -413,11 +430,9 @@ int ds4_experts_get(ds4_experts *x, uint32_t layer, int32_t e, const void *w[3],
     int32_t si = x->plan_slot[x->cursor];
     slot *s = &x->slots[si];
     if (s->pending) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double t0 = now_s();
         while (s->pending && xio_inflight(x->io) > 0) wait_one(x);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        x->st.io_wait_s += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        x->st.io_wait_s += now_s() - t0;
     }
     if (s->failed || s->state != S_READY) {
         const ds4_weight *wt = part_weight(&x->m->layers[layer], s->failed ? s->failed_part : 0);
