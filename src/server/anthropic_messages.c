@@ -77,7 +77,9 @@ int srv_messages_parse(srv_ctx *s, json_t *root, srv_req *r, srv_error *e) {
         if (!json_is_object(m)) return srv_err(e, 400, NULL, NULL, "messages", "invalid JSON request: message %zu is not an object", i);
         const char *role = json_string_value(json_object_get(m, "role"));
         bool assistant = role && !strcmp(role, "assistant");
-        if (role && !assistant && strcmp(role, "user"))
+        /* Claude Code also sends system reminders as role "system" messages. */
+        bool system = role && (!strcmp(role, "system") || !strcmp(role, "developer"));
+        if (role && !assistant && !system && strcmp(role, "user"))
             return srv_err(e, 400, NULL, NULL, "messages", "invalid JSON request: unknown role \"%s\"", role);
         json_t *c = json_object_get(m, "content");
         ds4_buf text = {0}, reas = {0};
@@ -119,6 +121,8 @@ int srv_messages_parse(srv_ctx *s, json_t *root, srv_req *r, srv_error *e) {
             free(am->content);
             am->content = strdup(text.data);
             if (has_reas && ds4_chat_msg_set_reasoning(am, reas.data ? reas.data : "", &err)) goto oom;
+        } else if (system) {
+            if (text.len && !ds4_chat_add(r->chat, DS4_ROLE_SYSTEM, text.data, &err)) goto oom;
         } else if (text.len || !json_is_array(c)) {
             if (!ds4_chat_add(r->chat, DS4_ROLE_USER, text.data, &err)) goto oom;
         }

@@ -299,8 +299,52 @@ static int apply_replay(srv_ctx *s, srv_req *r, srv_error *e) {
     return 0;
 }
 
+/* System and developer messages anywhere in the history are collected,
+ * joined with a blank line and rendered once at the top (API.md §4.8,
+ * Appendix B); Claude Code sends system reminders mid-conversation. */
+static int hoist_system(srv_req *r, srv_error *e) {
+    ds4_chat *c = r->chat;
+    size_t nsys = 0;
+    for (size_t i = 0; i < c->n; i++) if (c->msgs[i].role == DS4_ROLE_SYSTEM || c->msgs[i].role == DS4_ROLE_DEVELOPER) nsys++;
+    if (nsys == 0 || (nsys == 1 && c->msgs[0].role == DS4_ROLE_SYSTEM)) return 0;
+    ds4_buf b = {0};
+    ds4_buf_puts(&b, "");
+    size_t w = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        ds4_chat_msg *m = &c->msgs[i];
+        if (m->role == DS4_ROLE_SYSTEM || m->role == DS4_ROLE_DEVELOPER) {
+            if (m->content && *m->content) {
+                if (b.len) ds4_buf_puts(&b, "\n\n");
+                ds4_buf_puts(&b, m->content);
+            }
+            /* Move the message to the end: it is freed with the chat below. */
+            continue;
+        }
+        if (w != i) { ds4_chat_msg t = c->msgs[w]; c->msgs[w] = *m; *m = t; }
+        w++;
+    }
+    /* msgs[w..n) now hold the system messages: rename them to user so the
+     * insert below keeps them out of the render, then drop them. */
+    size_t keep = w;
+    ds4_chat *nc = ds4_chat_new(NULL);
+    if (!nc) { ds4_buf_free(&b); return srv_err(e, 500, NULL, NULL, NULL, "out of memory"); }
+    /* Hand the trailing system messages to a scratch chat that frees them. */
+    for (size_t i = keep; i < c->n; i++) {
+        ds4_chat_msg *m = ds4_chat_add(nc, DS4_ROLE_SYSTEM, NULL, NULL);
+        if (m) { ds4_chat_msg t = *m; *m = c->msgs[i]; c->msgs[i] = t; }
+    }
+    ds4_chat_free(nc);
+    for (size_t i = keep; i < c->n; i++) memset(&c->msgs[i], 0, sizeof c->msgs[i]);
+    c->n = keep;
+    ds4_err err = {{0}};
+    int rc = ds4_chat_insert(c, 0, DS4_ROLE_SYSTEM, b.data, &err) ? 0 : srv_err(e, 500, NULL, NULL, NULL, "%s", err.msg);
+    ds4_buf_free(&b);
+    return rc;
+}
+
 int srv_req_render(srv_ctx *s, srv_req *r, srv_error *e) {
     ds4_err err = {{0}};
+    if (hoist_system(r, e)) return -1;
     if (r->tools_active && r->n_schemas &&
         ds4_chat_attach_tools(r->chat, (const char *const *)r->schemas, r->n_schemas, &err))
         return srv_err(e, 400, NULL, NULL, "tools", "invalid tools: %s", err.msg);
