@@ -28,6 +28,12 @@
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); }
 
+/* Prefetch the same offset NR rows ahead (the next row block): see
+ * simd_avx512.c; prefetches never fault. */
+INL void pf(const uint8_t *p, int len) {
+    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
 INL int32_t hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -110,6 +116,7 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float dw[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
+            if (!(b & 1)) pf((const uint8_t *)wb + NR * ws, 2 * sizeof *wb);
             wq[r] = _mm256_loadu_si256((const __m256i *)wb->qs);
             aw[r] = _mm256_abs_epi8(wq[r]);
             dw[r] = h2f(wb->d);
@@ -156,6 +163,7 @@ INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+            pf((const uint8_t *)a + NR * ws, sizeof *a);
             q4_K_unpack(a->scales, sm[r]);
             const __m128i m = _mm_loadl_epi64((const __m128i *)(sm[r] + 8));
             mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
@@ -217,6 +225,7 @@ INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+            pf((const uint8_t *)a + NR * ws, sizeof *a);
             const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
             _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)));
             m16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
@@ -276,6 +285,7 @@ INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, siz
                 const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
                 uint32_t q[2];
                 memcpy(q, a->qs + 4 * g, sizeof q);
+                if (g == 0) pf((const uint8_t *)a + NR * ws, sizeof *a);
                 grid[r] = _mm256_set_epi64x((long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
                                             (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
                 sgn[r] = _mm256_set_epi64x((long long)S[(q[1] >> 21) & 127], (long long)S[(q[1] >> 14) & 127],

@@ -32,6 +32,15 @@
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
 
+/* Prefetch `len` bytes at p.  The quantized kernels call it on the same
+ * offset NR rows ahead, i.e. the next row block of the matrix: rows of 1-4 KB
+ * are too short for the hardware stream prefetchers to ramp up on, which
+ * left decode well under memory bandwidth.  Prefetches never fault, so
+ * running past the last row is harmless. */
+INL void pf(const uint8_t *p, int len) {
+    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
 INL int32_t hsum256_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -126,6 +135,7 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         __m512 dw[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
+            pf((const uint8_t *)wb + NR * ws, 2 * sizeof(block_q8_0));
             wu[r] = _mm512_xor_si512(q8_0_qs2(wb, two), k80); /* w + 128 as u8 */
             dw[r] = q8_0_d2(wb, two);
         }
@@ -179,6 +189,7 @@ INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+            pf((const uint8_t *)a + NR * ws, sizeof *a);
             uint32_t u[4];
             q4_K_unpack(a->scales, u);
             const __m128i b = _mm_set_epi32(0, 0, (int)u[1], (int)u[0]);
@@ -245,6 +256,7 @@ INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+            pf((const uint8_t *)a + NR * ws, sizeof *a);
             const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
             sc16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(s, m4));
             m16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
@@ -315,10 +327,13 @@ INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, siz
                 const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
                 uint32_t q[4]; /* grids, aux of group 2s; grids, aux of group 2s+1 */
                 memcpy(q, a->qs + 8 * s, sizeof q);
-                grid[r] = _mm512_set_epi64((long long)G[q[2] >> 24], (long long)G[(q[2] >> 16) & 255],
-                                           (long long)G[(q[2] >> 8) & 255], (long long)G[q[2] & 255],
-                                           (long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
-                                           (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
+                if (s == 0) pf((const uint8_t *)a + NR * ws, sizeof *a);
+                /* two 256-bit halves: an 8-way set_epi64 goes through memory */
+                const __m256i g0 = _mm256_set_epi64x((long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
+                                                     (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
+                const __m256i g1 = _mm256_set_epi64x((long long)G[q[2] >> 24], (long long)G[(q[2] >> 16) & 255],
+                                                     (long long)G[(q[2] >> 8) & 255], (long long)G[q[2] & 255]);
+                grid[r] = _mm512_inserti64x4(_mm512_castsi256_si512(g0), g1, 1);
                 sg[r] = (__mmask64)(iq2_signs4(q[1]) | iq2_signs4(q[3]) << 32);
                 ls[r] = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (q[1] >> 28) + 1)),
                                                 _mm512_set1_epi16((short)(2 * (q[3] >> 28) + 1)));

@@ -1,0 +1,154 @@
+/* Kernel micro-benchmark: ds4_mm per weight type at every SIMD level.
+ *
+ *   build/bench/kernels [matvec_MiB=256] [ne0=4096]
+ *
+ * matvec: y = W·x (n = 1) over a weight matrix of ~matvec_MiB, far larger
+ *   than the caches, so it measures weight bytes streamed per second (the
+ *   decode regime); 1 and 2 threads, best of 3.
+ * prefill: W (ne0 x 1024 rows) times n = 64 and 256 tokens, 1 thread,
+ *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).
+ * The first line is this machine's read bandwidth (8-way unrolled 64-bit
+ * loads over the same buffer), the ceiling for the matvec column.  Each
+ * level's numbers are followed by its ratio to the scalar level. */
+#include <math.h> /* before ops.h, which uses expf */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/ops.h"
+#include "engine/pool.h"
+#include "quant/quant.h"
+#include "quant/simd.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static float gauss(void) { /* cheap approximately-normal values */
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += (float)(next() >> 40) / (float)(1 << 24);
+    return (s - 2.0f) * 1.7f;
+}
+
+/* ---- memory bandwidth probe ---- */
+typedef struct { const uint64_t *p; size_t n; uint64_t sink; } bw_arg;
+static void bw_task(void *ctx, int64_t i) {
+    bw_arg *a = (bw_arg *)ctx + i;
+    uint64_t s[8] = { 0 };
+    for (size_t k = 0; k + 8 <= a->n; k += 8)
+        for (int u = 0; u < 8; u++) s[u] ^= a->p[k + u];
+    a->sink = s[0] ^ s[1] ^ s[2] ^ s[3] ^ s[4] ^ s[5] ^ s[6] ^ s[7];
+}
+static double membw(ds4_pool *pool, const void *buf, size_t bytes) {
+    int t = ds4_pool_size(pool);
+    bw_arg a[64];
+    size_t per = bytes / 8 / (size_t)t;
+    for (int i = 0; i < t; i++) a[i] = (bw_arg){ (const uint64_t *)buf + per * (size_t)i, per, 0 };
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        ds4_pool_run(pool, t, bw_task, a);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    return (double)(per * 8 * (size_t)t) / best / 1e9;
+}
+
+/* Fills a weight matrix by replicating 64 encoded random rows. */
+static void fill_weights(int type, int64_t ne0, int64_t rows, uint8_t *w) {
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
+    size_t rb = ds4_row_size(type, ne0);
+    float *x = malloc(sizeof(float) * (size_t)ne0);
+    int64_t base = rows < 64 ? rows : 64;
+    for (int64_t r = 0; r < base; r++) {
+        for (int64_t i = 0; i < ne0; i++) x[i] = gauss();
+        t->from_float(x, w + (size_t)r * rb, ne0);
+    }
+    for (int64_t r = base; r < rows; r++) memcpy(w + (size_t)r * rb, w + (size_t)(r % base) * rb, rb);
+    free(x);
+}
+
+static double time_mm(ds4_pool *pool, const ds4_weight *wt, int64_t rows, const float *X, int n, float *Y, int reps) {
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        ds4_mm(pool, wt, 0, 0, rows, X, wt->ne[0], n, Y, rows);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256;
+    int64_t ne0 = argc > 2 ? atol(argv[2]) : 4096;
+    const int types[] = { DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_BF16, DS4_TYPE_Q8_0,
+                          DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS };
+    const int ntypes = (int)(sizeof types / sizeof *types);
+    const int pn[2] = { 64, 256 };
+    const int64_t prows = 1024;
+    enum { MAXLV = 4 };
+    double res[MAXLV][8][4]; /* [level][type][mv1, mv2, pf64, pf256] */
+    memset(res, 0, sizeof res);
+
+    size_t bytes = mib << 20;
+    size_t pbytes = (size_t)prows * ds4_row_size(DS4_TYPE_F32, ne0); /* the largest prefill matrix */
+    uint8_t *w = malloc(bytes > pbytes ? bytes : pbytes);
+    float *X = malloc(sizeof(float) * (size_t)(ne0 * pn[1]));
+    float *Y = malloc(sizeof(float) * (size_t)(bytes / 64 + prows * pn[1]));
+    if (!w || !X || !Y) { fprintf(stderr, "out of memory\n"); return 1; }
+    memset(w, 1, bytes);
+    for (int64_t i = 0; i < ne0 * pn[1]; i++) X[i] = gauss();
+    ds4_pool *p1 = ds4_pool_new(1), *p2 = ds4_pool_new(2);
+    printf("read bandwidth (%zu MiB buffer): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", mib, membw(p1, w, bytes),
+           membw(p2, w, bytes));
+    printf("ne0 = %lld; matvec over ~%zu MiB; prefill %lld rows x n tokens, 1 thread\n\n", (long long)ne0, mib,
+           (long long)prows);
+
+    const char *const *lv = ds4_simd_levels();
+    int nlv = 0;
+    for (; lv[nlv]; nlv++) {}
+    for (int ti = 0; ti < ntypes; ti++) {
+        int type = types[ti];
+        size_t rb = ds4_row_size(type, ne0);
+        int64_t rows = (int64_t)(bytes / rb);
+        fill_weights(type, ne0, rows > prows ? rows : prows, w);
+        ds4_weight wt = { w, type, { ne0, rows, 1 }, "bench" };
+        for (int l = 0; l < nlv && l < MAXLV; l++) {
+            if (ds4_simd_force(lv[l]) != 0) continue;
+            double mvb = (double)rb * (double)rows;
+            time_mm(p1, &wt, rows, X, 1, Y, 1); /* warm-up, page faults */
+            res[l][ti][0] = mvb / time_mm(p1, &wt, rows, X, 1, Y, 3) / 1e9;
+            res[l][ti][1] = mvb / time_mm(p2, &wt, rows, X, 1, Y, 3) / 1e9;
+            for (int k = 0; k < 2; k++) {
+                double fl = 2.0 * (double)ne0 * (double)prows * pn[k];
+                res[l][ti][2 + k] = fl / time_mm(p1, &wt, prows, X, pn[k], Y, 2) / 1e9;
+            }
+        }
+    }
+
+    printf("%-8s %-7s %10s %10s %12s %12s   %s\n", "type", "level", "mv GB/s", "mv2 GB/s", "pf64 GF/s", "pf256 GF/s",
+           "x scalar (mv, mv2, pf64, pf256)");
+    for (int ti = 0; ti < ntypes; ti++)
+        for (int l = 0; l < nlv && l < MAXLV; l++) {
+            if (res[l][ti][0] == 0) continue;
+            printf("%-8s %-7s %10.2f %10.2f %12.2f %12.2f", ds4_type_name(types[ti]), lv[l], res[l][ti][0],
+                   res[l][ti][1], res[l][ti][2], res[l][ti][3]);
+            if (l > 0)
+                printf("   %5.1fx %5.1fx %5.1fx %5.1fx", res[l][ti][0] / res[0][ti][0], res[l][ti][1] / res[0][ti][1],
+                       res[l][ti][2] / res[0][ti][2], res[l][ti][3] / res[0][ti][3]);
+            printf("\n");
+        }
+    ds4_pool_free(p1);
+    ds4_pool_free(p2);
+    free(w);
+    free(X);
+    free(Y);
+    return 0;
+}
