@@ -23,6 +23,7 @@
 
 #include "engine/ops.h"
 #include "quant/quant.h"
+#include "quant/vec.h"
 
 #define NEG_INF (-INFINITY)
 
@@ -444,8 +445,7 @@ static void indexer_task(void *ctx, int64_t t) {
         float acc = 0;
         for (int h = 0; h < nI; h++) {
             const float *qh = q + h * dI;
-            float dot = 0;
-            for (int e = 0; e < dI; e++) dot += qh[e] * k[e];
+            float dot = ds4_vec_dot_f32(qh, k, dI);
             if (dot > 0) acc += w[h] * dot;
         }
         score[i] = acc;
@@ -536,8 +536,7 @@ static void attn_task(void *ctx, int64_t task) {
 
     float mx = j->L->sinks[h];
     for (int r = 0; r < nrows; r++) {
-        float dot = 0;
-        for (int e = 0; e < dh; e++) dot += q[e] * rows[r][e];
+        float dot = ds4_vec_dot_f32(q, rows[r], dh);
         sc[r] = dot * scale;
         mx = fmaxf(mx, sc[r]);
     }
@@ -546,7 +545,7 @@ static void attn_task(void *ctx, int64_t task) {
     for (int r = 0; r < nrows; r++) {
         float p = expf(sc[r] - mx);
         den += p;
-        for (int e = 0; e < dh; e++) o[e] += p * rows[r][e];
+        ds4_vec_axpy_f32(o, p, rows[r], dh);
     }
     for (int e = 0; e < dh; e++) o[e] /= den;
     ds4_rope(o, dh, (int)hp->rope_dim, j->inv_freq, pos, -1);

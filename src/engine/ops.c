@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "quant/quant.h"
+#include "quant/vec.h"
 
 typedef struct {
     const ds4_weight *w;
@@ -106,8 +107,7 @@ void ds4_weight_row_f32(const ds4_weight *w, int64_t row, float *out) {
 }
 
 void ds4_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) {
-    double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    double ss = ds4_vec_sumsq_f32(x, n);
     float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
     if (w)
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
