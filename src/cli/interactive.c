@@ -106,12 +106,10 @@ static char *dup_buf(const ds4_buf *b) { return strdup(b->len ? b->data : ""); }
 /* One request: render, prefill, generate, record the turn. */
 static void run_turn(chat_state *s, const char *user) {
     ds4_err err = {{0}};
-    ds4_think_mode eff = ds4_cli_effective_mode(s->mode, ds4_gen_ctx(s->app.gen));
-    ds4_think_mode saved = s->mode;
-    s->mode = eff;
     size_t plen;
+    /* The renderer itself downgrades think-max below the context threshold
+     * (the note was printed when the mode or context was chosen). */
     char *prompt = render(s, user, &plen, &err);
-    s->mode = saved;
     if (!prompt) {
         fprintf(stderr, "ds4: cannot render the conversation: %s\n", err.msg);
         return;
@@ -205,6 +203,8 @@ static int command(chat_state *s, char *line) {
             fprintf(stderr, "ds4: /ctx %ld: %s\n", n, err.msg);
         } else {
             printf("(context: %ld tokens; the conversation is re-read on the next message)\n", n);
+            fflush(stdout);
+            ds4_cli_effective_mode(s->mode, (uint32_t)n);
         }
     } else if (!strcmp(cmd, "/read")) {
         char *text;
@@ -268,6 +268,7 @@ int ds4_cli_interactive(const ds4_cli_opts *o) {
            "Type a message; /help lists commands; Ctrl+C stops a reply; Ctrl+D quits.\n",
            name, ds4_gen_ctx(s.app.gen), ds4_cli_mode_name(s.mode));
     fflush(stdout);
+    ds4_cli_effective_mode(s.mode, ds4_gen_ctx(s.app.gen));
 
     for (;;) {
         atomic_store(&ds4_cli_sigint, 0);
