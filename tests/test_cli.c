@@ -369,6 +369,12 @@ TEST(bad_input) {
     free(out);
     free(err);
 
+    rc = run_ds4(&out, &err, "-m %s -p Hi -n 0", model);
+    CHECK_EQ_INT(rc, 2);
+    CHECK_STR_CONTAINS(err, "-n expects an integer in [1,");
+    free(out);
+    free(err);
+
     rc = run_ds4(&out, &err, "-m %s -p Hi --temp", model);
     CHECK_EQ_INT(rc, 2);
     CHECK_STR_CONTAINS(err, "--temp needs an argument");

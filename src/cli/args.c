@@ -107,7 +107,7 @@ int ds4_cli_parse(int argc, char **argv, ds4_cli_opts *o) {
         else if (!strcmp(a, "--system")) { NEED_ARG(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NEED_ARG();
-            if (!(rc = parse_long(a, v, 0, 1L << 30, &x))) o->n_predict = x;
+            if (!(rc = parse_long(a, v, 1, 1L << 30, &x))) o->n_predict = x;
         } else if (!strcmp(a, "--ctx")) {
             NEED_ARG();
             if (!(rc = parse_long(a, v, 16, 1L << 24, &x))) o->ctx = (uint32_t)x;

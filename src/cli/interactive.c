@@ -128,14 +128,13 @@ static void run_turn(chat_state *s, const char *user) {
     ds4_gen_stats st = {0};
     int rc = ds4_gen_append_text(s->app.gen, prompt, plen, &cb, p.cancel, &st, &err);
     free(prompt);
+    ds4_term_progress_clear(&s->term);
     if (rc) {
-        ds4_term_progress_clear(&s->term);
         fprintf(stderr, "ds4: %s\n", err.msg);
         if (strstr(err.msg, "context")) fprintf(stderr, "  (start over with /clear, or enlarge with /ctx N)\n");
         return;
     }
     if (st.cancelled_prefill) {
-        ds4_term_progress_clear(&s->term);
         fprintf(stderr, "[interrupted before the reply; message dropped]\n");
         return;
     }

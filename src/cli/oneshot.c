@@ -155,19 +155,19 @@ int ds4_cli_oneshot(const ds4_cli_opts *o) {
     ds4_gen_params p;
     ds4_gen_params_default(&p);
     p.samp = o->samp;
-    p.max_tokens = o->n_predict >= 0 ? o->n_predict : 0;
-    if (o->n_predict == 0) p.max_tokens = -1; /* -n 0: prefill only */
+    p.max_tokens = o->n_predict > 0 ? o->n_predict : 0; /* 0: until EOS or context full */
     p.no_tools = 1;
     p.cancel = &ds4_cli_sigint;
     atomic_store(&ds4_cli_sigint, 0);
     ds4_cli_install_sigint();
     ds4_gen_stats st = {0};
     rc = DS4_EXIT_OK;
-    if (ds4_gen_append_text(app.gen, prompt, plen, &cb, p.cancel, &st, &err)) {
-        ds4_term_progress_clear(&term);
+    int arc = ds4_gen_append_text(app.gen, prompt, plen, &cb, p.cancel, &st, &err);
+    ds4_term_progress_clear(&term);
+    if (arc) {
         fprintf(stderr, "ds4: %s\n", err.msg);
         rc = DS4_EXIT_RUNTIME;
-    } else if (!st.cancelled_prefill && p.max_tokens >= 0 && ds4_gen_generate(app.gen, &p, &cb, &st, &err)) {
+    } else if (!st.cancelled_prefill && ds4_gen_generate(app.gen, &p, &cb, &st, &err)) {
         ds4_term_end_turn(&term);
         fprintf(stderr, "ds4: generation failed: %s\n", err.msg);
         rc = DS4_EXIT_RUNTIME;
