@@ -14,7 +14,8 @@
  *                                reference's order)
  *   Q8_0 · Q8_0                  integer block sums exact; the block scales
  *                                are applied in f32 lanes (order differs)
- *   F32, F16, BF16 · F32         f32 FMA lanes instead of one double sum
+ *   F32, F16, BF16 · F32         exact products summed in double lanes: only
+ *                                the order of the double sum differs
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical
  *   ds4_vec_axpy_f32             bit-identical (mul then add, no FMA)
  * Every level's vec_dot_tile is bit-identical to its own vec_dot.

@@ -49,7 +49,7 @@ INL float hsum_ps(__m256 v) {
 }
 
 /* ------------------------------------------------------------------------
- * F32 / F16 / BF16 · f32: one 8-lane FMA accumulator per pair; a tail of
+ * F32 / F16 / BF16 · f32: one 4-lane double accumulator per pair; a tail of
  * n % 8 goes through zero-padded copies so every pair sees the same ops.
  * ------------------------------------------------------------------------ */
 
@@ -62,36 +62,41 @@ INL __m256 load_w8(const void *p, int kind) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+INL double hsum_pd(__m256d v) {
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+/* Exact products summed in double lanes (see simd_avx512.c). */
 INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  const int NR, const int NC, const int kind) {
     const size_t esz = kind == KF32 ? 4 : 2;
-    __m256 acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv[4];
-        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm256_loadu_ps((const float *)(x + c * xs) + i);
-        DS4_UNROLL for (int r = 0; r < NR; r++) {
-            const __m256 wv = load_w8(w + r * ws + (size_t)i * esz, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
-        }
-    }
-    if (i < n) {
-        const size_t rem = (size_t)(n - i);
-        __m256 xv[4];
+    __m256d acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_pd();
+    for (int64_t i = 0; i < n; i += 8) {
+        const size_t rem = n - i < 8 ? (size_t)(n - i) : 8;
+        __m256d xl[4], xh[4];
         DS4_UNROLL for (int c = 0; c < NC; c++) {
-            float buf[8] = { 0 };
-            memcpy(buf, (const float *)(x + c * xs) + i, rem * sizeof(float));
-            xv[c] = _mm256_loadu_ps(buf);
+            const float *xp = (const float *)(x + c * xs) + i;
+            __m256 xv;
+            if (rem == 8) xv = _mm256_loadu_ps(xp);
+            else { float buf[8] = { 0 }; memcpy(buf, xp, rem * sizeof(float)); xv = _mm256_loadu_ps(buf); }
+            xl[c] = _mm256_cvtps_pd(_mm256_castps256_ps128(xv));
+            xh[c] = _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1));
         }
         DS4_UNROLL for (int r = 0; r < NR; r++) {
-            uint8_t buf[32] = { 0 };
-            memcpy(buf, w + r * ws + (size_t)i * esz, rem * esz);
-            const __m256 wv = load_w8(buf, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+            const uint8_t *wp = w + r * ws + (size_t)i * esz;
+            __m256 wv;
+            if (rem == 8) wv = load_w8(wp, kind);
+            else { uint8_t buf[32] = { 0 }; memcpy(buf, wp, rem * esz); wv = load_w8(buf, kind); }
+            const __m256d wl = _mm256_cvtps_pd(_mm256_castps256_ps128(wv));
+            const __m256d wh = _mm256_cvtps_pd(_mm256_extractf128_ps(wv, 1));
+            DS4_UNROLL for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm256_fmadd_pd(wh, xh[c], _mm256_fmadd_pd(wl, xl[c], acc[r][c]));
         }
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = hsum_ps(acc[r][c]);
+    DS4_UNROLL for (int r = 0; r < NR; r++)
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = (float)hsum_pd(acc[r][c]);
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)

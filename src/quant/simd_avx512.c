@@ -3,8 +3,8 @@
  * Every function carries its own target attribute, so this file builds with
  * the portable flags and its code runs only after dispatch.c has checked
  * CPUID.  Contract per kernel: see simd.h (K-quants and IQ2 bit-identical to
- * quant_ref.c, Q8_0 with exact integer block sums, f32-family dots in f32
- * FMA lanes, activation quantizers bit-identical).  One micro-kernel per
+ * quant_ref.c, Q8_0 with exact integer block sums, f32-family dots in double
+ * lanes, activation quantizers bit-identical).  One micro-kernel per
  * type handles NR x NC (row, column) pairs at once; vec_dot is its 1x1 case.
  *
  * Integer dots use the VNNI "u8 x s8" forms:
@@ -72,30 +72,33 @@ INL __m512 load_w16_tail(const uint8_t *row, int64_t i, __mmask16 m, int kind) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* Products of two f32 are exact in double and the sums run in double lanes,
+ * so the result differs from the reference's sequential double sum only by
+ * the summation order (~1e-16) before the final rounding to f32. */
 INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  const int NR, const int NC, const int kind) {
-    __m512 acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 xv[4];
-        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm512_loadu_ps((const float *)(x + c * xs) + i);
-        DS4_UNROLL for (int r = 0; r < NR; r++) {
-            const __m512 wv = load_w16(w + r * ws, i, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+    __m512d acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 16) {
+        const int tail = n - i < 16;
+        const __mmask16 m = tail ? (__mmask16)((1u << (n - i)) - 1) : (__mmask16)0xFFFF; /* past n: zeros */
+        __m512d xl[4], xh[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const float *xp = (const float *)(x + c * xs) + i;
+            const __m512 xv = tail ? _mm512_maskz_loadu_ps(m, xp) : _mm512_loadu_ps(xp);
+            xl[c] = _mm512_cvtps_pd(_mm512_castps512_ps256(xv));
+            xh[c] = _mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1));
         }
-    }
-    if (i < n) { /* masked tail: lanes past n load as 0 and add 0 */
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        __m512 xv[4];
-        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm512_maskz_loadu_ps(m, (const float *)(x + c * xs) + i);
         DS4_UNROLL for (int r = 0; r < NR; r++) {
-            const __m512 wv = load_w16_tail(w + r * ws, i, m, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+            const __m512 wv = tail ? load_w16_tail(w + r * ws, i, m, kind) : load_w16(w + r * ws, i, kind);
+            const __m512d wl = _mm512_cvtps_pd(_mm512_castps512_ps256(wv));
+            const __m512d wh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1));
+            DS4_UNROLL for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_fmadd_pd(wh, xh[c], _mm512_fmadd_pd(wl, xl[c], acc[r][c]));
         }
     }
     DS4_UNROLL for (int r = 0; r < NR; r++)
-        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = _mm512_reduce_add_ps(acc[r][c]);
+        DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = (float)_mm512_reduce_add_pd(acc[r][c]);
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)

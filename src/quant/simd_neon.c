@@ -2,7 +2,7 @@
  *
  * Compiled only on aarch64 (AdvSIMD is part of the base ISA there, so no
  * runtime check is needed); elsewhere this file reduces to an empty
- * installer.  Covered: F32/F16/BF16 · f32 (f32 FMA lanes), Q8_0 · Q8_0
+ * installer.  Covered: F32/F16/BF16 · f32 (double lanes), Q8_0 · Q8_0
  * (exact int32 block sums via SDOT when the compiler targets +dotprod, else
  * widening multiplies), the f32 -> Q8_0 / Q8_K quantizers (bit-identical:
  * FCVTAS rounds ties away from zero like roundf, FCVTNS ties to even like
@@ -36,36 +36,33 @@ INL float32x4_t load_w4(const void *p, int kind) {
     return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
 }
 
+/* Exact products summed in double lanes (see simd_avx512.c). */
 INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  const int NR, const int NC, const int kind) {
     const size_t esz = kind == KF32 ? 4 : 2;
-    float32x4_t acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_f32(0.0f);
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        float32x4_t xv[4];
-        DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = vld1q_f32((const float *)(x + c * xs) + i);
-        DS4_UNROLL for (int r = 0; r < NR; r++) {
-            const float32x4_t wv = load_w4(w + r * ws + (size_t)i * esz, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vfmaq_f32(acc[r][c], wv, xv[c]);
-        }
-    }
-    if (i < n) { /* zero-padded tail, same ops for every pair */
-        const size_t rem = (size_t)(n - i);
-        float32x4_t xv[4];
+    float64x2_t acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_f64(0.0);
+    for (int64_t i = 0; i < n; i += 4) {
+        const size_t rem = n - i < 4 ? (size_t)(n - i) : 4;
+        float64x2_t xl[4], xh[4];
         DS4_UNROLL for (int c = 0; c < NC; c++) {
             float buf[4] = { 0 };
-            __builtin_memcpy(buf, (const float *)(x + c * xs) + i, rem * sizeof(float));
-            xv[c] = vld1q_f32(buf);
+            const float *xp = (const float *)(x + c * xs) + i;
+            if (rem < 4) { __builtin_memcpy(buf, xp, rem * sizeof(float)); xp = buf; }
+            const float32x4_t xv = vld1q_f32(xp);
+            xl[c] = vcvt_f64_f32(vget_low_f32(xv));
+            xh[c] = vcvt_high_f64_f32(xv);
         }
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             uint8_t buf[16] = { 0 };
-            __builtin_memcpy(buf, w + r * ws + (size_t)i * esz, rem * esz);
-            const float32x4_t wv = load_w4(buf, kind);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vfmaq_f32(acc[r][c], wv, xv[c]);
+            const uint8_t *wp = w + r * ws + (size_t)i * esz;
+            if (rem < 4) { __builtin_memcpy(buf, wp, rem * esz); wp = buf; }
+            const float32x4_t wv = load_w4(wp, kind);
+            const float64x2_t wl = vcvt_f64_f32(vget_low_f32(wv)), wh = vcvt_high_f64_f32(wv);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vfmaq_f64(vfmaq_f64(acc[r][c], wl, xl[c]), wh, xh[c]);
         }
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = vaddvq_f32(acc[r][c]);
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = (float)vaddvq_f64(acc[r][c]);
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
