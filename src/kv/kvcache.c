@@ -406,7 +406,7 @@ int kv_cache_load_prefix(kv_cache *c, const char *text, size_t len, ds4_session 
     entry *es;
     size_t n;
     if (scan(c, &es, &n)) return ds4_err_set(err, "kv cache: cannot read %s", c->dir);
-    qsort(es, n, sizeof *es, cmp_entry);
+    if (n) qsort(es, n, sizeof *es, cmp_entry);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const unsigned char *h = es[i].hdr;
