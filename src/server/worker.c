@@ -36,6 +36,11 @@ struct srv_engine {
     int32_t id_user, id_assistant;
     uint32_t last_continued;   /* live frontier of the last continued save */
     uint32_t step;             /* continued-save step (interval rounded up to align) */
+    /* Visible-transcript binding (API.md §17.2 steps 1 and 6): the bytes a
+     * client will replay for the last turn (hidden reasoning dropped, exact
+     * DSML kept) and the history length it stands for. */
+    char *bind_key;
+    size_t bind_len, bind_n;
 };
 
 static void kv_log(void *user, const char *msg) {
@@ -75,6 +80,7 @@ srv_engine *srv_engine_new(srv_ctx *s, ds4_err *err) {
 
 void srv_engine_free(srv_engine *e) {
     if (!e) return;
+    free(e->bind_key);
     ds4_gen_free(e->g);
     if (e->s->kv) { kv_cache_close(e->s->kv); e->s->kv = NULL; }
     free(e);
@@ -270,6 +276,66 @@ static size_t cold_cut(srv_engine *e, const ds4_tok_ids *ids) {
     return P;
 }
 
+static void clear_binding(srv_engine *e) {
+    free(e->bind_key);
+    e->bind_key = NULL;
+    e->bind_len = e->bind_n = 0;
+}
+
+/* After a turn, renders the conversation as the client will send it back
+ * (its request + this answer, reasoning only where the API returns it and
+ * the renderer keeps it once a later user turn exists, the exact sampled
+ * DSML block) and keeps the bytes up to the end of the answer.  A next
+ * prompt that starts with them continues the live history even though the
+ * history also holds hidden reasoning the replay omits. */
+static void make_binding(srv_engine *e, srv_job *j, const char *block, size_t block_len) {
+    srv_req *q = j->req;
+    clear_binding(e);
+    if (q->api == SRV_API_COMPLETIONS || !q->chat) return;
+    ds4_err err = {{0}};
+    ds4_chat_msg *m = ds4_chat_add(q->chat, DS4_ROLE_ASSISTANT, j->content.data ? j->content.data : "", &err);
+    if (!m) return;
+    bool reasoning_visible = q->api != SRV_API_RESPONSES || q->reasoning_summary;
+    if (reasoning_visible && j->reasoning.len && ds4_chat_msg_set_reasoning(m, j->reasoning.data, &err)) return;
+    for (size_t i = 0; i < j->n_calls; i++)
+        if (ds4_chat_msg_add_tool_call(m, j->calls[i].id, j->calls[i].name,
+                                       j->calls[i].args.data ? j->calls[i].args.data : "{}", &err)) return;
+    ds4_buf canon = {0};
+    if (j->n_calls && ds4_chat_render_tool_calls(&canon, m->tool_calls, m->n_tool_calls, &err)) { ds4_buf_free(&canon); return; }
+    if (!ds4_chat_add(q->chat, DS4_ROLE_USER, "x", &err)) { ds4_buf_free(&canon); return; }
+    ds4_chat_opts o = {.mode = q->mode, .n_ctx = e->s->cfg.ctx};
+    size_t len;
+    char *txt = ds4_chat_render(q->chat, &o, &len, &err);
+    if (!txt) { ds4_buf_free(&canon); return; }
+    /* cut before the dummy user turn, and before the EOS the history lacks */
+    char *u = NULL;
+    for (char *p = txt; (p = memmem(p, len - (size_t)(p - txt), DS4_TOK_USER, strlen(DS4_TOK_USER))); p++) u = p;
+    size_t cut = u ? (size_t)(u - txt) : 0, el = strlen(DS4_TOK_EOS);
+    if (cut >= el && !memcmp(txt + cut - el, DS4_TOK_EOS, el)) cut -= el;
+    ds4_buf key = {0};
+    if (cut && canon.len && block_len) {
+        char *c = NULL;
+        for (char *p = txt; (p = memmem(p, cut - (size_t)(p - txt), canon.data, canon.len)); p++) c = p;
+        if (c) {
+            ds4_buf_append(&key, txt, (size_t)(c - txt));
+            ds4_buf_append(&key, block, block_len);
+            ds4_buf_append(&key, c + canon.len, cut - (size_t)(c - txt) - canon.len);
+        }
+    } else if (cut) {
+        ds4_buf_append(&key, txt, cut);
+    }
+    free(txt);
+    ds4_buf_free(&canon);
+    size_t hn;
+    ds4_gen_tokens(e->g, &hn);
+    if (key.len) {
+        e->bind_len = key.len;
+        e->bind_key = ds4_buf_take(&key, NULL);
+        e->bind_n = hn;
+    }
+    ds4_buf_free(&key);
+}
+
 void srv_engine_run(void *user, srv_job *j) {
     srv_engine *e = user;
     srv_ctx *s = e->s;
@@ -297,7 +363,13 @@ void srv_engine_run(void *user, srv_job *j) {
     const int32_t *hist = ds4_gen_tokens(g, &hn);
     const char *htext = ds4_gen_text(g, &tlen);
     size_t reused = 0;
-    if (hn && q->prompt_len >= tlen && !memcmp(q->prompt, htext, tlen)) {
+    if (e->bind_key && hn && hn == e->bind_n && q->prompt_len >= e->bind_len &&
+        !memcmp(q->prompt, e->bind_key, e->bind_len) && (e->bind_len != tlen || memcmp(htext, e->bind_key, tlen))) {
+        decision = "visible-binding";
+        if (append_ids(&ids, hist, hn) ||
+            tokenize(s, q->prompt + e->bind_len, q->prompt_len - e->bind_len, &ids, &se)) goto fail;
+        reused = ds4_gen_n_evaluated(g);
+    } else if (hn && q->prompt_len >= tlen && !memcmp(q->prompt, htext, tlen)) {
         decision = "memory-text";
         if (append_ids(&ids, hist, hn) || tokenize(s, q->prompt + tlen, q->prompt_len - tlen, &ids, &se)) goto fail;
         reused = ds4_gen_n_evaluated(g);
@@ -349,6 +421,7 @@ void srv_engine_run(void *user, srv_job *j) {
         se.n_ctx = (long)s->cfg.ctx;
         goto fail;
     }
+    clear_binding(e); /* re-made after a successful turn */
     srv_trace_printf(s->trace, "cache: decision=%s prompt_tokens=%zu reused=%zu", decision, ids.n, reused);
     j->P = (long)ids.n;
     j->C = (long)reused;
@@ -424,6 +497,7 @@ void srv_engine_run(void *user, srv_job *j) {
             free(idv);
         }
     }
+    make_binding(e, j, r.block.data, r.block.len);
     srv_trace_text(s->trace, "generated", r.gen_text.data ? r.gen_text.data : "", r.gen_text.len);
     static const char *const fin[] = {"stop", "stop_sequence", "length", "tool_calls", "error"};
     srv_log("%s: prompt=%ld cached=%ld prefill=%ld gen=%ld finish=%s cache=%s %.2fs",

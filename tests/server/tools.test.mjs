@@ -91,11 +91,29 @@ test('responses: forced function call, replayed with its output', async () => {
   assert.match(fc.call_id, /^call_/);
   assert.deepEqual(JSON.parse(fc.arguments), { city: 'Paris', days: 3 });
   assert.ok(added.includes('function_call'));
-  const input = [{ role: 'user', content: 'Weather?' }, { type: 'function_call', call_id: fc.call_id, name: 'get_weather', arguments: fc.arguments },
+  // Codex replays the output items: the message, then the call.
+  const msgItem = done.output.find((o) => o.type === 'message');
+  const input = [{ role: 'user', content: 'Weather?' }, msgItem, { type: 'function_call', call_id: fc.call_id, name: 'get_weather', arguments: fc.arguments },
     { type: 'function_call_output', call_id: fc.call_id, output: 'sunny' }];
   const r2 = await openai.responses.create({ model: 'm', input, tools, max_output_tokens: 32 }, force('x</think>Sunny.'));
   assert.equal(r2.output.at(-1).content[0].text, 'Sunny.');
+  // The replay has no reasoning item (summary off): the visible-transcript
+  // binding still continues the live KV that holds the hidden reasoning.
+  assert.ok(r2.usage.input_tokens_details.cached_tokens >= done.usage.input_tokens + done.usage.output_tokens - 1,
+    JSON.stringify({ first: done.usage, second: r2.usage }));
   const bad = await openai.responses.create({ model: 'm', input: [{ type: 'function_call_output', call_id: 'call_unknown', output: 'x' }] })
     .then(() => null, (e) => e);
   assert.equal(bad?.status, 400);
+});
+
+test('chat: thinking turns without tools continue the live KV (hidden reasoning kept)', async () => {
+  const messages = [{ role: 'user', content: 'Tell me a fact.' }];
+  const r1 = await openai.chat.completions.create({ model: 'm', max_tokens: 64, messages }, force('Some private reasoning.</think>Water is wet.'));
+  assert.equal(r1.choices[0].message.content, 'Water is wet.');
+  messages.push({ role: 'assistant', content: 'Water is wet.' });
+  messages.push({ role: 'user', content: 'Another one.' });
+  const r2 = await openai.chat.completions.create({ model: 'm', max_tokens: 64, messages }, force('More.</think>Fire is hot.'));
+  assert.equal(r2.choices[0].message.content, 'Fire is hot.');
+  assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens + r1.usage.completion_tokens - 1,
+    JSON.stringify({ first: r1.usage, second: r2.usage }));
 });
