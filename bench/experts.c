@@ -92,6 +92,9 @@ int main(int argc, char **argv) {
     double t2 = now();
     if (s->experts) ds4_experts_stats_get(s->experts, &st);
     double dt = decode ? (double)decode : 1.0;
+    ds4_model_bytes mb;
+    ds4_experts_model_bytes(m, &mb);
+    printf("experts_mib=%.0f ", mb.experts / 1048576.0);
     printf("prefill_tok_s=%.2f decode_tok_s=%.3f hit_pct=%.1f pinned_pct=%.1f prefill_hit_pct=%.1f "
            "read_mib_tok=%.2f io_wait_ms_tok=%.2f cache_mib=%.0f slots=%u pinned=%u io=%s/%s peak_rss_mib=%.1f "
            "logits_fnv=%016llx\n",
