@@ -46,6 +46,9 @@ void ds4_cli_usage(FILE *f) {
             "to stderr, so stdout holds only the answer.  Statistics go to stderr.\n"
             "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted.\n",
             DS4_CLI_DEFAULT_MODEL, DS4_CLI_DEMO_MAX_TOKENS, DS4_CLI_DEFAULT_CTX, DS4_THINK_MAX_MIN_CTX);
+    fputc('\n', f);
+    ds4_experts_usage(f);
+    fprintf(f, "  --stats                 print expert-cache statistics after generation\n");
 }
 
 static int bad(const char *flag, const char *v, const char *what) {
@@ -100,6 +103,11 @@ int ds4_cli_parse(int argc, char **argv, ds4_cli_opts *o) {
         }                                                                           \
         i++;                                                                        \
     } while (0)
+        ds4_err xerr = {{0}};
+        int xr = ds4_experts_parse_arg(&o->experts, argc, argv, &i, &xerr);
+        if (xr < 0) { fprintf(stderr, "ds4: %s\n", xerr.msg); return DS4_EXIT_USAGE; }
+        if (xr > 0) continue;
+        if (!strcmp(a, "--stats")) { o->stats = 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) o->help = 1;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_ARG(); o->model_path = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_ARG(); o->prompt = v; }

@@ -54,6 +54,8 @@ typedef struct ds4_cli_opts {
     /* checking hook */
     const char *tokens, *tokens_file, *dump_logits;
     int chunk, decode_from;
+    ds4_experts_opts experts;  /* --expert-cache-mb, --ram-budget-mb, --hot-experts, ... */
+    int stats;                 /* --stats: expert-cache statistics after one-shot generation */
 } ds4_cli_opts;
 
 /* Fills opts from argv.  Returns 0, or DS4_EXIT_USAGE after printing the

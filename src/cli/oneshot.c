@@ -175,6 +175,12 @@ int ds4_cli_oneshot(const ds4_cli_opts *o) {
     if (rc == DS4_EXIT_OK) {
         ds4_term_end_turn(&term);
         ds4_term_stats(&term, &st);
+        ds4_session *ss = o->stats ? ds4_gen_session(app.gen) : NULL;
+        if (ss && ss->experts) {
+            ds4_expert_stats xs;
+            ds4_experts_stats_get(ss->experts, &xs);
+            ds4_experts_stats_print(stderr, &xs);
+        }
         if (st.cancelled_prefill || st.stop == DS4_GEN_STOP_CANCEL) rc = DS4_EXIT_INTERRUPTED;
     }
     free(prompt);
