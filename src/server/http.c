@@ -133,10 +133,21 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
 }
 
+typedef struct stream_ref {
+    srv_ctx *s;
+    srv_stream *st;
+} stream_ref;
+
+static ssize_t stream_reader_ref(void *cls, uint64_t pos, char *buf, size_t max) {
+    return stream_reader(((stream_ref *)cls)->st, pos, buf, max);
+}
+
 static void stream_free(void *cls) {
-    srv_stream *st = cls;
-    srv_stream_break(st);
-    srv_stream_unref(st);
+    stream_ref *r = cls;
+    srv_stream_break(r->st);
+    srv_stream_unref(r->st);
+    atomic_fetch_sub(&r->s->open_streams, 1);
+    free(r);
 }
 
 static int client_fd(struct MHD_Connection *c) {
@@ -207,8 +218,15 @@ static enum MHD_Result handle_post(srv_ctx *s, struct MHD_Connection *c, const c
     }
     if (st) {
         /* Headers go out now; the reader sends frames and keep-alives. */
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, st,
-                                                                      stream_free);
+        stream_ref *ref = malloc(sizeof *ref);
+        struct MHD_Response *resp = NULL;
+        if (ref) {
+            ref->s = s;
+            ref->st = st;
+            atomic_fetch_add(&s->open_streams, 1);
+            resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader_ref, ref, stream_free);
+            if (!resp) { atomic_fetch_sub(&s->open_streams, 1); free(ref); }
+        }
         if (!resp) { srv_stream_break(st); srv_stream_unref(st); return MHD_NO; }
         add_common_headers(s, resp, "text/event-stream");
         MHD_add_response_header(resp, "Cache-Control", "no-cache");
@@ -374,7 +392,11 @@ int srv_run(const srv_config *cfg, ds4_err *err) {
     if (pthread_create(&th, NULL, second_signal, &set) == 0) pthread_detach(th);
     atomic_store(&s->shutting_down, 1);
     srv_queue_shutdown(s->queue);    /* running job stops at its next step; queued ones fail fast */
-    MHD_stop_daemon(d);              /* waits for connection threads (streams are closed by now) */
+    /* Let connection threads flush the final frames (error events) before
+     * the daemon closes the sockets; bounded so a stuck client cannot hold
+     * the exit. */
+    for (int i = 0; i < 100 && atomic_load(&s->open_streams) > 0; i++) usleep(50 * 1000);
+    MHD_stop_daemon(d);
     d = NULL;
     srv_engine_shutdown_save(s->eng);
     rc = 0;

@@ -317,6 +317,7 @@ struct srv_ctx {
     atomic_int shutting_down;
     atomic_long counter;         /* chatcmpl-<n>, cmpl-<n> */
     atomic_long live_tokens;
+    atomic_int open_streams;     /* SSE responses not yet released by MHD */
     double started;
 };
 
