@@ -334,10 +334,31 @@ static json_t *msg_item(srv_job *j, const char *status, bool full) {
     return it;
 }
 
+/* Free-text input of a custom tool call: the only string argument the model
+ * gave, else the whole arguments object as text. */
+static json_t *custom_input(const srv_call *c) {
+    json_t *a = c->args.data ? json_loadb(c->args.data, c->args.len, 0, NULL) : NULL;
+    json_t *out = NULL;
+    if (json_is_object(a) && json_object_size(a) == 1) {
+        json_t *v = json_object_iter_value(json_object_iter(a));
+        if (json_is_string(v)) out = json_string(json_string_value(v));
+    }
+    json_decref(a);
+    return out ? out : srv_json_strn(c->args.data, c->args.len);
+}
+
 static json_t *call_item(srv_job *j, srv_call *c, const char *status, bool full) {
     const srv_tooldecl *d = decl_of(j, c->name);
     json_t *it = json_object();
     json_object_set_new(it, "id", json_string(c->item_id));
+    if (d && d->custom) {
+        json_object_set_new(it, "type", json_string("custom_tool_call"));
+        json_object_set_new(it, "status", json_string(status));
+        json_object_set_new(it, "name", srv_json_strn(d->wire_name, strlen(d->wire_name)));
+        json_object_set_new(it, "call_id", json_string(c->id));
+        json_object_set_new(it, "input", full ? custom_input(c) : json_string(""));
+        return it;
+    }
     json_object_set_new(it, "type", json_string("function_call"));
     json_object_set_new(it, "status", json_string(status));
     const char *wire = d ? d->wire_name : c->name;
@@ -481,8 +502,13 @@ static void resp_tool_start(srv_job *j, srv_call *c) {
     j->open_kind = 3;
 }
 
+static bool is_custom(srv_job *j, srv_call *c) {
+    const srv_tooldecl *d = decl_of(j, c->name);
+    return d && d->custom;
+}
+
 static void resp_tool_args(srv_job *j, srv_call *c, const char *s, size_t n) {
-    if (!j->stream) return;
+    if (!j->stream || is_custom(j, c)) return;
     json_t *o = ids(c->item_id, c->out_index);
     json_object_set_new(o, "delta", srv_json_strn(s, n));
     send(j, "response.function_call_arguments.delta", o);
@@ -491,11 +517,14 @@ static void resp_tool_args(srv_job *j, srv_call *c, const char *s, size_t n) {
 static void resp_tool_end(srv_job *j, srv_call *c) {
     if (!j->stream) return;
     const srv_tooldecl *d = decl_of(j, c->name);
-    json_t *o = ids(c->item_id, c->out_index);
-    const char *wire = d ? d->wire_name : c->name;
-    json_object_set_new(o, "name", srv_json_strn(wire, strlen(wire)));
-    json_object_set_new(o, "arguments", srv_json_strn(c->args.data, c->args.len));
-    send(j, "response.function_call_arguments.done", o);
+    json_t *o;
+    if (!is_custom(j, c)) {
+        o = ids(c->item_id, c->out_index);
+        const char *wire = d ? d->wire_name : c->name;
+        json_object_set_new(o, "name", srv_json_strn(wire, strlen(wire)));
+        json_object_set_new(o, "arguments", srv_json_strn(c->args.data, c->args.len));
+        send(j, "response.function_call_arguments.done", o);
+    }
     o = json_object();
     json_object_set_new(o, "output_index", json_integer(c->out_index));
     json_object_set_new(o, "item", call_item(j, c, "completed", true));

@@ -114,3 +114,19 @@ test('anthropic messages: stream accumulates, non-stream shape, count_tokens', a
   });
   assert.ok(withTools.input_tokens > ct.input_tokens, 'tools are counted');
 });
+
+test('stop sequences truncate before the match, in every protocol', async () => {
+  const { force } = await import('./helpers.mjs');
+  const out = 'Thinking.</think>Hello there STOP and more text';
+  const c = await openai.chat.completions.create({ model: 'm', max_tokens: 64, stop: ['STOP'], messages: [{ role: 'user', content: 'x' }] }, force(out));
+  assert.equal(c.choices[0].message.content, 'Hello there ');
+  assert.equal(c.choices[0].finish_reason, 'stop');
+  const s = await openai.chat.completions.create({ model: 'm', max_tokens: 64, stop: 'STOP', stream: true, messages: [{ role: 'user', content: 'x' }] }, force(out));
+  let text = '';
+  for await (const ch of s) text += ch.choices[0]?.delta?.content ?? '';
+  assert.equal(text, 'Hello there ');
+  const a = await anthropic.messages.create({ model: 'm', max_tokens: 64, stop_sequences: ['STOP'], messages: [{ role: 'user', content: 'x' }] }, force(out));
+  assert.equal(a.stop_reason, 'stop_sequence');
+  assert.equal(a.stop_sequence, 'STOP');
+  assert.equal(a.content.at(-1).text, 'Hello there ');
+});

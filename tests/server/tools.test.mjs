@@ -117,3 +117,13 @@ test('chat: thinking turns without tools continue the live KV (hidden reasoning 
   assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens + r1.usage.completion_tokens - 1,
     JSON.stringify({ first: r1.usage, second: r2.usage }));
 });
+
+test('responses: a custom tool comes back as custom_tool_call with free-text input', async () => {
+  const tools = [{ type: 'custom', name: 'apply_patch', description: 'Apply a patch' }];
+  const out = 'Patch it.</think>' + dsmlCall('apply_patch', { input: '*** Begin Patch\n*** End Patch' });
+  const r = await openai.responses.create({ model: 'm', input: 'fix it', tools }, force(out));
+  const item = r.output.find((o) => o.type === 'custom_tool_call');
+  assert.ok(item, JSON.stringify(r.output));
+  assert.equal(item.name, 'apply_patch');
+  assert.equal(item.input, '*** Begin Patch\n*** End Patch');
+});
