@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "kv/kvcache.h"
 #include "model/model.h"
+#include "server/srv_int.h"
 #include "util/sha1.h"
 
 static ds4_model *model;
@@ -265,6 +266,38 @@ TEST(eviction_budget) {
     free(lg);
 }
 
+TEST(tool_memory_ktm) {
+    srv_toolmem *m = srv_toolmem_new(3);
+    const char *ids1[2] = {"call_a", "call_b"};
+    const char *blk1 = "\n\n<DSML block one>", *blk2 = "\n\n<DSML block two>";
+    CHECK(srv_toolmem_put(m, ids1, 2, blk1, strlen(blk1)) == 0);
+    size_t l = 0;
+    char *g = srv_toolmem_get(m, "call_b", &l);
+    CHECK(g && l == strlen(blk1) && !memcmp(g, blk1, l));
+    free(g);
+    const char *ids2[2] = {"call_c", "call_d"};
+    CHECK(srv_toolmem_put(m, ids2, 2, blk2, strlen(blk2)) == 0);
+    CHECK_EQ_INT(srv_toolmem_count(m), 3); /* bounded: the least recently used id went */
+    CHECK(srv_toolmem_get(m, "call_a", &l) == NULL);
+    /* export only blocks present in the text, import into a fresh memory */
+    ds4_buf out = {0};
+    char text[200];
+    snprintf(text, sizeof text, "prefix%ssuffix", blk2);
+    CHECK_EQ_INT(srv_toolmem_export(m, text, strlen(text), &out), 2);
+    srv_toolmem *m2 = srv_toolmem_new(100);
+    CHECK_EQ_INT(srv_toolmem_import(m2, out.data, out.len, 400), 2);
+    g = srv_toolmem_get(m2, "call_d", &l);
+    CHECK(g && l == strlen(blk2) && !memcmp(g, blk2, l));
+    free(g);
+    /* malformed sections never crash: truncations and a huge count */
+    for (size_t cut = 0; cut < out.len; cut++) srv_toolmem_import(m2, out.data, cut, 400);
+    unsigned char bad[8] = {'K', 'T', 'M', 1, 0xff, 0xff, 0xff, 0x7f};
+    CHECK(srv_toolmem_import(m2, bad, 8, 400) < 0);
+    ds4_buf_free(&out);
+    srv_toolmem_free(m);
+    srv_toolmem_free(m2);
+}
+
 int main(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/kvtiny.gguf", test_tmpdir());
@@ -282,6 +315,7 @@ int main(void) {
     RUN(roundtrip_bitwise);
     RUN(longest_prefix_and_corruption);
     RUN(eviction_budget);
+    RUN(tool_memory_ktm);
     clear_dir();
     rmdir(kvdir);
     unlink(path);
