@@ -10,6 +10,7 @@
 #ifndef DS4_ENGINE_OPS_H
 #define DS4_ENGINE_OPS_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "engine/pool.h"
