@@ -65,6 +65,7 @@ typedef struct ds4_session {
     float *rope_main, *rope_comp;/* inverse frequencies, [d_r/2] each */
     ds4_experts *experts;        /* expert store when streaming, else NULL */
     bool own_experts;
+    void *scratch;               /* batch buffers, reused across calls (forward.c) */
 } ds4_session;
 
 /* Creates an empty session. pool may be NULL (the session makes its own). */

@@ -27,6 +27,9 @@
 
 #define NEG_INF (-INFINITY)
 
+typedef struct batch batch;
+static void batch_free(batch *b);
+
 void ds4_engine_opts_default(ds4_engine_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_threads = 0;
@@ -147,6 +150,7 @@ void ds4_session_free(ds4_session *s) {
     free(s->rope_main);
     free(s->rope_comp);
     if (s->own_experts) ds4_experts_free(s->experts);
+    if (s->scratch) { batch_free(s->scratch); free(s->scratch); }
     if (s->own_pool) ds4_pool_free(s->pool);
     free(s);
 }
@@ -154,7 +158,7 @@ void ds4_session_free(ds4_session *s) {
 /* ------------------------------------------------------------------------ */
 /* Batch scratch                                                             */
 
-typedef struct batch {
+struct batch {
     int n;
     uint32_t p0;
     const int32_t *tok;
@@ -185,7 +189,7 @@ typedef struct batch {
     float *wg;       /* [n·k] their routing weights */
     int32_t *etok;   /* [n·k] token list per expert */
     int32_t *eslot;  /* [n·k] */
-} batch;
+};
 
 static void batch_free(batch *b) {
     float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
@@ -773,6 +777,17 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     return 0;
 }
 
+/* The batch scratch lives with the session and is reallocated only when a
+ * larger batch is needed, so token-by-token decode allocates nothing. */
+static batch *session_batch(ds4_session *s, int n) {
+    if (s->scratch && ((batch *)s->scratch)->n >= n) return s->scratch;
+    if (s->scratch) { batch_free(s->scratch); free(s->scratch); s->scratch = NULL; }
+    batch *b = malloc(sizeof *b);
+    if (!b || batch_alloc(b, &s->model->hp, n)) { free(b); return NULL; }
+    s->scratch = b;
+    return b;
+}
+
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which, float *logits,
                      ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
@@ -784,8 +799,9 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         return ds4_err_set(err, "context full: %u + %d tokens exceed the context size %u", s->pos, n,
                            s->opts.ctx_max);
     int maxb = s->opts.max_batch < n ? s->opts.max_batch : n;
-    batch b;
-    if (batch_alloc(&b, hp, maxb)) return ds4_err_set(err, "out of memory for a batch of %d tokens", maxb);
+    batch *sb = session_batch(s, maxb);
+    if (!sb) return ds4_err_set(err, "out of memory for a batch of %d tokens", maxb);
+    batch b = *sb; /* per-call view: n, p0, tok change; buffers are shared */
     for (int done = 0; done < n;) {
         int nb = n - done < maxb ? n - done : maxb;
         b.n = nb;
@@ -803,7 +819,6 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         s->pos += (uint32_t)nb;
         done += nb;
     }
-    batch_free(&b);
     return 0;
 }
 
