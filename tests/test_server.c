@@ -178,8 +178,13 @@ int main(void) {
     if (d) closedir(d);
     for (int i = 0; i < nf; i++) argv[argc++] = names[i];
     argv[argc] = NULL;
+    char nodelog[700];
+    snprintf(nodelog, sizeof nodelog, "%s/node.log", tmp);
     pid_t node = fork();
     if (node == 0) {
+        /* TAP output to a file: tests/run.sh echoes indented lines. */
+        int fd = open(nodelog, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
         setenv("DS4_BASE", base, 1);
         setenv("DS4_API_KEY", API_KEY, 1);
         setenv("DS4_SERVER_BIN", bin, 1);
@@ -198,8 +203,16 @@ int main(void) {
     test_checks += 2;
     if (!node_ok) {
         test_failures++;
-        fprintf(stderr, "  FAIL node --test (status %d); server log tail:\n", nst);
-        print_tail(log, 40);
+        fprintf(stderr, "  FAIL node --test (status %d); failing tests (full TAP in %s):\n", nst, nodelog);
+        char cmd[1600];
+        snprintf(cmd, sizeof cmd, "grep -E '^not ok|^# (pass|fail)|error:|expected|actual' '%s' | head -40 >&2", nodelog);
+        if (system(cmd)) {}
+        fprintf(stderr, "  server log tail:\n");
+        print_tail(log, 20);
+    } else {
+        char cmd[1600];
+        snprintf(cmd, sizeof cmd, "grep -E '^# (tests|pass|fail)' '%s' | tr '\\n' ' '; echo", nodelog);
+        if (system(cmd)) {}
     }
     if (!srv_ok) {
         test_failures++;
