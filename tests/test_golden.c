@@ -13,6 +13,10 @@
  * few positions, which moves those positions by up to ~0.4 while the rest
  * stay near 1e-2.
  *
+ * Everything runs once per SIMD level this CPU supports (scalar, avx2,
+ * avx512, …), forced through ds4_simd_force(), so every kernel variant
+ * is held to the same parity.
+ *
  * Then the default (model) numerics: the FP8/FP4 simulation must stay close
  * to the reference on this short context, and every schedule must agree with
  * every other to float rounding. */
@@ -22,6 +26,7 @@
 #include "convert/safetensors.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "quant/simd.h"
 
 typedef struct {
     const int32_t *ids;
@@ -157,12 +162,23 @@ TEST(tiny_d_bf16) { run_case("tiny-d", "bf16", 1e-3, 1e-3, false); }
 TEST(tiny_d_q8_0) { run_case("tiny-d", "q8_0", 1.0, 0.15, false); }
 
 int main(void) {
-    RUN(tiny_b_f32);
-    RUN(tiny_b_bf16);
-    RUN(tiny_b_q8_0);
-    RUN(tiny_d_f32);
-    RUN(tiny_d_bf16);
-    RUN(tiny_d_q8_0);
+    int levels = 0;
+    for (const char *const *lv = ds4_simd_levels(); *lv; lv++) {
+        if (!ds4_simd_supported(*lv)) {
+            printf("(level %s not available on this CPU: skipped)\n", *lv);
+            continue;
+        }
+        CHECK(ds4_simd_force(*lv) == 0);
+        printf("== SIMD level %s\n", ds4_simd_level());
+        levels++;
+        RUN(tiny_b_f32);
+        RUN(tiny_b_bf16);
+        RUN(tiny_b_q8_0);
+        RUN(tiny_d_f32);
+        RUN(tiny_d_bf16);
+        RUN(tiny_d_q8_0);
+    }
+    CHECK(levels >= 1);
     rmdir(test_tmpdir());
     TEST_END();
 }
