@@ -1,21 +1,40 @@
-/* Persistent thread pool; see pool.h.  Workers sleep on a condition variable
- * between jobs; a job is (fn, ctx, n) plus an atomic next-index counter. */
+/* Persistent thread pool; see pool.h.  A job is (fn, ctx, n) plus an atomic
+ * next-index counter, published by bumping `generation`.
+ *
+ * Spin, then sleep: a decode step issues hundreds of small jobs (one per
+ * matmul), each a few microseconds of work, so a futex sleep/wake per job
+ * (tens of microseconds on a VM) dominated: on the 2-core machine, `small`
+ * q8_0 decoded at 66 tok/s with 2 threads vs 92 with 1.  Workers now poll
+ * the generation for up to SPIN pause iterations (~0.3 ms) before sleeping
+ * on the condition variable, and the caller polls `active` the same way
+ * before waiting on `done` (127 tok/s with 2 threads).  An idle pool goes
+ * to sleep after one such spin, so it costs nothing between requests. */
 #include "engine/pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define RELAX() __asm__ __volatile__("yield")
+#else
+#define RELAX() ((void)0)
+#endif
+
+#define SPIN 20000
 
 struct ds4_pool {
     int n;                    /* threads including the caller */
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    uint64_t generation;      /* bumped per job so workers see a new one */
-    int active;               /* workers still inside the current job */
-    int stop;
-    ds4_task_fn fn;
+    _Atomic uint64_t generation; /* bumped per job (under mu, so sleepers cannot miss it) */
+    atomic_int active;        /* workers still inside the current job */
+    atomic_int stop;
+    ds4_task_fn fn;           /* written before the generation bump, read after seeing it */
     void *ctx;
     int64_t total;
     atomic_int_fast64_t next;
@@ -32,17 +51,26 @@ static void drain(ds4_pool *p) {
 static void *worker(void *arg) {
     ds4_pool *p = arg;
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        uint64_t g = atomic_load(&p->generation);
+        for (int i = 0; i < SPIN && g == seen && !atomic_load(&p->stop); i++) {
+            RELAX();
+            g = atomic_load(&p->generation);
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            while (!atomic_load(&p->stop) && atomic_load(&p->generation) == seen) pthread_cond_wait(&p->wake, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = atomic_load(&p->generation);
         drain(p);
-        pthread_mutex_lock(&p->mu);
-        if (--p->active == 0) pthread_cond_signal(&p->done);
+        if (atomic_fetch_sub(&p->active, 1) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -69,7 +97,7 @@ ds4_pool *ds4_pool_new(int n_threads) {
 void ds4_pool_free(ds4_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n - 1; i++) pthread_join(p->threads[i], NULL);
@@ -88,17 +116,20 @@ void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->total = n;
     atomic_store(&p->next, 0);
-    p->active = p->n - 1;
-    p->generation++;
+    atomic_store(&p->active, p->n - 1);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->generation, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     drain(p);
-    pthread_mutex_lock(&p->mu);
-    while (p->active > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < SPIN && atomic_load(&p->active) > 0; i++) RELAX();
+    if (atomic_load(&p->active) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->active) > 0) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
