@@ -22,7 +22,10 @@
 # ($DS4_SHARED, default ../shared), built with one change made on a copy:
 # PEER_KV_F32=1 selects an F32 KV cache, because llama.cpp's default F16 cache
 # alone moves logits by ~3e-4 relative (used for the logits run; the speed
-# runs keep llama.cpp's defaults).
+# runs keep llama.cpp's default KV type), and PEER_NO_MMAP=1 reads the weights
+# at load time (speed runs): peer_llama has no warm-up, so with mmap its timed
+# prefill would pay the page faults of the first touch, which ds4-bench's
+# warm-up excludes on our side.
 #
 # Speed: ours is ds4-bench (one frontier at PP, --gen TG, warm-up), the peer
 # is peer_llama -p PP -n TG (no warm-up inside one process); both use the
@@ -64,7 +67,8 @@ while [ $# -gt 0 ]; do
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ds4peer.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+# DS4_PEER_KEEP=1 keeps the work files (ids, both logits dumps, peer output)
+if [ -n "${DS4_PEER_KEEP:-}" ]; then echo "work dir: $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
 
 # ---- the peer: npm packages, headers, harness ----
 LIB=$PEER_DIR/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
@@ -93,9 +97,11 @@ if [ ! -f "$HDR/include/llama.h" ]; then
     git -C "$HDR.tmp/git" archive FETCH_HEAD include ggml/include | tar -x -C "$HDR.tmp"
     rm -rf "$HDR.tmp/git" "$HDR" && mv "$HDR.tmp" "$HDR"
 fi
-sed 's/cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;/&\n    if (getenv("PEER_KV_F32")) cp.type_k = cp.type_v = GGML_TYPE_F32;/' \
+sed -e 's/cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;/&\n    if (getenv("PEER_KV_F32")) cp.type_k = cp.type_v = GGML_TYPE_F32;/' \
+    -e 's/mp.n_gpu_layers = 0;/&\n    if (getenv("PEER_NO_MMAP")) mp.use_mmap = false;/' \
     "$SHARED/peer/peer_llama.c" >"$WORK/peer_llama.c"
-grep -q PEER_KV_F32 "$WORK/peer_llama.c" || { echo "peer.sh: cannot patch peer_llama.c" >&2; exit 1; }
+[ "$(grep -c 'PEER_KV_F32\|PEER_NO_MMAP' "$WORK/peer_llama.c")" = 2 ] ||
+    { echo "peer.sh: cannot patch peer_llama.c" >&2; exit 1; }
 gcc -O2 -o "$WORK/peer_llama" "$WORK/peer_llama.c" -I"$HDR/include" -I"$HDR/ggml/include" \
     -L"$LIB" -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libggml-base.so -Wl,-rpath,"$LIB"
 gcc -O2 -std=c11 -D_GNU_SOURCE -o "$WORK/peercmp" "$ROOT/bench/peercmp.c" -lm
@@ -119,7 +125,7 @@ if [ "$do_speed" = 1 ]; then
         s=$(echo "$out" | grep '^summary')
         o_pp=$(echo "$s" | sed 's/.*prefill_tps=\([0-9.]*\).*/\1/')
         o_tg=$(echo "$s" | sed 's/.*gen_tps=\([0-9.]*\).*/\1/')
-        out=$("$PEER" "$model" -t "$threads" -c $((pp + tg + 16)) -p "$pp" -n $((tg + 1)) -k 0 2>"$WORK/peer.err") ||
+        out=$(PEER_NO_MMAP=1 "$PEER" "$model" -t "$threads" -c $((pp + tg + 16)) -p "$pp" -n $((tg + 1)) -k 0 2>"$WORK/peer.err") ||
             { cat "$WORK/peer.err" >&2; exit 1; }
         p_pp=$(echo "$out" | sed -n 's/^pp .*  \([0-9.]*\) tok\/s/\1/p')
         p_tg=$(echo "$out" | sed -n 's/^tg .*  \([0-9.]*\) tok\/s/\1/p')
