@@ -98,7 +98,7 @@ if [ ! -f "$HDR/include/llama.h" ]; then
     rm -rf "$HDR.tmp/git" "$HDR" && mv "$HDR.tmp" "$HDR"
 fi
 sed -e 's/cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;/&\n    if (getenv("PEER_KV_F32")) cp.type_k = cp.type_v = GGML_TYPE_F32;/' \
-    -e 's/mp.n_gpu_layers = 0;/&\n    if (getenv("PEER_NO_MMAP")) mp.use_mmap = false;/' \
+    -e 's/mp.n_gpu_layers = 0;/&\n    if (getenv("PEER_NO_MMAP")) mp.load_mode = LLAMA_LOAD_MODE_NONE;/' \
     "$SHARED/peer/peer_llama.c" >"$WORK/peer_llama.c"
 [ "$(grep -c 'PEER_KV_F32\|PEER_NO_MMAP' "$WORK/peer_llama.c")" = 2 ] ||
     { echo "peer.sh: cannot patch peer_llama.c" >&2; exit 1; }
