@@ -95,6 +95,7 @@ TEST(run_two_frontiers) {
     CHECKF(ds4_bench_run(m, &o, &r0, &err) == 0, "%s", err.msg);
     CHECK(r0.last_logits_hash == r.last_logits_hash);
     CHECK(r0.gen_tps == 0);
+    ds4_bench_result_free(&r0);
     int32_t ids[48];
     ds4_bench_ids(1, (int32_t)V, ids, 48);
     float *lg = malloc(sizeof(float) * V * 48);
