@@ -426,3 +426,48 @@ int kv_cache_load_prefix(kv_cache *c, const char *text, size_t len, ds4_session 
     free(es);
     return rc;
 }
+
+int kv_cache_each_toolmap(kv_cache *c, void (*fn)(void *user, const void *data, size_t len), void *user) {
+    entry *es;
+    size_t n;
+    if (scan(c, &es, &n)) return 0;
+    int done = 0;
+    unsigned char *buf = malloc(1 << 16);
+    for (size_t i = 0; buf && i < n; i++) {
+        const unsigned char *h = es[i].hdr;
+        if (!(h[6] & KV_FLAG_TOOLMAP)) continue;
+        uint64_t pre = HDR_BYTES + 4 + (uint64_t)es[i].key_len + get64(h + 40);
+        uint64_t extra_len = es[i].size - pre - TRAILER_BYTES;
+        if (es[i].size < pre + TRAILER_BYTES || extra_len == 0 || extra_len > ((uint64_t)1 << 31)) continue;
+        char p[4096];
+        path_of(c, es[i].name, p, sizeof p);
+        FILE *f = fopen(p, "rb");
+        if (!f) continue;
+        unsigned char hh[HDR_BYTES];
+        uint32_t crc = 0;
+        bool ok = fread(hh, 1, HDR_BYTES, f) == HDR_BYTES;
+        if (ok) crc = crc_header(hh);
+        uint64_t left = pre - HDR_BYTES;
+        while (ok && left) {
+            size_t k = left < (1 << 16) ? (size_t)left : (1 << 16);
+            ok = fread(buf, 1, k, f) == k;
+            if (ok) crc = ds4_crc32(crc, buf, k);
+            left -= k;
+        }
+        unsigned char *extra = ok ? malloc(extra_len) : NULL;
+        unsigned char tr[TRAILER_BYTES];
+        ok = extra && fread(extra, 1, extra_len, f) == extra_len && fread(tr, 1, TRAILER_BYTES, f) == TRAILER_BYTES;
+        if (ok) crc = ds4_crc32(crc, extra, extra_len);
+        fclose(f);
+        if (ok && !memcmp(tr, "KCRC", 4) && get32(tr + 4) == crc) {
+            fn(user, extra, extra_len);
+            done++;
+        } else {
+            logf_(c, "kv cache: tool map of %s unreadable or corrupt; ignored", es[i].name);
+        }
+        free(extra);
+    }
+    free(buf);
+    free(es);
+    return done;
+}

@@ -95,6 +95,13 @@ int kv_cache_load_prefix(kv_cache *c, const char *text, size_t len, ds4_session 
                          uint32_t cold_max, kv_hit *hit, ds4_err *err);
 void kv_hit_free(kv_hit *h);
 
+/* Calls fn with the KTM tool-map section of every checkpoint that has one
+ * (header flag bit 0) and passes its checksum, so exact DSML replay works
+ * after a restart whichever checkpoint later becomes the prefix hit
+ * (API.md §19.4).  Reads each such file once, sequentially.  Returns the
+ * number of sections passed to fn. */
+int kv_cache_each_toolmap(kv_cache *c, void (*fn)(void *user, const void *data, size_t len), void *user);
+
 /* Deletes a checkpoint by file name (e.g. after a failed prefill). */
 void kv_cache_delete(kv_cache *c, const char *name);
 /* Total bytes of checkpoint files / cumulative bytes written by this process. */

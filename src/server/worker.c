@@ -49,6 +49,11 @@ static void kv_log(void *user, const char *msg) {
     srv_trace_printf(s->trace, "%s", msg);
 }
 
+static void import_toolmap(void *user, const void *data, size_t len) {
+    srv_ctx *s = user;
+    srv_toolmem_import(s->toolmem, data, len, 4 * s->cfg.tool_memory_max_ids);
+}
+
 srv_engine *srv_engine_new(srv_ctx *s, ds4_err *err) {
     srv_engine *e = calloc(1, sizeof *e);
     if (!e) { ds4_err_set(err, "out of memory"); return NULL; }
@@ -74,6 +79,8 @@ srv_engine *srv_engine_new(srv_ctx *s, ds4_err *err) {
         int ty = s->model->hp.n_layer ? s->model->layers[s->model->hp.n_layer - 1].gate_exps.type : 0;
         ko.quant_bits = ty == DS4_TYPE_Q2_K || ty == DS4_TYPE_IQ2_XXS ? 2 : 4;
         if (!(s->kv = kv_cache_open(&ko, err))) { ds4_gen_free(e->g); free(e); return NULL; }
+        int nmaps = kv_cache_each_toolmap(s->kv, import_toolmap, s);
+        if (nmaps) srv_log("kv cache: tool-id maps of %d checkpoints loaded (%zu ids)", nmaps, srv_toolmem_count(s->toolmem));
     }
     return e;
 }
@@ -94,6 +101,20 @@ static void save_live(srv_engine *e, enum kv_reason reason) {
     size_t n = ds4_gen_n_evaluated(e->g), nh;
     if (!s->kv || n < s->cfg.kv_min_tokens) return;
     const int32_t *ids = ds4_gen_tokens(e->g, &nh);
+    if (nh > n && reason != KV_REASON_CONTINUED && reason != KV_REASON_COLD) {
+        /* The last sampled token is still pending (never fed).  Feed it so
+         * the checkpoint ends where the client's replay continues, e.g. on
+         * the closing tag of a tool-call block whose id map it carries. */
+        ds4_gen_stats st;
+        ds4_err e2 = {{0}};
+        if (ds4_gen_append_tokens(e->g, ids, nh, NULL, NULL, &st, &e2) == 0) {
+            ids = ds4_gen_tokens(e->g, &nh);
+            n = ds4_gen_n_evaluated(e->g);
+        } else {
+            srv_log("kv save: feeding the pending token failed: %s", e2.msg);
+            return;
+        }
+    }
     char *key = NULL;
     size_t klen = 0;
     ds4_err err = {{0}};

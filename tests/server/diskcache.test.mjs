@@ -65,3 +65,46 @@ test('restart resumes a long prompt from disk; corrupt files are rejected', { ti
   assert.match(logText().slice(mark2), /rejected [0-9a-f]{40}\.kv: (checksum mismatch|payload)/);
   assert.equal((await srv.stop()).code, 0);
 });
+
+test('exact tool-call replay survives a restart (tool-id map in the checkpoint)', { timeout: 600_000 }, async () => {
+  const { dsmlCall, force } = await import('./helpers.mjs');
+  const dir2 = path.join(TMP, 'kvdisk-tools');
+  const log2 = path.join(TMP, 'diskcache-tools.log');
+  fs.rmSync(dir2, { recursive: true, force: true });
+  fs.rmSync(log2, { force: true });
+  const a = ['--ctx', '4096', '-t', '2', '--kv-disk-dir', dir2, '--kv-cache-min-tokens', '16', '--api-key', KEY, '--test-hooks'];
+  const tools = [{ name: 'Bash', description: 'Run a command', input_schema: { type: 'object', properties: { command: { type: 'string' }, timeout: { type: 'integer' } } } }];
+  const post = async (base, body, out) => {
+    const r = await fetch(`${base}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY, ...force(out).headers },
+      body: JSON.stringify(body), signal: AbortSignal.timeout(120_000),
+    });
+    assert.equal(r.status, 200);
+    return r.json();
+  };
+  let srv = await startServer(a, log2);
+  const messages = [{ role: 'user', content: 'List the files, please.' }];
+  const m1 = await post(srv.base, { model: 'm', max_tokens: 200, tools, messages },
+    'Use Bash.</think>' + dsmlCall('Bash', { command: 'ls -la', timeout: 30 }));
+  assert.equal(m1.stop_reason, 'tool_use');
+  assert.equal((await srv.stop()).code, 0);
+
+  srv = await startServer(a, log2);
+  try {
+    await continueAfterRestart(srv);
+  } finally {
+    assert.equal((await srv.stop()).code, 0);
+  }
+
+  async function continueAfterRestart(srv) {
+  assert.match(fs.readFileSync(log2, 'utf8'), /tool-id maps of \d+ checkpoints loaded/);
+  const tu = m1.content.find((b) => b.type === 'tool_use');
+  messages.push({ role: 'assistant', content: m1.content.map((b) => (b.type === 'tool_use' ? { ...b, input: { timeout: 30, command: 'ls -la' } } : b)) });
+  messages.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: tu.id, content: 'a.txt b.txt' }] });
+  const m2 = await post(srv.base, { model: 'm', max_tokens: 32, tools, messages }, 'ok</think>Two files.');
+  assert.equal(m2.content.at(-1).text, 'Two files.');
+  const first = m1.usage.cache_creation_input_tokens + m1.usage.output_tokens;
+  assert.ok(m2.usage.cache_read_input_tokens >= first - 1, JSON.stringify({ m1: m1.usage, m2: m2.usage }));
+  assert.match(fs.readFileSync(log2, 'utf8'), /tool_replay: mem=1/);
+  }
+});

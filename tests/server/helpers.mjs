@@ -51,12 +51,19 @@ export function freePort() {
   });
 }
 
+const spawned = new Set();
+process.on('exit', () => { for (const c of spawned) c.kill('SIGKILL'); });
+
 // Starts a private ds4-server (for restart scenarios); resolves when /health answers.
 export async function startServer(args, logPath) {
   const port = await freePort();
   const log = fs.openSync(logPath, 'a');
   const child = spawn(SERVER_BIN, ['-m', MODEL, '--host', '127.0.0.1', '--port', String(port), ...args],
     { stdio: ['ignore', log, log] });
+  // A failing test must not leave a server behind or keep node alive.
+  child.unref();
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -71,6 +78,8 @@ export async function startServer(args, logPath) {
   return {
     base, child,
     stop: () => new Promise((resolve) => {
+      if (child.exitCode !== null) { resolve({ code: child.exitCode, sig: child.signalCode }); return; }
+      child.ref(); // keep node alive until it has exited
       child.once('exit', (code, sig) => resolve({ code, sig }));
       child.kill('SIGTERM');
       setTimeout(() => child.kill('SIGKILL'), 60_000).unref();
