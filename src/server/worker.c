@@ -143,6 +143,7 @@ typedef struct run {
     ds4_buf block;         /* raw bytes of the current DSML block */
     ds4_buf gen_text;      /* everything generated, for the trace */
     bool calls_end, stop_hit, retracted;
+    long block_first;      /* index of the first call of the open block, -1 none */
     long reasoning_tokens;
 } run;
 
@@ -150,7 +151,9 @@ static void on_event(void *user, const ds4_dsml_event *ev) {
     run *r = user;
     srv_job *j = r->j;
     const srv_out_vt *o = j->out;
-    srv_call *c = ev->index >= 0 && (size_t)ev->index < j->n_calls ? &j->calls[ev->index] : NULL;
+    /* Calls are sequential: argument and end events belong to the latest one
+     * (the parser's own numbering may run ahead after a retraction). */
+    srv_call *c = j->n_calls ? &j->calls[j->n_calls - 1] : NULL;
     switch (ev->type) {
     case DS4_DSML_REASONING:
         ds4_buf_append(&j->reasoning, ev->data, ev->len);
@@ -166,6 +169,7 @@ static void on_event(void *user, const ds4_dsml_event *ev) {
         break;
     case DS4_DSML_TOOL_START:
         ds4_buf_append(&r->block, ev->raw, ev->raw_len);
+        if (r->block_first < 0) r->block_first = (long)j->n_calls;
         c = srv_job_add_call(j, ev->name, j->req->api == SRV_API_MESSAGES ? "toolu_" : "call_");
         srv_trace_printf(j->srv->trace, "dsml: tool start #%d %s", ev->index, ev->name ? ev->name : "");
         if (c && o->tool_start) o->tool_start(j, c);
@@ -190,20 +194,22 @@ static void on_event(void *user, const ds4_dsml_event *ev) {
     case DS4_DSML_CALLS_END:
         ds4_buf_append(&r->block, ev->raw, ev->raw_len);
         r->calls_end = true;
+        r->block_first = -1;
         srv_trace_printf(j->srv->trace, "dsml: calls end (%zu calls)", j->n_calls);
         break;
     case DS4_DSML_ERROR:
         srv_log("malformed DSML tool call recovered as text: %.*s", (int)ev->len, ev->data);
         srv_trace_printf(j->srv->trace, "dsml: error %.*s", (int)ev->len, ev->data);
-        if (ev->index >= 0 && (size_t)ev->index < j->n_calls) {
+        if (ev->index >= 0 && r->block_first >= 0 && (size_t)r->block_first < j->n_calls) {
             /* Calls already announced cannot be taken back on a stream. */
             if (j->stream) r->retracted = true;
-            for (size_t i = (size_t)ev->index; i < j->n_calls; i++) {
+            for (size_t i = (size_t)r->block_first; i < j->n_calls; i++) {
                 free(j->calls[i].name);
                 ds4_buf_free(&j->calls[i].args);
             }
-            j->n_calls = (size_t)ev->index;
+            j->n_calls = (size_t)r->block_first;
         }
+        r->block_first = -1;
         ds4_buf_truncate(&r->block, 0);
         break;
     case DS4_DSML_IGNORED:
@@ -365,7 +371,7 @@ void srv_engine_run(void *user, srv_job *j) {
     srv_error se = {0};
     ds4_err err = {{0}};
     ds4_tok_ids ids = {0};
-    run r = {.e = e, .j = j};
+    run r = {.e = e, .j = j, .block_first = -1};
     const char *decision = "cold";
     double t0 = srv_now();
     kv_hit hit = {0};
