@@ -326,7 +326,11 @@ int ds4_gen_generate(ds4_gen *g, const ds4_gen_params *p, const ds4_gen_callback
         if (p->forced) /* TEST ONLY hook, see gen.h */
             id = st->gen_tokens < p->n_forced ? p->forced[st->gen_tokens] : g->eos;
         else
-            s = samp_sample(g->samp, g->logits, &p->samp, &so, &id);
+        {
+            samp_params sp = p->samp;
+            if (cb && cb->on_params) cb->on_params(cb->user, &sp);
+            s = samp_sample(g->samp, g->logits, &sp, &so, &id);
+        }
         if (s != SAMP_OK) {
             ds4_err_set(err, "sampling failed (%s)", s == SAMP_ERR_EMPTY ? "no finite logit" : "bad parameters");
             goto done;

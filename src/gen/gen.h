@@ -100,6 +100,10 @@ typedef struct ds4_gen_callbacks {
     int (*on_token)(void *user, int32_t id, const char *text, size_t len);
     /* DSML parser events (reasoning / text / tool calls), in order. */
     void (*on_event)(void *user, const ds4_dsml_event *ev);
+    /* Optional (added for the server): adjusts a copy of the sampling
+     * parameters before each token, e.g. temperature 0 while the model is
+     * writing DSML tool-call structure (API.md §4.3).  NULL = params as given. */
+    void (*on_params)(void *user, samp_params *p);
 } ds4_gen_callbacks;
 
 typedef struct ds4_gen_params {

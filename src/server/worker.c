@@ -144,6 +144,7 @@ typedef struct run {
     ds4_buf gen_text;      /* everything generated, for the trace */
     bool calls_end, stop_hit, retracted;
     long block_first;      /* index of the first call of the open block, -1 none */
+    bool in_string_arg;    /* inside a string="true" argument value */
     long reasoning_tokens;
 } run;
 
@@ -180,8 +181,13 @@ static void on_event(void *user, const ds4_dsml_event *ev) {
             ds4_buf_append(&c->args, ev->data, ev->len);
             if (o->tool_args) o->tool_args(j, c, ev->data, ev->len);
         }
+        /* Structure fragments carry the only unescaped quotes: a header of a
+         * string parameter ends in ":\"", its close is a lone quote. */
+        if (ev->len >= 3 && !memcmp(ev->data + ev->len - 3, "\":\"", 3)) r->in_string_arg = true;
+        else if (ev->len == 1 && ev->data[0] == '"') r->in_string_arg = false;
         break;
     case DS4_DSML_TOOL_END:
+        r->in_string_arg = false;
         ds4_buf_append(&r->block, ev->raw, ev->raw_len);
         if (c) {
             ds4_buf_truncate(&c->args, 0);
@@ -251,6 +257,14 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
     if (feed(r, text, len, false)) return 1;
     if (r->calls_end) return 1;
     return srv_job_cancelled(r->j) ? 1 : 0;
+}
+
+/* Protocol syntax is sampled greedily (API.md §4.3): inside a DSML block,
+ * except while writing a string argument's payload (file contents, edit
+ * text), where greedy decoding would repeat itself. */
+static void on_params(void *user, samp_params *p) {
+    run *r = user;
+    if (r->dp && ds4_dsml_in_block(r->dp) && !r->in_string_arg) p->temperature = 0;
 }
 
 static void on_progress(void *user, size_t done, size_t total) {
@@ -457,7 +471,7 @@ void srv_engine_run(void *user, srv_job *j) {
     if (j->out->start) j->out->start(j);
 
     /* ---- prefill ---- */
-    ds4_gen_callbacks cb = {.user = &r, .on_progress = on_progress, .on_token = on_token};
+    ds4_gen_callbacks cb = {.user = &r, .on_progress = on_progress, .on_token = on_token, .on_params = on_params};
     ds4_gen_stats st = {0};
     size_t cut = 0;
     if (!strcmp(decision, "cold") && s->kv && ids.n >= s->cfg.kv_min_tokens && ids.n <= s->cfg.kv_cold_max_tokens &&
