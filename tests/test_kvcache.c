@@ -154,12 +154,12 @@ TEST(roundtrip_bitwise) {
     free(ll);
 }
 
-static void save_one(kv_cache *c, ds4_session *s, const char *key, int n, int32_t *toks, float *lg) {
+static void save_one(kv_cache *c, ds4_session *s, const char *key, int n, int32_t *toks, float *lg,
+                     enum kv_reason reason) {
     ds4_err err = {{0}};
     ds4_session_reset(s);
     eval(s, toks, n, lg);
-    CHECKF(kv_cache_save(c, key, strlen(key), KV_REASON_CONTINUED, s, toks, (uint32_t)n, lg, NULL, 0, &err) == 0, "%s",
-           err.msg);
+    CHECKF(kv_cache_save(c, key, strlen(key), reason, s, toks, (uint32_t)n, lg, NULL, 0, &err) == 0, "%s", err.msg);
 }
 
 static char *only_file(void) {
@@ -181,18 +181,25 @@ TEST(longest_prefix_and_corruption) {
     float *lg = malloc(sizeof(float) * V);
     ds4_session *s = new_session();
     kv_cache *c = open_cache(64ull << 20);
-    save_one(c, s, "alpha", 16, toks, lg);
-    save_one(c, s, "alpha beta", 40, toks, lg);
-    save_one(c, s, "alpha beta gamma delta", 50, toks, lg);
+    save_one(c, s, "alpha", 16, toks, lg, KV_REASON_COLD);
+    save_one(c, s, "alpha beta", 40, toks, lg, KV_REASON_EVICT);
+    save_one(c, s, "alpha beta gamma delta", 50, toks, lg, KV_REASON_COLD);
     kv_hit hit = {0};
     ds4_err err = {{0}};
     CHECK_EQ_INT(kv_cache_load_prefix(c, "alpha beta gamma", 16, s, lg, 30000, &hit, &err), 1);
     CHECK_EQ_INT(hit.n_tokens, 40); /* "alpha beta gamma delta" is longer than the prompt */
     kv_hit_free(&hit);
     clear_dir();
+    /* a longer continued checkpoint of the same text supersedes shorter continued ones only */
+    save_one(c, s, "one", 16, toks, lg, KV_REASON_CONTINUED);
+    save_one(c, s, "one two", 20, toks, lg, KV_REASON_CONTINUED);
+    save_one(c, s, "other", 20, toks, lg, KV_REASON_CONTINUED);
+    save_one(c, s, "one two three", 24, toks, lg, KV_REASON_CONTINUED);
+    CHECK_EQ_INT(count_files(), 2);
+    clear_dir();
 
     /* flip one byte at many offsets: every damaged file is rejected */
-    save_one(c, s, "corrupt me", 24, toks, lg);
+    save_one(c, s, "corrupt me", 24, toks, lg, KV_REASON_COLD);
     char *path = only_file();
     struct stat sb;
     CHECK(stat(path, &sb) == 0);
@@ -252,7 +259,7 @@ TEST(eviction_budget) {
     char key[32];
     for (int i = 0; i < 5; i++) {
         snprintf(key, sizeof key, "key number %d", i);
-        save_one(c, s, key, 32, toks, lg);
+        save_one(c, s, key, 32, toks, lg, KV_REASON_CONTINUED);
         CHECK(count_files() <= 2);
     }
     CHECK(kv_cache_disk_bytes(c) <= one * 5 / 2);

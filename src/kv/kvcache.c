@@ -289,6 +289,22 @@ int kv_cache_save(kv_cache *c, const char *key, size_t key_len, enum kv_reason r
     logf_(c, "kv cache: saved %s reason=%s tokens=%u key_bytes=%zu size=%llu time=%.2fs total_written=%llu", name,
           rn[reason <= 4 ? reason : 0], n, key_len, (unsigned long long)size,
           (double)clock() / CLOCKS_PER_SEC - t0, (unsigned long long)c->written);
+    if (reason == KV_REASON_CONTINUED) {
+        /* A longer continued checkpoint of the same conversation supersedes
+         * the shorter ones (they would only evict each other, API.md §18.5). */
+        entry *es;
+        size_t ne;
+        if (scan(c, &es, &ne) == 0) {
+            for (size_t i = 0; i < ne; i++) {
+                if (es[i].hdr[5] != KV_REASON_CONTINUED || es[i].key_len >= key_len) continue;
+                char want[48];
+                ds4_sha1_hex(key, es[i].key_len, want);
+                strcat(want, ".kv");
+                if (!strcmp(want, es[i].name)) kv_cache_delete(c, es[i].name);
+            }
+            free(es);
+        }
+    }
     evict(c, name);
     return 0;
 }

@@ -250,8 +250,20 @@ static int feed(run *r, const char *s, size_t n, bool final) {
     return 0;
 }
 
+/* Continued checkpoint (API.md §18.4) when the live frontier reaches a
+ * multiple of the step, during prefill or decode, never inside a tool call. */
+static void maybe_continued(run *r) {
+    srv_engine *e = r->e;
+    size_t n = ds4_gen_n_evaluated(e->g);
+    if (!e->s->kv || !e->step || n % e->step || n <= e->last_continued) return;
+    if (r->dp && ds4_dsml_in_block(r->dp)) return;
+    save_live(e, KV_REASON_CONTINUED);
+    e->last_continued = (uint32_t)n;
+}
+
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
     run *r = user;
+    maybe_continued(r);
     if (id >= 0 && ds4_dsml_in_reasoning(r->dp)) r->reasoning_tokens++;
     ds4_buf_append(&r->gen_text, text, len);
     if (feed(r, text, len, false)) return 1;
@@ -272,12 +284,7 @@ static void on_progress(void *user, size_t done, size_t total) {
     (void)done;
     (void)total;
     srv_job_cancelled(r->j); /* sets j->cancel, which the driver polls */
-    srv_engine *e = r->e;
-    size_t n = ds4_gen_n_evaluated(e->g);
-    if (e->s->kv && e->step && n % e->step == 0 && n > e->last_continued) {
-        save_live(e, KV_REASON_CONTINUED);
-        e->last_continued = (uint32_t)n;
-    }
+    maybe_continued(r);
 }
 
 static int tokenize(srv_ctx *s, const char *text, size_t len, ds4_tok_ids *out, srv_error *se) {
