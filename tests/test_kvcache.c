@@ -268,6 +268,15 @@ TEST(eviction_budget) {
     ds4_err err = {{0}};
     CHECK_EQ_INT(kv_cache_load_prefix(c, "key number 4!", 13, s, lg, 30000, &hit, &err), 1);
     kv_hit_free(&hit);
+    /* a checkpoint the incoming prompt needs is protected from eviction */
+    clear_dir();
+    save_one(c, s, "needed prefix", 32, toks, lg, KV_REASON_CONTINUED);
+    save_one(c, s, "filler one", 32, toks, lg, KV_REASON_CONTINUED);
+    kv_cache_protect(c, "needed prefix and the new turn", 30);
+    save_one(c, s, "filler two", 32, toks, lg, KV_REASON_CONTINUED);
+    kv_cache_protect(c, NULL, 0);
+    CHECK_EQ_INT(kv_cache_load_prefix(c, "needed prefix!", 14, s, lg, 30000, &hit, &err), 1);
+    kv_hit_free(&hit);
     kv_cache_close(c);
     ds4_session_free(s);
     free(lg);

@@ -23,7 +23,14 @@ struct kv_cache {
     kv_opts o;
     char *dir;
     uint64_t written;
+    const char *protect;     /* borrowed, see kv_cache_protect */
+    size_t protect_len;
 };
+
+void kv_cache_protect(kv_cache *c, const char *text, size_t len) {
+    c->protect = text;
+    c->protect_len = text ? len : 0;
+}
 
 static void logf_(kv_cache *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(kv_cache *c, const char *fmt, ...) {
@@ -189,6 +196,12 @@ static void evict(kv_cache *c, const char *protect) {
         size_t worst = n;
         for (size_t i = 0; i < n; i++) {
             if (!es[i].size || !strcmp(es[i].name, protect)) continue;
+            if (c->protect && es[i].key_len <= c->protect_len) {
+                char want[48];
+                ds4_sha1_hex(c->protect, es[i].key_len, want);
+                strcat(want, ".kv");
+                if (!strcmp(want, es[i].name)) continue;
+            }
             if (worst == n) { worst = i; continue; }
             double a = score(&es[i], now), b = score(&es[worst], now);
             if (a < b || (a == b && get64(es[i].hdr + 32) < get64(es[worst].hdr + 32))) worst = i;

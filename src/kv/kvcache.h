@@ -102,6 +102,11 @@ void kv_hit_free(kv_hit *h);
  * number of sections passed to fn. */
 int kv_cache_each_toolmap(kv_cache *c, void (*fn)(void *user, const void *data, size_t len), void *user);
 
+/* While set, eviction spares every checkpoint whose key is a byte prefix of
+ * text[0..len) (borrowed; NULL clears): the evict save made just before a
+ * lookup must not delete the file the incoming prompt needs (API.md §18.5). */
+void kv_cache_protect(kv_cache *c, const char *text, size_t len);
+
 /* Deletes a checkpoint by file name (e.g. after a failed prefill). */
 void kv_cache_delete(kv_cache *c, const char *name);
 /* Total bytes of checkpoint files / cumulative bytes written by this process. */

@@ -434,7 +434,9 @@ void srv_engine_run(void *user, srv_job *j) {
                 srv_trace_printf(s->trace, "cache: miss live=%zu prompt=%zu common=%zu", hn, ids.n, common);
             }
             if (s->kv) {
+                kv_cache_protect(s->kv, q->prompt, q->prompt_len);
                 save_live(e, KV_REASON_EVICT);
+                kv_cache_protect(s->kv, NULL, 0);
                 float *lg = malloc(sizeof(float) * s->model->hp.n_vocab);
                 int rc = lg ? kv_cache_load_prefix(s->kv, q->prompt, q->prompt_len, ds4_gen_session(g), lg,
                                                    s->cfg.kv_cold_max_tokens, &hit, &err)
