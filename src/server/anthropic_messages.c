@@ -13,6 +13,22 @@
 
 #include "server/srv_int.h"
 
+/* A tool_result must answer a tool_use replayed earlier in the same request
+ * (API.md §9.2; there is no live-state binding without the replay). */
+static bool id_replayed(json_t *msgs, size_t upto, const char *id) {
+    size_t i, k;
+    json_t *m, *b;
+    json_array_foreach(msgs, i, m) {
+        if (i >= upto) break;
+        json_array_foreach(json_object_get(m, "content"), k, b) {
+            const char *ty = json_string_value(json_object_get(b, "type"));
+            const char *bid = json_string_value(json_object_get(b, "id"));
+            if (ty && !strcmp(ty, "tool_use") && bid && !strcmp(bid, id)) return true;
+        }
+    }
+    return false;
+}
+
 static int add_tool_result(srv_req *r, json_t *b, srv_error *e) {
     ds4_err err = {{0}};
     char *txt = srv_content_text(json_object_get(b, "content"), false, "tool_result", e);
@@ -108,6 +124,14 @@ int srv_messages_parse(srv_ctx *s, json_t *root, srv_req *r, srv_error *e) {
                     free(args);
                     if (bad) { ds4_buf_free(&text); ds4_buf_free(&reas); return srv_err(e, 400, NULL, NULL, "messages", "invalid tool_use: %s", err.msg); }
                 } else if (!strcmp(ty, "tool_result") && !assistant) {
+                    const char *tid = json_string_value(json_object_get(b, "tool_use_id"));
+                    if (!tid || !id_replayed(msgs, i, tid)) {
+                        ds4_buf_free(&text);
+                        ds4_buf_free(&reas);
+                        return srv_err(e, 400, NULL, NULL, "messages",
+                                       "Anthropic continuation state is not available for tool_use_id %s; retry by "
+                                       "replaying the full messages history", tid ? tid : "(missing)");
+                    }
                     if (add_tool_result(r, b, e)) { ds4_buf_free(&text); ds4_buf_free(&reas); return -1; }
                 }
             }

@@ -66,3 +66,13 @@ test('prompt longer than the context -> 400 context_length_exceeded / prompt is 
   assert.equal(a.status, 400);
   assert.match(a.json.error.message, /^prompt is too long/);
 });
+
+test('a tool result whose call was not replayed -> 400 naming the id', async () => {
+  const r = await raw('/v1/messages', { body: JSON.stringify({ max_tokens: 1, messages: [
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_nope', content: 'x' }] }] }) });
+  assert.equal(r.status, 400);
+  assert.match(r.json.error.message, /tool_use_id toolu_nope/);
+  const o = await raw('/v1/responses', { body: JSON.stringify({ input: [{ type: 'function_call_output', call_id: 'call_nope', output: 'x' }] }) });
+  assert.equal(o.status, 400);
+  assert.match(o.json.error.message, /call_id call_nope/);
+});
