@@ -60,3 +60,64 @@ clean:
 	rm -rf build build-san $(PROGS)
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------------------
+# CUDA backend (issue #7).  Nothing above depends on this section: `make`,
+# `make test` and CI's CPU build never run nvcc.  `make cuda` builds every
+# program with the CUDA backend linked in under build-cuda/ (objects with
+# -DDS4_CUDA, programs in build-cuda/bin/); `make cuda-check` only compiles
+# the CUDA sources and the C files that reference them (no GPU needed).
+NVCC      ?= nvcc
+CUDA_ARCH ?= 90
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC) 2>/dev/null)))
+CUDA_BUILD := build-cuda
+NVCCFLAGS ?= -O2 -std=c++17 -gencode=arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) \
+             -Xcompiler -Wall,-Wextra -Isrc -DDS4_CUDA -MMD -MP
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+
+CUDA_SRC     := $(wildcard src/cuda/*.cu)
+CUDA_OBJ     := $(patsubst src/%.cu,$(CUDA_BUILD)/src/%.o,$(CUDA_SRC))
+CUDA_LIB_OBJ := $(patsubst src/%.c,$(CUDA_BUILD)/src/%.o,$(LIB_SRC)) $(CUDA_OBJ)
+CUDA_TOOLS   := $(patsubst tools/cuda/%.cu,%,$(wildcard tools/cuda/*.cu))
+CUDA_BIN     := $(addprefix $(CUDA_BUILD)/bin/,$(PROGS) $(CUDA_TOOLS))
+CUDA_C_FLAGS := $(filter-out -fsanitize%,$(CFLAGS)) -DDS4_CUDA
+
+.PHONY: cuda cuda-check
+cuda: $(CUDA_BIN)
+cuda-check: $(CUDA_OBJ) $(CUDA_BUILD)/src/engine/forward.o $(CUDA_BUILD)/src/engine/snapshot.o \
+            $(CUDA_BUILD)/src/cli/args.o
+
+$(CUDA_BUILD)/src/%.o: src/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(CUDA_BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CUDA_C_FLAGS) -c -o $@ $<
+
+$(CUDA_BUILD)/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CUDA_C_FLAGS) -c -o $@ $<
+
+$(CUDA_BUILD)/tools/cuda/%.o: tools/cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(CUDA_BUILD)/libds4.a: $(CUDA_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(addprefix $(CUDA_BUILD)/bin/,$(PROGS)): $(CUDA_BUILD)/bin/%: $(CUDA_BUILD)/tools/%.o $(CUDA_BUILD)/libds4.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LDLIBS)
+
+$(addprefix $(CUDA_BUILD)/bin/,$(CUDA_TOOLS)): $(CUDA_BUILD)/bin/%: $(CUDA_BUILD)/tools/cuda/%.o $(CUDA_BUILD)/libds4.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LDLIBS)
+
+clean-cuda:
+	rm -rf $(CUDA_BUILD)
+
+ifneq ($(filter cuda%,$(MAKECMDGOALS)),)
+-include $(shell find $(CUDA_BUILD) -name '*.d' 2>/dev/null)
+endif

@@ -112,6 +112,8 @@ int ds4_cli_app_open(ds4_cli_app *app, const ds4_cli_opts *o, int need_gen) {
     app->eopts.numerics = o->numerics;
     app->eopts.ctx_max = o->ctx;
     app->eopts.experts = o->experts;
+    app->eopts.backend = o->backend;
+    app->eopts.gpu_expert_cache_mb = o->gpu_expert_cache_mb;
     if (need_gen && !(app->gen = ds4_gen_new(app->model, app->tok, &app->eopts, 256, &err))) {
         fprintf(stderr, "ds4: cannot start a session (ctx %u): %s\n", o->ctx, err.msg);
         ds4_cli_app_close(app);

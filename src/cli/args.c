@@ -34,6 +34,9 @@ void ds4_cli_usage(FILE *f) {
             "  --seed S                sampler seed (default: from the clock)\n"
             "  -t, --threads N         worker threads (default: all CPUs)\n"
             "  --numerics MODE         model (default: FP8/FP4 simulation as released) or reference\n"
+            "  --backend B             cpu, cuda or auto (default: cuda when built with it and a GPU\n"
+            "                          is present, else cpu)\n"
+            "  --gpu-expert-cache-mb N VRAM for routed experts with --backend cuda (default: what fits)\n"
             "  --dump-tokens           print the tokens of the prompt (id TAB JSON piece) and exit;\n"
             "                          with --chat, of the rendered chat prompt\n"
             "  -h, --help              this text\n"
@@ -142,6 +145,16 @@ int ds4_cli_parse(int argc, char **argv, ds4_cli_opts *o) {
             if (!strcmp(v, "reference")) o->numerics = DS4_NUMERICS_REFERENCE;
             else if (!strcmp(v, "model")) o->numerics = DS4_NUMERICS_MODEL;
             else rc = bad(a, v, "'model' or 'reference'");
+        } else if (!strcmp(a, "--backend")) {
+            NEED_ARG();
+            int b = ds4_backend_parse(v);
+            if (b < 0) rc = bad(a, v, "'cpu', 'cuda' or 'auto'");
+            else if (b == DS4_BACKEND_CUDA && !ds4_backend_cuda_built())
+                rc = bad(a, v, "a backend this build has (CUDA needs `make cuda`)");
+            else o->backend = (enum ds4_backend)b;
+        } else if (!strcmp(a, "--gpu-expert-cache-mb")) {
+            NEED_ARG();
+            if (!(rc = parse_long(a, v, 0, 1L << 30, &x))) o->gpu_expert_cache_mb = (uint64_t)x;
         } else if (!strcmp(a, "--dump-tokens")) o->dump_tokens = 1;
         else if (!strcmp(a, "--chat")) o->chat = 1;
         else if (!strcmp(a, "--demo")) o->demo = 1;

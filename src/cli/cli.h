@@ -56,6 +56,8 @@ typedef struct ds4_cli_opts {
     int chunk, decode_from;
     ds4_experts_opts experts;  /* --expert-cache-mb, --ram-budget-mb, --hot-experts, ... */
     int stats;                 /* --stats: expert-cache statistics after one-shot generation */
+    enum ds4_backend backend;  /* --backend cpu|cuda|auto (default auto) */
+    uint64_t gpu_expert_cache_mb; /* --gpu-expert-cache-mb N (CUDA) */
 } ds4_cli_opts;
 
 /* Fills opts from argv.  Returns 0, or DS4_EXIT_USAGE after printing the

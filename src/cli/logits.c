@@ -75,6 +75,8 @@ int ds4_cli_dump_logits(const ds4_cli_opts *o) {
     ds4_engine_opts_default(&opts);
     opts.n_threads = o->threads;
     opts.numerics = o->numerics;
+    opts.backend = o->backend;
+    opts.gpu_expert_cache_mb = o->gpu_expert_cache_mb;
     ds4_err err = {{0}};
     const char *path = o->model_path ? o->model_path : DS4_CLI_DEFAULT_MODEL;
     ds4_model *m = ds4_model_load(path, &err);

@@ -83,6 +83,12 @@ static int gen_rows(void *ud, const ds4_tensor_spec *sp, int64_t slice, int64_t 
     return 0;
 }
 
+int ds4_mkmodel_rows(uint64_t seed, const ds4_hparams *hp, const ds4_tensor_spec *s, int64_t slice, int64_t row0,
+                     int64_t nrows, float *dst, ds4_err *err) {
+    gen g = {seed, hp->n_expert, hp->n_expert_used};
+    return gen_rows(&g, s, slice, row0, nrows, dst, err);
+}
+
 void ds4_mkmodel_set_layers(ds4_hparams *hp, uint32_t n_layer) {
     hp->n_layer = n_layer;
     hp->n_compress = n_layer + 1;

@@ -50,6 +50,12 @@ typedef struct ds4_mkmodel_opts {
     void *progress_ud;
 } ds4_mkmodel_opts;
 
+/* The generator's rows of schema tensor s (slice = expert for stacked
+ * tensors): exactly the values ds4_mkmodel() would write for that seed,
+ * before quantization.  Used by the in-memory synthetic model (synth/). */
+int ds4_mkmodel_rows(uint64_t seed, const ds4_hparams *hp, const ds4_tensor_spec *s, int64_t slice, int64_t row0,
+                     int64_t nrows, float *dst, ds4_err *err);
+
 /* hp is copied; its n_vocab is replaced by the tokenizer's size if one is given. */
 int ds4_mkmodel(const char *out_path, const ds4_hparams *hp, const ds4_mkmodel_opts *opts, ds4_emit_stats *stats,
                 ds4_err *err);

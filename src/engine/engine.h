@@ -28,6 +28,12 @@
 
 enum ds4_numerics { DS4_NUMERICS_MODEL = 0, DS4_NUMERICS_REFERENCE = 1 };
 
+/* Which device runs the forward pass.  AUTO (the zero value): CUDA when the
+ * program was built with it (`make cuda`, DS4_CUDA) and a device is present,
+ * otherwise the CPU.  Selecting CUDA in a CPU-only build is an error at
+ * session creation. */
+enum ds4_backend { DS4_BACKEND_AUTO = 0, DS4_BACKEND_CPU = 1, DS4_BACKEND_CUDA = 2 };
+
 typedef struct ds4_engine_opts {
     int n_threads;               /* <= 0: all online CPUs */
     enum ds4_numerics numerics;
@@ -40,7 +46,14 @@ typedef struct ds4_engine_opts {
     ds4_experts_opts experts;
     ds4_experts *expert_store;
     uint64_t *expert_counts;     /* [n_layer][n_expert] += selections, if set (ds4-hotexperts) */
+    enum ds4_backend backend;    /* --backend cpu|cuda */
+    uint64_t gpu_expert_cache_mb;/* CUDA: VRAM for routed experts (0: what fits) */
 } ds4_engine_opts;
+
+/* Parses "cpu" / "cuda" / "auto"; -1 for anything else. */
+int ds4_backend_parse(const char *s);
+/* 1 when this build has the CUDA backend linked in. */
+int ds4_backend_cuda_built(void);
 
 void ds4_engine_opts_default(ds4_engine_opts *o);
 
@@ -66,6 +79,7 @@ typedef struct ds4_session {
     ds4_experts *experts;        /* expert store when streaming, else NULL */
     bool own_experts;
     void *scratch;               /* batch buffers, reused across calls (forward.c) */
+    void *cuda;                  /* CUDA backend session (cuda/cuda_backend.h), NULL on the CPU */
 } ds4_session;
 
 /* Creates an empty session. pool may be NULL (the session makes its own). */

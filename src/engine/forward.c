@@ -24,6 +24,9 @@
 #include "engine/ops.h"
 #include "quant/quant.h"
 #include "quant/vec.h"
+#ifdef DS4_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 #define NEG_INF (-INFINITY)
 
@@ -36,6 +39,21 @@ void ds4_engine_opts_default(ds4_engine_opts *o) {
     o->numerics = DS4_NUMERICS_MODEL;
     o->ctx_max = 4096;
     o->max_batch = 256;
+}
+
+int ds4_backend_parse(const char *s) {
+    if (!strcmp(s, "cpu")) return DS4_BACKEND_CPU;
+    if (!strcmp(s, "cuda")) return DS4_BACKEND_CUDA;
+    if (!strcmp(s, "auto")) return DS4_BACKEND_AUTO;
+    return -1;
+}
+
+int ds4_backend_cuda_built(void) {
+#ifdef DS4_CUDA
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -73,6 +91,9 @@ void ds4_session_reset(ds4_session *s) {
         if (m > 0) reset_frontier(st->comp_kv, st->comp_sc, comp_frontier_len(hp, m));
         if (m == 4) reset_frontier(st->idx_kv, st->idx_sc, idx_frontier_len(hp));
     }
+#ifdef DS4_CUDA
+    if (s->cuda) ds4_cuda_session_reset(s);
+#endif
 }
 
 ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds4_pool *pool, ds4_err *err) {
@@ -134,11 +155,29 @@ ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds
     ds4_rope_freqs(s->rope_comp, (int)hp->rope_dim, hp->compress_rope_base, hp->yarn_factor,
                    (double)hp->yarn_orig_ctx, hp->yarn_beta_fast, hp->yarn_beta_slow);
     ds4_session_reset(s);
+    /* The CUDA backend shadows this session; the host state above stays
+     * allocated for snapshots (cuda_backend.h). */
+    if (s->opts.backend == DS4_BACKEND_CUDA && !ds4_backend_cuda_built()) {
+        ds4_err_set(err, "this build has no CUDA backend (build with `make cuda`)");
+        ds4_session_free(s);
+        return NULL;
+    }
+#ifdef DS4_CUDA
+    if (s->opts.backend == DS4_BACKEND_CUDA || (s->opts.backend == DS4_BACKEND_AUTO && ds4_cuda_available())) {
+        if (!(s->cuda = ds4_cuda_session_new(s, err))) {
+            ds4_session_free(s);
+            return NULL;
+        }
+    }
+#endif
     return s;
 }
 
 void ds4_session_free(ds4_session *s) {
     if (!s) return;
+#ifdef DS4_CUDA
+    if (s->cuda) ds4_cuda_session_free(s->cuda);
+#endif
     if (s->ls) {
         for (uint32_t l = 0; l < s->model->hp.n_layer; l++) {
             ds4_layer_state *st = &s->ls[l];
@@ -798,6 +837,9 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
     if ((uint64_t)s->pos + (uint64_t)n > s->opts.ctx_max)
         return ds4_err_set(err, "context full: %u + %d tokens exceed the context size %u", s->pos, n,
                            s->opts.ctx_max);
+#ifdef DS4_CUDA
+    if (s->cuda) return ds4_cuda_session_eval(s, tokens, n, which, logits, err);
+#endif
     int maxb = s->opts.max_batch < n ? s->opts.max_batch : n;
     batch *sb = session_batch(s, maxb);
     if (!sb) return ds4_err_set(err, "out of memory for a batch of %d tokens", maxb);

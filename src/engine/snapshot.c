@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef DS4_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "snapshot payloads are little-endian; add byte swapping for this target"
 #endif
@@ -47,6 +51,10 @@ uint64_t ds4_session_payload_size(const ds4_session *s) {
 int ds4_session_payload_save(const ds4_session *s, const int32_t *tokens, const float *logits, ds4_write_fn write,
                              void *ud, ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
+#ifdef DS4_CUDA
+    /* the live state is on the GPU: bring it into s->ls first */
+    if (s->cuda && ds4_cuda_session_download((ds4_session *)s, err)) return -1;
+#endif
     uint32_t W = hp->window, nraw = live_raw(s);
     uint32_t hdr[HDR_WORDS] = {PAYLOAD_MAGIC, PAYLOAD_VERSION, s->opts.ctx_max, (uint32_t)s->opts.max_batch, W, W,
                                s->comp_cap, s->pos, hp->n_layer, hp->head_dim, hp->idx_head_dim, hp->n_vocab, nraw};
@@ -146,6 +154,9 @@ int ds4_session_payload_load(ds4_session *s, ds4_read_fn read, void *ud, int32_t
         }
     }
     s->pos = n;
+#ifdef DS4_CUDA
+    if (s->cuda && ds4_cuda_session_upload(s, err)) goto fail;
+#endif
     if (logits) memcpy(logits, lg, sizeof(float) * hp->n_vocab);
     free(lg);
     free(counts);
