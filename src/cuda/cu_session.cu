@@ -458,15 +458,18 @@ static int run_layers(cu_session *cs, int n, uint32_t p0, bool graph, ds4_err *e
         cu_mm(st, &L->gate_inp, 0, 0, E, cs->xn, D, n, cs->router, E, xq);
         cu_router(st, cs->router, E, k, L->hash ? L->tid2eid : NULL, cs->tok, L->exp_probs_b,
                   hp->expert_weights_norm, hp->expert_weights_scale, n, cs->eid, cs->ew);
-        cu_moe_group(st, cs->eid, cs->ew, n, k, E, n, cs->nseg_max, cs->counts, cs->seg_off, cs->seg_eid, cs->row_tok,
+        /* live segments <= min(n*k, E + k) for segments capped at n rows;
+         * the graph's grid uses this bound (k segments for decode) */
+        int nseg_b = R < E + k ? R : E + k;
+        cu_moe_group(st, cs->eid, cs->ew, n, k, E, n, nseg_b, cs->counts, cs->seg_off, cs->seg_eid, cs->row_tok,
                      cs->row_w, cs->slot_row, cs->info);
-        int nseg = cs->nseg_max, maxc = n;
+        int nseg = nseg_b, maxc = n;
         bool resident = cu_experts_resident(cm->ex);
         if (!graph) {
             /* exact grid for the routed products, and the miss list for a partial cache */
             CU_CHECK(cudaMemcpyAsync(cs->h_info, cs->info, sizeof(int) * 2, cudaMemcpyDeviceToHost, st));
             if (!resident)
-                CU_CHECK(cudaMemcpyAsync(cs->h_seg_eid, cs->seg_eid, sizeof(int32_t) * cs->nseg_max,
+                CU_CHECK(cudaMemcpyAsync(cs->h_seg_eid, cs->seg_eid, sizeof(int32_t) * nseg_b,
                                          cudaMemcpyDeviceToHost, st));
             CU_CHECK(cudaStreamSynchronize(st));
             nseg = cs->h_info[0];
