@@ -82,7 +82,7 @@ CUDA_TOOLS   := $(patsubst tools/cuda/%.cu,%,$(wildcard tools/cuda/*.cu))
 CUDA_BIN     := $(addprefix $(CUDA_BUILD)/bin/,$(PROGS) $(CUDA_TOOLS))
 CUDA_C_FLAGS := $(filter-out -fsanitize%,$(CFLAGS)) -DDS4_CUDA
 
-.PHONY: cuda cuda-check
+.PHONY: cuda cuda-check clean-cuda
 cuda: $(CUDA_BIN)
 cuda-check: $(CUDA_OBJ) $(CUDA_BUILD)/src/engine/forward.o $(CUDA_BUILD)/src/engine/snapshot.o \
             $(CUDA_BUILD)/src/cli/args.o
