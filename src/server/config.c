@@ -58,6 +58,7 @@ void srv_usage(void *file) {
             "  --disable-exact-dsml-tool-replay\n"
             "  --trace FILE                trace prompts, cache decisions, outputs, tool events\n"
             "  --test-hooks                TEST ONLY: honour the x-ds4-test-output header\n");
+    ds4_experts_usage(file);
 }
 
 static int num(const char *flag, const char *v, long long lo, long long hi, long long *out, ds4_err *err) {
@@ -110,7 +111,11 @@ int srv_parse_args(srv_config *c, int argc, char **argv, ds4_err *err) {
         else if (!strcmp(a, "--disable-exact-dsml-tool-replay")) c->disable_exact_replay = true;
         else if (!strcmp(a, "--trace")) { NEED(); c->trace_path = v; }
         else if (!strcmp(a, "--test-hooks")) c->test_hooks = true;
-        else return ds4_err_set(err, "unknown option '%s' (see ds4-server --help)", a);
+        else {
+            int xr = ds4_experts_parse_arg(&c->experts, argc, argv, &i, err);
+            if (xr < 0) return -1;
+            if (xr == 0) return ds4_err_set(err, "unknown option '%s' (see ds4-server --help)", a);
+        }
 #undef NEED
 #undef NUM
     }

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "text/chat.h"
+#include "experts/experts.h"
 #include "util/err.h"
 
 typedef struct srv_config {
@@ -31,6 +32,7 @@ typedef struct srv_config {
     int64_t default_max_tokens;    /* -n/--tokens, default 393216 */
     int threads;                   /* engine threads, 0 = all CPUs */
     int chunk;                     /* prefill chunk tokens, 0 = driver default */
+    ds4_experts_opts experts;      /* routed experts streamed from the file (off by default) */
     const char *api_key;           /* NULL = auth off (also DS4_API_KEY) */
     bool cors;
     size_t max_body_bytes;         /* default 64 MiB */

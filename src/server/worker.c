@@ -62,6 +62,7 @@ srv_engine *srv_engine_new(srv_ctx *s, ds4_err *err) {
     ds4_engine_opts_default(&o);
     o.ctx_max = s->cfg.ctx;
     o.n_threads = s->cfg.threads;
+    o.experts = s->cfg.experts;
     if (!(e->g = ds4_gen_new(s->model, s->tok, &o, s->cfg.chunk, err))) { free(e); return NULL; }
     e->id_user = ds4_tok_find_str(s->tok, DS4_TOK_USER);
     e->id_assistant = ds4_tok_find_str(s->tok, DS4_TOK_ASSISTANT);
