@@ -1,14 +1,26 @@
-/* Persistent thread pool; see pool.h.  A job is (fn, ctx, n) plus an atomic
- * next-index counter, published by bumping `generation`.
+/* Persistent thread pool; see pool.h.
+ *
+ * A job is (fn, ctx, total) in one of two slots, and a 64-bit claim word
+ * (job id << 32 | next task index).  Every thread, the caller included,
+ * claims task indices with a compare-and-swap that also checks the job id,
+ * and the caller returns as soon as `finished` reaches `total`: it never
+ * waits for a worker that has not started, so a worker that the OS has
+ * descheduled (another process on its core) costs nothing unless it already
+ * holds a task.  A worker that wakes late finds the job id changed (or no
+ * index left) and goes back to waiting; the id check makes it safe to read
+ * the job's slot before claiming (slot parity alternates, and a slot is
+ * rewritten only two jobs later, after the claim word has moved on).
  *
  * Spin, then sleep: a decode step issues hundreds of small jobs (one per
- * matmul), each a few microseconds of work, so a futex sleep/wake per job
- * (tens of microseconds on a VM) dominated: on the 2-core machine, `small`
- * q8_0 decoded at 66 tok/s with 2 threads vs 92 with 1.  Workers now poll
- * the generation for up to SPIN pause iterations (~0.3 ms) before sleeping
- * on the condition variable, and the caller polls `active` the same way
- * before waiting on `done` (127 tok/s with 2 threads).  An idle pool goes
- * to sleep after one such spin, so it costs nothing between requests. */
+ * matmul, a few microseconds each), and a futex sleep/wake per job (tens of
+ * microseconds on a VM) dominated: `small` q8_0 decoded at 66 tok/s with 2
+ * threads vs 92 with 1 on the 2-core machine.  Workers poll for a new job,
+ * and the caller for the last task to finish, up to `spin` pause iterations
+ * (~0.5 ms at most) before sleeping on a condition variable (127 tok/s with
+ * 2 threads).  The budget adapts: it drops to a quarter whenever the caller
+ * had to sleep (the machine is oversubscribed, spinning would only steal the
+ * CPU the late thread needs) and creeps back up while waits end in the spin.
+ * An idle pool sleeps. */
 #include "engine/pool.h"
 
 #include <pthread.h>
@@ -26,25 +38,47 @@
 
 #define SPIN 20000
 
+/* Atomic (relaxed) fields: a very late worker may read a slot while the
+ * caller rewrites it; it then fails the job-id check and discards what it
+ * read, but the read itself must not be a data race. */
+typedef struct pool_job {
+    _Atomic(ds4_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t total;
+} pool_job;
+
 struct ds4_pool {
-    int n;                    /* threads including the caller */
+    int n;                       /* threads including the caller */
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    _Atomic uint64_t generation; /* bumped per job (under mu, so sleepers cannot miss it) */
-    atomic_int active;        /* workers still inside the current job */
+    _Atomic uint64_t generation; /* current job id; bumped under mu so sleepers cannot miss it */
+    _Atomic uint64_t claim;      /* (job id & 0xffffffff) << 32 | next index */
+    atomic_int_fast64_t finished;/* tasks of the current job completed */
+    atomic_int spin;             /* adaptive spin budget (a hint; relaxed) */
     atomic_int stop;
-    ds4_task_fn fn;           /* written before the generation bump, read after seeing it */
-    void *ctx;
-    int64_t total;
-    atomic_int_fast64_t next;
+    pool_job slot[2];            /* job g lives in slot[g & 1] */
 };
 
-static void drain(ds4_pool *p) {
+/* Claims and runs tasks of job g until none is left or the job changed.
+ * Returns after signalling `done` if this thread finished the last task. */
+static void drain(ds4_pool *p, uint64_t g) {
+    pool_job *j = &p->slot[g & 1];
+    ds4_task_fn fn = atomic_load_explicit(&j->fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&j->ctx, memory_order_relaxed);
+    int64_t total = atomic_load_explicit(&j->total, memory_order_relaxed);
+    uint64_t c = atomic_load(&p->claim);
     for (;;) {
-        int64_t i = atomic_fetch_add(&p->next, 1);
-        if (i >= p->total) break;
-        p->fn(p->ctx, i);
+        if ((c >> 32) != (g & 0xffffffffu) || (int64_t)(c & 0xffffffffu) >= total) return;
+        if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1)) continue; /* c reloaded */
+        fn(ctx, (int64_t)(c & 0xffffffffu));
+        if (atomic_fetch_add(&p->finished, 1) + 1 == total) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        c = atomic_load(&p->claim);
     }
 }
 
@@ -53,23 +87,20 @@ static void *worker(void *arg) {
     uint64_t seen = 0;
     for (;;) {
         uint64_t g = atomic_load(&p->generation);
-        for (int i = 0; i < SPIN && g == seen && !atomic_load(&p->stop); i++) {
+        int budget = atomic_load_explicit(&p->spin, memory_order_relaxed);
+        for (int i = 0; i < budget && g == seen && !atomic_load(&p->stop); i++) {
             RELAX();
             g = atomic_load(&p->generation);
         }
-        if (g == seen) {
+        if (g == seen && !atomic_load(&p->stop)) {
             pthread_mutex_lock(&p->mu);
             while (!atomic_load(&p->stop) && atomic_load(&p->generation) == seen) pthread_cond_wait(&p->wake, &p->mu);
             pthread_mutex_unlock(&p->mu);
+            g = atomic_load(&p->generation);
         }
         if (atomic_load(&p->stop)) break;
-        seen = atomic_load(&p->generation);
-        drain(p);
-        if (atomic_fetch_sub(&p->active, 1) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        seen = g;
+        drain(p, g);
     }
     return NULL;
 }
@@ -82,6 +113,7 @@ ds4_pool *ds4_pool_new(int n_threads) {
     ds4_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n_threads;
+    atomic_store(&p->spin, SPIN);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -110,26 +142,52 @@ void ds4_pool_free(ds4_pool *p) {
 
 int ds4_pool_size(const ds4_pool *p) { return p ? p->n : 1; }
 
+/* Task indices live in 32 bits of the claim word; larger jobs run in pieces. */
+#define MAX_TASKS 0x7fffffff
+typedef struct piece { ds4_task_fn fn; void *ctx; int64_t base; } piece;
+static void piece_task(void *c, int64_t i) {
+    const piece *pc = c;
+    pc->fn(pc->ctx, pc->base + i);
+}
+
 void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx) {
     if (n <= 0) return;
     if (!p || p->n == 1 || n == 1) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->total = n;
-    atomic_store(&p->next, 0);
-    atomic_store(&p->active, p->n - 1);
+    if (n > MAX_TASKS) {
+        for (int64_t b = 0; b < n; b += MAX_TASKS) {
+            piece pc = {fn, ctx, b};
+            ds4_pool_run(p, n - b < MAX_TASKS ? n - b : MAX_TASKS, piece_task, &pc);
+        }
+        return;
+    }
+    /* Only the caller writes the slot and resets the counters, and the
+     * previous job is complete (finished == total), so no thread still uses
+     * this slot's job: a late worker of job g-1 fails the id check. */
+    uint64_t g = atomic_load(&p->generation) + 1;
+    pool_job *j = &p->slot[g & 1];
+    atomic_store_explicit(&j->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&j->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&j->total, n, memory_order_relaxed);
+    atomic_store(&p->finished, 0);
+    atomic_store(&p->claim, (g & 0xffffffffu) << 32);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->generation, 1);
+    atomic_store(&p->generation, g);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    drain(p);
-    for (int i = 0; i < SPIN && atomic_load(&p->active) > 0; i++) RELAX();
-    if (atomic_load(&p->active) > 0) {
+    drain(p, g);
+    if (atomic_load(&p->finished) >= n) return;
+    int budget = atomic_load_explicit(&p->spin, memory_order_relaxed);
+    for (int i = 0; i < budget && atomic_load(&p->finished) < n; i++) RELAX();
+    if (atomic_load(&p->finished) < n) {
+        atomic_store_explicit(&p->spin, budget / 4, memory_order_relaxed);
         pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->active) > 0) pthread_cond_wait(&p->done, &p->mu);
+        while (atomic_load(&p->finished) < n) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
+    } else if (budget < SPIN) {
+        atomic_store_explicit(&p->spin, budget + SPIN / 64 < SPIN ? budget + SPIN / 64 : SPIN,
+                              memory_order_relaxed);
     }
 }
