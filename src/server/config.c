@@ -57,7 +57,10 @@ void srv_usage(void *file) {
             "  --tool-memory-max-ids N     exact DSML replay map size (default 100000)\n"
             "  --disable-exact-dsml-tool-replay\n"
             "  --trace FILE                trace prompts, cache decisions, outputs, tool events\n"
-            "  --test-hooks                TEST ONLY: honour the x-ds4-test-output header\n");
+            "  --test-hooks                TEST ONLY: honour the x-ds4-test-output header\n"
+            "  --test-force-output TEXT    TEST ONLY (needs --test-hooks): the next generation without the\n"
+            "                              header emits TEXT (percent-decoded) then EOS; repeat the flag\n"
+            "                              for later generations (used in order, then sampling resumes)\n");
     ds4_experts_usage(file);
 }
 
@@ -111,6 +114,12 @@ int srv_parse_args(srv_config *c, int argc, char **argv, ds4_err *err) {
         else if (!strcmp(a, "--disable-exact-dsml-tool-replay")) c->disable_exact_replay = true;
         else if (!strcmp(a, "--trace")) { NEED(); c->trace_path = v; }
         else if (!strcmp(a, "--test-hooks")) c->test_hooks = true;
+        else if (!strcmp(a, "--test-force-output")) {
+            NEED();
+            int cap = (int)(sizeof c->test_force / sizeof c->test_force[0]);
+            if (c->n_test_force == cap) return ds4_err_set(err, "--test-force-output: at most %d", cap);
+            c->test_force[c->n_test_force++] = v;
+        }
         else {
             int xr = ds4_experts_parse_arg(&c->experts, argc, argv, &i, err);
             if (xr < 0) return -1;
@@ -119,5 +128,7 @@ int srv_parse_args(srv_config *c, int argc, char **argv, ds4_err *err) {
 #undef NEED
 #undef NUM
     }
+    /* A scripted output on a production server would answer real users. */
+    if (c->n_test_force && !c->test_hooks) return ds4_err_set(err, "--test-force-output requires --test-hooks");
     return 0;
 }

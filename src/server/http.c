@@ -9,6 +9,7 @@
  * `Authorization: Bearer` or `x-api-key`, constant-time compare, /health and
  * OPTIONS exempt.  CORS (§15) adds the Allow-* headers everywhere. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <signal.h>
@@ -109,17 +110,17 @@ static json_t *health_json(srv_ctx *s, bool shutting) {
     return o;
 }
 
-/* Percent-decoding of the TEST ONLY output header. */
-static char *pct_decode(const char *v) {
+/* Percent-decoding of the TEST ONLY output texts. */
+char *srv_pct_decode(const char *v) {
     size_t n = strlen(v);
     char *o = malloc(n + 1), *w = o;
     if (!o) return NULL;
     for (size_t i = 0; i < n; i++) {
-        if (v[i] == '%' && i + 2 < n + 0 + 1 && v[i + 1] && v[i + 2]) {
+        if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
             char hx[3] = {v[i + 1], v[i + 2], 0};
-            char *end;
-            long x = strtol(hx, &end, 16);
-            if (!*end) { *w++ = (char)x; i += 2; continue; }
+            *w++ = (char)strtol(hx, NULL, 16);
+            i += 2;
+            continue;
         }
         *w++ = v[i];
     }
@@ -184,7 +185,7 @@ static enum MHD_Result handle_post(srv_ctx *s, struct MHD_Connection *c, const c
     json_decref(root);
     if (rc == 0 && s->cfg.test_hooks) {
         const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, SRV_TEST_OUTPUT_HEADER);
-        if (h) r->force_output = pct_decode(h);
+        if (h) r->force_output = srv_pct_decode(h);
     }
     if (rc == 0) rc = srv_req_render(s, r, &e);
     if (rc) {

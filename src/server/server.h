@@ -51,6 +51,10 @@ typedef struct srv_config {
     bool disable_exact_replay;
     const char *trace_path;        /* NULL = no trace */
     bool test_hooks;               /* TEST ONLY: honour x-ds4-test-output (see srv_int.h) */
+    /* TEST ONLY (--test-force-output, needs --test-hooks): scripted outputs
+     * for clients that cannot send the header; argv strings, not copied. */
+    const char *test_force[16];
+    int n_test_force;
     double keepalive_s;            /* SSE keep-alive interval, default 2.5 s */
 } srv_config;
 

@@ -51,6 +51,8 @@
  * KV, usage and parsing are real.  The random synthetic test models cannot
  * produce a tool call on their own.  Off unless the flag is given. */
 #define SRV_TEST_OUTPUT_HEADER "x-ds4-test-output"
+/* Percent-decoding of the hook texts (header and --test-force-output). */
+char *srv_pct_decode(const char *v);
 
 typedef struct srv_ctx srv_ctx;
 typedef struct srv_job srv_job;
@@ -318,6 +320,7 @@ struct srv_ctx {
     atomic_long counter;         /* chatcmpl-<n>, cmpl-<n> */
     atomic_long live_tokens;
     atomic_int open_streams;     /* SSE responses not yet released by MHD */
+    int test_force_next;         /* TEST ONLY: next cfg.test_force (worker thread only) */
     double started;
 };
 
