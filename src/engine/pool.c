@@ -17,9 +17,11 @@
  * threads vs 92 with 1 on the 2-core machine.  Workers poll for a new job,
  * and the caller for the last task to finish, up to `spin` pause iterations
  * (~0.5 ms at most) before sleeping on a condition variable (127 tok/s with
- * 2 threads).  The budget adapts: it drops to a quarter whenever the caller
- * had to sleep (the machine is oversubscribed, spinning would only steal the
- * CPU the late thread needs) and creeps back up while waits end in the spin.
+ * 2 threads).  The budget adapts: it halves (down to ~15 us) whenever the
+ * caller had to sleep (the machine may be oversubscribed: spinning would only
+ * steal the CPU the late thread needs) and doubles when a wait ends within
+ * the spin.  The floor matters: with a budget near zero every wait fails and
+ * the pool would stay in the slow sleep/wake regime after one disturbance.
  * An idle pool sleeps. */
 #include "engine/pool.h"
 
@@ -36,7 +38,8 @@
 #define RELAX() ((void)0)
 #endif
 
-#define SPIN 20000
+#define SPIN 20000     /* ~0.5 ms of pause */
+#define SPIN_MIN 600   /* ~15 us: the floor keeps a disturbed pool able to recover */
 
 /* Atomic (relaxed) fields: a very late worker may read a slot while the
  * caller rewrites it; it then fails the job-id check and discards what it
@@ -182,12 +185,11 @@ void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx) {
     int budget = atomic_load_explicit(&p->spin, memory_order_relaxed);
     for (int i = 0; i < budget && atomic_load(&p->finished) < n; i++) RELAX();
     if (atomic_load(&p->finished) < n) {
-        atomic_store_explicit(&p->spin, budget / 4, memory_order_relaxed);
+        atomic_store_explicit(&p->spin, budget / 2 > SPIN_MIN ? budget / 2 : SPIN_MIN, memory_order_relaxed);
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->finished) < n) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
     } else if (budget < SPIN) {
-        atomic_store_explicit(&p->spin, budget + SPIN / 64 < SPIN ? budget + SPIN / 64 : SPIN,
-                              memory_order_relaxed);
+        atomic_store_explicit(&p->spin, budget * 2 < SPIN ? budget * 2 : SPIN, memory_order_relaxed);
     }
 }
