@@ -187,6 +187,7 @@ static enum MHD_Result handle_post(srv_ctx *s, struct MHD_Connection *c, const c
         const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, SRV_TEST_OUTPUT_HEADER);
         if (h) r->force_output = srv_pct_decode(h);
     }
+    r->count_only = count;
     if (rc == 0) rc = srv_req_render(s, r, &e);
     if (rc) {
         srv_req_free(r);

@@ -352,7 +352,7 @@ int srv_req_render(srv_ctx *s, srv_req *r, srv_error *e) {
     r->prompt = ds4_chat_render(r->chat, &o, &r->prompt_len, &err);
     if (!r->prompt) return srv_err(e, 400, NULL, NULL, NULL, "cannot render the conversation: %s", err.msg);
     if (apply_replay(s, r, e)) return -1;
-    if (r->replay_mem || r->replay_canonical || r->replay_missing)
+    if (!r->count_only && (r->replay_mem || r->replay_canonical || r->replay_missing))
         srv_log("tool_replay: mem=%d disk=0 canonical=%d missing_ids=%d", r->replay_mem, r->replay_canonical,
                 r->replay_missing);
     ds4_tok_ids ids = {0};
@@ -362,7 +362,9 @@ int srv_req_render(srv_ctx *s, srv_req *r, srv_error *e) {
     }
     r->n_prompt_tokens = ids.n;
     ds4_tok_ids_free(&ids);
-    if (r->n_prompt_tokens >= s->cfg.ctx) {
+    /* count_tokens must answer above the context too: Claude Code counts
+     * large tool output to decide on truncation and compaction. */
+    if (!r->count_only && r->n_prompt_tokens >= s->cfg.ctx) {
         const char *param = r->api == SRV_API_RESPONSES ? "input" : r->api == SRV_API_COMPLETIONS ? "prompt" : "messages";
         if (r->api == SRV_API_MESSAGES)
             srv_err(e, 400, NULL, "context_length_exceeded", param, "prompt is too long: %zu tokens > %u maximum",

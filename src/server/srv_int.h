@@ -126,6 +126,7 @@ typedef struct srv_req {
     size_t prompt_len;
     size_t n_prompt_tokens;      /* tokenization of the whole prompt */
     char *force_output;          /* TEST ONLY hook text, or NULL */
+    bool count_only;             /* count_tokens: no context check (the count is the answer) */
     int replay_mem, replay_canonical, replay_missing;
 } srv_req;
 

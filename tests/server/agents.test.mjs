@@ -5,7 +5,8 @@
 //    real client's turns (clients cannot send the x-ds4-test-output header);
 //  * the tool-result turns each client sent back after a forced tool call
 //    (tests/server/fixtures/*.json, captured 2026-11-23 on loopback, paths
-//    rewritten to /home/user/project), replayed exactly as captured.
+//    rewritten to /home/user/project), replayed exactly as captured;
+//  * count_tokens answering above the context (it used to be a 400).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -13,7 +14,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { force, startServer, SERVER_BIN, MODEL, TMP, KEY } from './helpers.mjs';
+import { anthropic, raw, force, startServer, SERVER_BIN, MODEL, TMP, KEY } from './helpers.mjs';
 
 const FIXTURES = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures');
 
@@ -58,7 +59,7 @@ test('replay the tool-result turns of real clients', { timeout: 900_000 }, async
   const oa = new OpenAI({ baseURL: `${srv.base}/v1`, apiKey: KEY, maxRetries: 0, timeout: 600_000 });
   const an = new Anthropic({ baseURL: srv.base, apiKey: KEY, maxRetries: 0, timeout: 600_000 });
   try {
-    for (const f of fs.readdirSync(FIXTURES).filter((x) => x.endsWith('.json')).sort()) {
+    for (const f of fs.readdirSync(FIXTURES).filter((x) => x.endsWith('.json') && !x.includes('count_tokens')).sort()) {
       await t.test(f, () => replay(JSON.parse(fs.readFileSync(path.join(FIXTURES, f), 'utf8')), oa, an));
     }
   } finally {
@@ -98,3 +99,16 @@ async function replay(cap, oa, an) {
     assert.fail(`no SDK mapping for ${cap.path}`);
   }
 }
+
+// Claude Code counts a large Read result with count_tokens before deciding how
+// much of it to keep; the count is wanted precisely when it exceeds the
+// context, so it must not be the context-overflow 400 of /v1/messages.
+test('count_tokens answers above the context (captured Claude Code request)', { timeout: 120_000 }, async () => {
+  const cap = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'v1_messages_count_tokens_claude-code_big_read.json'), 'utf8'));
+  assert.equal(cap.path.split('?')[0], '/v1/messages/count_tokens');
+  const ct = await anthropic.beta.messages.countTokens(cap.body);
+  assert.ok(ct.input_tokens > 60000, `input_tokens ${ct.input_tokens}`);   // the shared server has 16k
+  const r = await raw('/v1/messages', { body: JSON.stringify({ ...cap.body, max_tokens: 16 }) });
+  assert.equal(r.status, 400);
+  assert.match(r.json.error.message, /^prompt is too long/);
+});
