@@ -122,6 +122,35 @@ TEST(run_two_frontiers) {
     ds4_model_free(m);
 }
 
+/* With expert streaming the rows carry the generation's cache figures, and
+ * the streamed run computes exactly what the resident run does. */
+TEST(expert_columns) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    ds4_bench_opts o;
+    ds4_bench_opts_default(&o);
+    o.ctx_start = 32; o.gen = 6; o.n_threads = 2;
+    ds4_bench_result res, str;
+    CHECKF(ds4_bench_run(m, &o, &res, &err) == 0, "%s", err.msg);
+    o.experts.cache_mb = 1; /* well under the tiny model's routed experts */
+    o.experts.no_direct = true;
+    CHECKF(ds4_bench_run(m, &o, &str, &err) == 0, "%s", err.msg);
+    if (str.n_rows == 1 && res.n_rows == 1) {
+        const ds4_bench_row *r = &str.rows[0];
+        CHECKF(r->expert_hit_rate >= 0 && r->expert_hit_rate < 1, "hit rate %g", r->expert_hit_rate);
+        CHECK(r->expert_mb_per_token > 0);
+        CHECK(r->expert_io_ms_per_token >= 0);
+        CHECK_EQ_INT(res.rows[0].expert_mb_per_token, 0);
+        CHECK(str.last_logits_hash == res.last_logits_hash);
+        CHECK(memcmp(str.generated, res.generated, sizeof(int32_t) * (size_t)(o.gen + 1)) == 0);
+    }
+    ds4_bench_result_free(&res);
+    ds4_bench_result_free(&str);
+    ds4_model_free(m);
+}
+
 TEST(membw_small) {
     double bw = ds4_bench_membw(2, (size_t)8 << 20, 1);
     CHECK(bw > 1e8 && isfinite(bw)); /* any machine reads more than 100 MB/s */
@@ -154,6 +183,7 @@ int main(void) {
     RUN(frontiers);
     RUN(ids_match_peer_lcg);
     RUN(run_two_frontiers);
+    RUN(expert_columns);
     RUN(membw_small);
     RUN(program_output);
     remove(tiny_path);

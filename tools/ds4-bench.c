@@ -38,6 +38,9 @@ static void usage(FILE *f) {
             "  --batch N            engine batch size (default: engine default)\n"
             "  --no-warmup          skip prefaulting the weights and the warm-up eval\n",
             DEFAULT_MODEL);
+    ds4_experts_usage(f);
+    fprintf(f, "With expert streaming on, each row adds expert_hit_rate, expert_mb_per_token and\n"
+               "expert_io_ms_per_token over that row's generated tokens.\n");
 }
 
 static char *slurp(const char *path, size_t *len) {
@@ -135,8 +138,13 @@ int main(int argc, char **argv) {
             else if (!strcmp(v, "model")) o.numerics = DS4_NUMERICS_MODEL;
             else { fprintf(stderr, "ds4-bench: --numerics must be 'model' or 'reference'\n"); return 2; }
         } else {
-            fprintf(stderr, "ds4-bench: unknown option '%s' (see ds4-bench --help)\n", a);
-            return 2;
+            ds4_err xerr = {{0}};
+            int xr = ds4_experts_parse_arg(&o.experts, argc, argv, &i, &xerr);
+            if (xr < 0) { fprintf(stderr, "ds4-bench: %s\n", xerr.msg); return 2; }
+            if (xr == 0) {
+                fprintf(stderr, "ds4-bench: unknown option '%s' (see ds4-bench --help)\n", a);
+                return 2;
+            }
         }
 #undef U32
 #undef NEED_ARG

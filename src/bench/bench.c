@@ -309,6 +309,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
     eo.numerics = o->numerics;
     eo.max_batch = o->max_batch;
     eo.ctx_max = fmax + (uint32_t)o->gen + 1;
+    eo.experts = o->experts;
     if (!(s = ds4_session_new(m, &eo, NULL, err))) goto out;
 
     if (o->roofline) {
@@ -326,8 +327,9 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
         if (o->roofline)
             fprintf(o->csv, "# bandwidth_gbs=%.2f weight_bytes_per_token=%llu threads=%d\n", r->bandwidth / 1e9,
                     (unsigned long long)r->weight_bytes_per_token, ds4_pool_size(s->pool));
-        fprintf(o->csv, "frontier,n_prefill,prefill_tps,gen_tps,kv_bytes%s\n",
-                o->roofline ? ",bytes_per_token,roofline_tps,roofline_fraction" : "");
+        fprintf(o->csv, "frontier,n_prefill,prefill_tps,gen_tps,kv_bytes%s%s\n",
+                o->roofline ? ",bytes_per_token,roofline_tps,roofline_fraction" : "",
+                s->experts ? ",expert_hit_rate,expert_mb_per_token,expert_io_ms_per_token" : "");
         fflush(o->csv);
     }
 
@@ -354,6 +356,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             if (ds4_session_payload_save(s, seq, logits, mb_write, &snap, err)) goto out;
             int32_t tok = argmax(logits, V);
             r->generated[0] = tok;
+            if (s->experts) ds4_experts_stats_reset(s->experts);
             t0 = now_s();
             for (int g = 0; g < o->gen; g++) {
                 if (o->roofline) kv_read += ds4_bench_kv_read_bytes(s); /* cheap: a loop over layers */
@@ -363,6 +366,13 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             }
             row->gen_s = now_s() - t0;
             row->gen_tps = o->gen / row->gen_s;
+            if (s->experts) {
+                ds4_expert_stats st;
+                ds4_experts_stats_get(s->experts, &st);
+                row->expert_hit_rate = st.lookups ? (double)st.hits / st.lookups : 1.0;
+                row->expert_mb_per_token = st.bytes_read / 1048576.0 / o->gen;
+                row->expert_io_ms_per_token = st.io_wait_s * 1e3 / o->gen;
+            }
             gen_s += row->gen_s;
             gen_n += (uint64_t)o->gen;
             if (o->roofline) {
@@ -383,6 +393,9 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             if (o->roofline)
                 fprintf(o->csv, ",%llu,%.2f,%.4f", (unsigned long long)row->bytes_per_token, row->roofline_tps,
                         row->roofline_fraction);
+            if (s->experts)
+                fprintf(o->csv, ",%.4f,%.3f,%.3f", row->expert_hit_rate, row->expert_mb_per_token,
+                        row->expert_io_ms_per_token);
             fputc('\n', o->csv);
             fflush(o->csv);
         }

@@ -40,6 +40,7 @@
 #include <stdio.h>
 
 #include "engine/engine.h"
+#include "experts/experts.h"
 #include "model/model.h"
 #include "util/err.h"
 
@@ -59,6 +60,8 @@ typedef struct ds4_bench_opts {
     uint32_t seed;               /* LCG seed for generated ids (0: 1) */
     bool warmup;                 /* prefault the weights and run one short eval first */
     FILE *csv;                   /* rows are printed here as they finish (may be NULL) */
+    ds4_experts_opts experts;    /* routed experts streamed from the file (off by default):
+                                  * rows then carry the generation's expert-cache figures */
 } ds4_bench_opts;
 
 void ds4_bench_opts_default(ds4_bench_opts *o);
@@ -70,6 +73,10 @@ typedef struct ds4_bench_row {
     uint64_t kv_bytes;
     uint64_t bytes_per_token;    /* roofline only */
     double roofline_tps, roofline_fraction;
+    /* expert streaming only, over the generated tokens of this row */
+    double expert_hit_rate;      /* hits / lookups */
+    double expert_mb_per_token;  /* MiB read from the file per generated token */
+    double expert_io_ms_per_token; /* time blocked on expert reads per generated token */
 } ds4_bench_row;
 
 typedef struct ds4_bench_result {
