@@ -16,6 +16,7 @@
 #include "bench/bench.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
+#include "util/ids.h"
 
 #define DEFAULT_MODEL "./ds4flash.gguf"
 
@@ -62,33 +63,6 @@ static char *slurp(const char *path, size_t *len) {
     return buf;
 }
 
-static int parse_ids(const char *s, int32_t **out, size_t *n) {
-    size_t cap = 256, k = 0;
-    int32_t *v = malloc(sizeof *v * cap);
-    if (!v) return -1;
-    while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-        if (!*s) break;
-        char *end;
-        errno = 0;
-        long x = strtol(s, &end, 10);
-        if (end == s || errno || x < 0 || x > INT32_MAX) {
-            fprintf(stderr, "ds4-bench: bad token id near '%.20s'\n", s);
-            free(v);
-            return -1;
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, sizeof *v * (cap *= 2));
-            if (!nv) { free(v); return -1; }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        s = end;
-    }
-    *out = v;
-    *n = k;
-    return 0;
-}
 
 static int parse_u32(const char *opt, const char *v, uint32_t *out) {
     char *end;
@@ -173,7 +147,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "ds4-bench: cannot read %s: %s\n", tokens_file, strerror(errno));
             goto out;
         }
-        if (parse_ids(text, &ids, &n_ids)) goto out;
+        ds4_err perr = {{0}};
+        if (ds4_parse_ids(text, &ids, &n_ids, &perr)) {
+            fprintf(stderr, "ds4-bench: %s: %s\n", tokens_file, perr.msg);
+            goto out;
+        }
         if (!n_ids) { fprintf(stderr, "ds4-bench: %s holds no token ids\n", tokens_file); goto out; }
         o.tokens = ids;
         o.n_tokens = n_ids;

@@ -13,35 +13,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/ids.h"
 
-/* Parses integers separated by commas and/or white space. */
-static int parse_ids(const char *s, int32_t **out, int *n) {
-    int cap = 64, k = 0;
-    int32_t *v = malloc(sizeof *v * (size_t)cap);
-    if (!v) return -1;
-    while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-        if (!*s) break;
-        char *end;
-        errno = 0;
-        long x = strtol(s, &end, 10);
-        if (end == s || errno || x < 0 || x > INT32_MAX) {
-            fprintf(stderr, "ds4: bad token id near '%.20s'\n", s);
-            free(v);
-            return -1;
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, sizeof *v * (size_t)(cap *= 2));
-            if (!nv) { free(v); return -1; }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        s = end;
-    }
-    *out = v;
-    *n = k;
-    return 0;
-}
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -62,10 +35,20 @@ int ds4_cli_dump_logits(const ds4_cli_opts *o) {
         return DS4_EXIT_RUNTIME;
     }
     int32_t *ids = NULL;
-    int n = 0;
-    int rc = parse_ids(o->tokens_file ? text : o->tokens, &ids, &n);
+    size_t nids = 0;
+    ds4_err perr = {{0}};
+    int rc = ds4_parse_ids(o->tokens_file ? text : o->tokens, &ids, &nids, &perr);
     free(text);
-    if (rc) return DS4_EXIT_USAGE;
+    if (rc) {
+        fprintf(stderr, "ds4: %s\n", perr.msg);
+        return DS4_EXIT_USAGE;
+    }
+    if (nids > INT32_MAX) {
+        fprintf(stderr, "ds4: too many tokens\n");
+        free(ids);
+        return DS4_EXIT_USAGE;
+    }
+    int n = (int)nids;
     if (n == 0) {
         fprintf(stderr, "ds4: no tokens given\n");
         free(ids);
