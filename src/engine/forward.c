@@ -242,10 +242,11 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
     int fail = 0;
     size_t N = (size_t)n, D = hp->n_embd, H = hp->hc_mult;
     size_t K = hp->n_expert_used;
-    /* FFN intermediates: a shared expert over n rows, or one routed expert
-     * over up to n·k rows (a token may pick an expert more than once only
-     * through a hash table with repeats, but stay safe). */
-    size_t F = (size_t)hp->expert_ff * (hp->n_expert_shared > K ? hp->n_expert_shared : K);
+    /* FFN intermediates: every routed expert's rows (n·k in all; a token may
+     * pick an expert more than once only through a hash table with repeats,
+     * but stay safe) followed by the shared expert's n rows, so that all of
+     * a layer's gate/up products can run as one pool job. */
+    size_t F = (size_t)hp->expert_ff * (K + hp->n_expert_shared);
     memset(b, 0, sizeof *b);
     b->n = n;
     b->X = xcalloc(N * H * D, sizeof(float), &fail);
@@ -400,7 +401,9 @@ static int compressor_push(float *st_kv, float *st_sc, int m, int d, int64_t pos
 }
 
 /* Runs the attention compressor (and, for ratio 4, the indexer compressor)
- * over the batch, appending completed rows to the layer state. */
+ * over the batch, appending completed rows to the layer state.  Its input
+ * projections (b->ca, cz, ia, iz) are computed by attention() in the same
+ * pool job as the other projections of x̂. */
 static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
     int m = L->ratio, c = m == 4 ? 2 : 1;
@@ -408,12 +411,7 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
     int64_t D = hp->n_embd;
     bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
     int wc = c * dh;
-    ds4_mm(s->pool, &L->comp_kv, 0, 0, wc, b->xn, D, b->n, b->ca, wc);
-    ds4_mm(s->pool, &L->comp_gate, 0, 0, wc, b->xn, D, b->n, b->cz, wc);
-    if (m == 4) {
-        ds4_mm(s->pool, &L->idx_comp_kv, 0, 0, 2 * dI, b->xn, D, b->n, b->ia, 2 * dI);
-        ds4_mm(s->pool, &L->idx_comp_gate, 0, 0, 2 * dI, b->xn, D, b->n, b->iz, 2 * dI);
-    }
+    (void)D; /* b->ca, cz (and ia, iz) were projected by attention() */
     for (int t = 0; t < b->n; t++) {
         int64_t pos = b->p0 + t;
         float *z = b->cz + (size_t)t * wc;
@@ -509,18 +507,21 @@ static void indexer_task(void *ctx, int64_t t) {
     free(score);
 }
 
-static void run_indexer(ds4_session *s, batch *b, const ds4_layer *L, const ds4_layer_state *st) {
+/* Whether some query of the batch sees more compressed rows than the
+ * indexer keeps (otherwise it is skipped: every visible row is used). */
+static bool indexer_needed(const ds4_session *s, const batch *b) {
+    return (b->p0 + b->n) / 4 > s->model->hp.idx_topk;
+}
+
+/* b->iq and b->iw were projected by attention() (with q_b and the other
+ * projections of x̂) when indexer_needed(). */
+static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
     int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
-    bool any = false;
-    for (int t = 0; t < b->n; t++)
-        if ((b->p0 + t + 1) / 4 > hp->idx_topk) any = true;
-    if (!any) {
+    if (!indexer_needed(s, b)) {
         for (int t = 0; t < b->n; t++) b->sel[t * (hp->idx_topk + 1)] = -1;
         return;
     }
-    ds4_mm(s->pool, &L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, b->n, b->iq, (int64_t)nI * dI);
-    ds4_mm(s->pool, &L->idx_proj, 0, 0, nI, b->xn, hp->n_embd, b->n, b->iw, nI);
     float wscale = 1.0f / sqrtf((float)dI * (float)nI);
     bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
     for (int t = 0; t < b->n; t++) {
@@ -606,12 +607,37 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     for (int t = 0; t < b->n; t++)
         ds4_rmsnorm(b->x + t * D, L->attn_norm, D, hp->rms_eps, b->xn + t * D);
 
+    /* Every projection of x̂ as one pool job: q_a, kv, the compressors'
+     * kv/gate and the indexer's weights; then q_b and the indexer's q_b,
+     * which both read the normalised q latent, as a second one. */
+    int m = L->ratio, wc = (m == 4 ? 2 : 1) * dh, dI = (int)hp->idx_head_dim, nI = (int)hp->idx_n_head;
+    bool idx = m == 4 && indexer_needed(s, b);
+    int n = b->n;
+    ds4_mm_seg seg[8];
+    int ns = 0;
+    seg[ns++] = ds4_seg(&L->q_a, 0, 0, hp->q_lora, b->xn, D, n, b->qlat, hp->q_lora);
+    seg[ns++] = ds4_seg(&L->kv, 0, 0, dh, b->xn, D, n, b->kv, dh);
+    if (m > 0) {
+        seg[ns++] = ds4_seg(&L->comp_kv, 0, 0, wc, b->xn, D, n, b->ca, wc);
+        seg[ns++] = ds4_seg(&L->comp_gate, 0, 0, wc, b->xn, D, n, b->cz, wc);
+    }
+    if (m == 4) {
+        seg[ns++] = ds4_seg(&L->idx_comp_kv, 0, 0, 2 * dI, b->xn, D, n, b->ia, 2 * dI);
+        seg[ns++] = ds4_seg(&L->idx_comp_gate, 0, 0, 2 * dI, b->xn, D, n, b->iz, 2 * dI);
+    }
+    if (idx) seg[ns++] = ds4_seg(&L->idx_proj, 0, 0, nI, b->xn, D, n, b->iw, nI);
+    ds4_mm_multi(s->pool, seg, ns);
+
     /* Query path. */
-    ds4_mm(s->pool, &L->q_a, 0, 0, hp->q_lora, b->xn, D, b->n, b->qlat, hp->q_lora);
     for (int t = 0; t < b->n; t++)
         ds4_rmsnorm(b->qlat + (size_t)t * hp->q_lora, L->q_a_norm, hp->q_lora, hp->rms_eps,
                     b->qlat + (size_t)t * hp->q_lora);
-    ds4_mm(s->pool, &L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, b->n, b->q, ds4_q_dim(hp));
+    ns = 0;
+    seg[ns++] = ds4_seg(&L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, n, b->q, ds4_q_dim(hp));
+    if (idx)
+        seg[ns++] = ds4_seg(&L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, n, b->iq,
+                                 (int64_t)nI * dI);
+    ds4_mm_multi(s->pool, seg, ns);
     for (int t = 0; t < b->n; t++)
         for (int h = 0; h < nh; h++) {
             float *qh = b->q + ((size_t)t * nh + h) * dh;
@@ -620,7 +646,6 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
         }
 
     /* Shared KV path. */
-    ds4_mm(s->pool, &L->kv, 0, 0, dh, b->xn, D, b->n, b->kv, dh);
     for (int t = 0; t < b->n; t++) {
         float *kv = b->kv + (size_t)t * dh;
         ds4_rmsnorm(kv, L->kv_norm, dh, hp->rms_eps, kv);
@@ -629,7 +654,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     }
 
     if (L->ratio > 0) run_compressors(s, b, L, st);
-    if (L->ratio == 4) run_indexer(s, b, L, st);
+    if (L->ratio == 4) run_indexer(s, b, st);
 
     attn_job j = {s, b, L, st, inv_freq};
     ds4_pool_run(s->pool, (int64_t)b->n * nh, attn_task, &j);
@@ -640,10 +665,14 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     for (int t = first; t < b->n; t++)
         memcpy(st->raw + (size_t)((b->p0 + t) % W) * dh, b->kv + (size_t)t * dh, sizeof(float) * dh);
 
-    /* Grouped output projection. */
+    /* Grouped output projection: the G group products as one job. */
     int64_t G = hp->o_groups, ro = hp->o_lora, gin = ds4_group_in(hp);
+    ds4_mm_seg *gs = malloc(sizeof *gs * (size_t)G);
+    if (!gs) abort();
     for (int64_t g = 0; g < G; g++)
-        ds4_mm(s->pool, &L->out_a, 0, g * ro, ro, b->o + g * gin, ds4_q_dim(hp), b->n, b->low + g * ro, G * ro);
+        gs[g] = ds4_seg(&L->out_a, 0, g * ro, ro, b->o + g * gin, ds4_q_dim(hp), n, b->low + g * ro, G * ro);
+    ds4_mm_multi(s->pool, gs, (int)G);
+    free(gs);
     ds4_mm(s->pool, &L->out_b, 0, 0, D, b->low, G * ro, b->n, b->out, D);
 }
 
@@ -663,10 +692,10 @@ static float sqrt_softplus(float z) {
     return sqrtf(sp);
 }
 
+/* Top-k (or hash) selection from the router logits in b->router. */
 static void route(ds4_session *s, batch *b, const ds4_layer *L) {
     const ds4_hparams *hp = &s->model->hp;
     int E = (int)hp->n_expert, k = (int)hp->n_expert_used;
-    ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, hp->n_embd, b->n, b->router, E);
     for (int t = 0; t < b->n; t++) {
         float *sc = b->router + (size_t)t * E;
         int32_t *ids = b->eid + t * k;
@@ -698,9 +727,45 @@ static void route(ds4_session *s, batch *b, const ds4_layer *L) {
     }
 }
 
-/* Runs one FFN (an expert slice or the shared expert) over `n` gathered rows
- * in b->tmp-sized buffers: out[r] = W2 · (w_r · SwiGLU(W1 x_r, W3 x_r)).
- * wp, when set, holds the expert's gate/up/down slices from the expert store
+/* SwiGLU epilogue of a gate/up pair: g ← w_t · SwiGLU(g, u) on rows [r0, r1)
+ * of every token, run by the pool task that just computed those rows. */
+typedef struct {
+    float *g;
+    const float *u;
+    int64_t F;          /* row stride of g and u */
+    int n;
+    const float *rw;    /* per-token routing weights; NULL: 1 */
+    float clamp;
+} swiglu_ctx;
+
+static void swiglu_done(void *ctx, int64_t r0, int64_t r1) {
+    const swiglu_ctx *c = ctx;
+    for (int t = 0; t < c->n; t++) {
+        float scale = c->rw ? c->rw[t] : 1.0f;
+        float *g = c->g + (size_t)t * c->F;
+        const float *u = c->u + (size_t)t * c->F;
+        for (int64_t i = r0; i < r1; i++) g[i] = swiglu_clamped(g[i], u[i], c->clamp) * scale;
+    }
+}
+
+/* Appends the gate+up pair of one FFN (gate carries up along, then SwiGLU)
+ * over n rows of X into g/u (row stride F). */
+static int ffn_gate_up(ds4_mm_seg *seg, int ns, swiglu_ctx *sc, const ds4_weight *w1, const ds4_weight *w3,
+                       int64_t expert, const float *X, int64_t ldx, int n, float *g, float *u, const float *rw,
+                       float clamp) {
+    int64_t F = w1->ne[1];
+    *sc = (swiglu_ctx){g, u, F, n, rw, clamp};
+    seg[ns] = ds4_seg(w1, expert, 0, F, X, ldx, n, g, F);
+    seg[ns].pair = 1;
+    seg[ns].done = swiglu_done;
+    seg[ns].done_ctx = sc;
+    seg[ns + 1] = ds4_seg(w3, expert, 0, F, X, ldx, n, u, F);
+    return ns + 2;
+}
+
+/* Runs one FFN (an expert slice or the shared expert) over `n` rows:
+ * out[r] = W2 · (w_r · SwiGLU(W1 x_r, W3 x_r)), as two pool jobs.  wp, when
+ * set, holds the expert's gate/up/down slices from the expert store
  * (streaming): the weights are then used from there, never from the mmap. */
 static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_weight *w3, const ds4_weight *w2,
                      int64_t expert, const void *const *wp, const float *X, int n, const float *rw, float clamp,
@@ -713,35 +778,29 @@ static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_w
         v2 = *w2; v2.data = wp[2]; w2 = &v2;
         expert = 0;
     }
-    ds4_mm(s->pool, w1, expert, 0, F, X, D, n, b->g, F);
-    ds4_mm(s->pool, w3, expert, 0, F, X, D, n, b->u, F);
-    for (int r = 0; r < n; r++) {
-        float scale = rw ? rw[r] : 1.0f;
-        float *g = b->g + (size_t)r * F;
-        const float *u = b->u + (size_t)r * F;
-        for (int64_t i = 0; i < F; i++) g[i] = swiglu_clamped(g[i], u[i], clamp) * scale;
-    }
+    ds4_mm_seg seg[2];
+    swiglu_ctx sc;
+    ffn_gate_up(seg, 0, &sc, w1, w3, expert, X, D, n, b->g, b->u, rw, clamp);
+    ds4_mm_multi(s->pool, seg, 2);
     ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
 }
 
-static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4_err *err) {
+/* Streaming: the store hands out one group of experts at a time (in
+ * ascending order), so each expert runs on its own, as before batching. */
+static int moe_streamed(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd;
     int k = (int)hp->n_expert_used;
     ds4_experts *x = s->experts;
-    for (int t = 0; t < b->n; t++) ds4_rmsnorm(b->x + t * D, L->ffn_norm, D, hp->rms_eps, b->xn + t * D);
+    ds4_mm(s->pool, &L->gate_inp, 0, 0, hp->n_expert, b->xn, D, b->n, b->router, hp->n_expert);
     route(s, b, L);
-    /* Streaming: submit this layer's misses now, so the reads overlap with the shared expert. */
-    if (x && ds4_experts_layer(x, layer, b->eid, k, b->tok, b->n, err)) return -1;
-
-    /* Shared expert over the whole batch first: its output initialises b->out. */
+    /* Submit this layer's misses now, so the reads overlap with the shared expert. */
+    if (ds4_experts_layer(x, layer, b->eid, k, b->tok, b->n, err)) return -1;
     if (hp->n_expert_shared)
         ffn_rows(s, b, &L->gate_sh, &L->up_sh, &L->down_sh, 0, NULL, b->xn, b->n, NULL, L->clamp_shexp, b->out);
     else
         memset(b->out, 0, sizeof(float) * (size_t)b->n * D);
-
-    /* Routed experts, grouped so each selected expert's weights are read once. */
-    float *xg = b->xg, *wg = b->wg;      /* gathered inputs and routing weights */
+    float *xg = b->xg, *wg = b->wg;
     for (uint32_t e = 0; e < hp->n_expert; e++) {
         int cnt = 0;
         for (int t = 0; t < b->n; t++)
@@ -750,20 +809,108 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
         if (!cnt) continue;
         if (s->opts.expert_counts) s->opts.expert_counts[(size_t)layer * hp->n_expert + e] += (uint64_t)cnt;
         const void *wp[3];
-        if (x && ds4_experts_get(x, layer, (int32_t)e, wp, err)) return -1;
+        if (ds4_experts_get(x, layer, (int32_t)e, wp, err)) return -1;
         for (int c = 0; c < cnt; c++) {
             memcpy(xg + (size_t)c * D, b->xn + (size_t)b->etok[c] * D, sizeof(float) * D);
             wg[c] = b->ew[b->eslot[c]];
         }
         float *yo = b->yg;
-        ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, x ? wp : NULL, xg, cnt, wg, L->clamp_exp, yo);
+        ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, wp, xg, cnt, wg, L->clamp_exp, yo);
         for (int c = 0; c < cnt; c++) {
             float *dst = b->out + (size_t)b->etok[c] * D;
             const float *src = yo + (size_t)c * D;
             for (int64_t d = 0; d < D; d++) dst[d] += src[d];
         }
     }
-    if (x) ds4_experts_layer_end(x);
+    ds4_experts_layer_end(x);
+    return 0;
+}
+
+/* MoE half of a layer.  Resident weights: three pool jobs in all,
+ *   1. router + shared gate/up (+SwiGLU)   (all read x̂)
+ *   2. gate/up (+SwiGLU) of every selected routed expert
+ *   3. shared down (into b->out) + every routed down (into b->yg)
+ * then the routed outputs are added in ascending expert order, the order of
+ * the streaming path, so both give bit-identical results. */
+static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4_err *err) {
+    const ds4_hparams *hp = &s->model->hp;
+    int64_t D = hp->n_embd, Fe = hp->expert_ff;
+    int k = (int)hp->n_expert_used, E = (int)hp->n_expert, n = b->n;
+    for (int t = 0; t < n; t++) ds4_rmsnorm(b->x + t * D, L->ffn_norm, D, hp->rms_eps, b->xn + t * D);
+    if (s->experts) return moe_streamed(s, b, L, layer, err);
+
+    bool sh = hp->n_expert_shared > 0;
+    int64_t Fs = sh ? L->gate_sh.ne[1] : 0;
+    /* routed rows first (n·k of them), then the shared expert's n rows */
+    float *gsh = b->g + (size_t)n * k * Fe, *ush = b->u + (size_t)n * k * Fe;
+    int maxseg = 2 * E + 3;
+    ds4_mm_seg *seg = malloc(sizeof *seg * (size_t)maxseg);
+    swiglu_ctx *sc = malloc(sizeof *sc * (size_t)(E + 1));
+    int *first = malloc(sizeof *first * (size_t)(E + 1)); /* expert e's rows: [first[e], first[e+1]) */
+    if (!seg || !sc || !first) abort();
+
+    int ns = 0;
+    seg[ns++] = ds4_seg(&L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
+    if (sh) ns = ffn_gate_up(seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
+    ds4_mm_multi(s->pool, seg, ns);
+    route(s, b, L);
+
+    /* Group the n·k (token, slot) pairs by expert (counting sort; within an
+     * expert in token order, as the streaming path lists them). */
+    memset(first, 0, sizeof *first * (size_t)(E + 1));
+    for (int i = 0; i < n * k; i++)
+        if (b->eid[i] >= 0 && b->eid[i] < E) first[b->eid[i] + 1]++; /* the streaming path ignores others too */
+    for (int e = 0; e < E; e++) first[e + 1] += first[e];
+    {
+        int *fill = malloc(sizeof *fill * (size_t)E);
+        if (!fill) abort();
+        memcpy(fill, first, sizeof *fill * (size_t)E);
+        for (int i = 0; i < n * k; i++) {
+            if (b->eid[i] < 0 || b->eid[i] >= E) continue;
+            int c = fill[b->eid[i]]++;
+            b->etok[c] = i / k;
+            b->eslot[c] = i;
+        }
+        free(fill);
+    }
+    ns = 0;
+    for (int e = 0; e < E; e++) {
+        int c0 = first[e], cnt = first[e + 1] - c0;
+        if (!cnt) continue;
+        if (s->opts.expert_counts) s->opts.expert_counts[(size_t)layer * hp->n_expert + e] += (uint64_t)cnt;
+        /* An expert used by every token in order (always so in decode) reads
+         * x̂ in place; otherwise its rows are gathered. */
+        bool all = cnt == n;
+        for (int c = 0; all && c < cnt; c++) all = b->etok[c0 + c] == c;
+        const float *X = b->xn;
+        if (!all) {
+            float *xg = b->xg + (size_t)c0 * D;
+            for (int c = 0; c < cnt; c++) memcpy(xg + (size_t)c * D, b->xn + (size_t)b->etok[c0 + c] * D, sizeof(float) * D);
+            X = xg;
+        }
+        for (int c = 0; c < cnt; c++) b->wg[c0 + c] = b->ew[b->eslot[c0 + c]];
+        ns = ffn_gate_up(seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, X, D, cnt, b->g + (size_t)c0 * Fe,
+                         b->u + (size_t)c0 * Fe, b->wg + c0, L->clamp_exp);
+    }
+    ds4_mm_multi(s->pool, seg, ns);
+
+    ns = 0;
+    if (sh) seg[ns++] = ds4_seg(&L->down_sh, 0, 0, D, gsh, Fs, n, b->out, D);
+    else memset(b->out, 0, sizeof(float) * (size_t)n * D);
+    for (int e = 0; e < E; e++) {
+        int c0 = first[e], cnt = first[e + 1] - c0;
+        if (cnt)
+            seg[ns++] = ds4_seg(&L->down_exps, e, 0, D, b->g + (size_t)c0 * Fe, Fe, cnt, b->yg + (size_t)c0 * D, D);
+    }
+    ds4_mm_multi(s->pool, seg, ns);
+    for (int c = 0; c < first[E]; c++) { /* ascending expert order */
+        float *dst = b->out + (size_t)b->etok[c] * D;
+        const float *src = b->yg + (size_t)c * D;
+        for (int64_t d = 0; d < D; d++) dst[d] += src[d];
+    }
+    free(seg);
+    free(sc);
+    free(first);
     return 0;
 }
 

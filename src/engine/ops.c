@@ -9,8 +9,9 @@
 #include "quant/quant.h"
 #include "quant/vec.h"
 
-typedef struct {
-    const ds4_weight *w;
+/* One segment of a ds4_mm_multi() job, prepared: the weight slice, its
+ * converted activations and how its rows are cut into tasks. */
+typedef struct mm_seg_job {
     const uint8_t *base;      /* first row of the selected slice */
     size_t row_bytes;
     int64_t row0, nrows, ne0;
@@ -23,18 +24,26 @@ typedef struct {
     ds4_vec_dot_fn dot;
     ds4_vec_dot_tile_fn tile; /* NULL: the scalar level, one dot per pair */
     int64_t rows_per_task;
+    int64_t task0;            /* index of the segment's first task in the job */
+    const struct mm_seg_job *mate; /* paired segment computed by the same tasks */
+    void (*done)(void *ctx, int64_t r0, int64_t r1);
+    void *done_ctx;
+} mm_seg_job;
+
+typedef struct {
+    mm_seg_job *seg;
+    int nseg;
 } mm_job;
 
-/* Rows [r0, r1) of the task.  With a tile kernel: for each chunk of tokens
- * whose activations fit in L2, walk the rows DS4_TILE at a time and hand
- * each row block x up to DS4_TILE tokens to the kernel, so a row block is
- * read from memory once per chunk and reused from L1 across its tokens.
+/* Rows [r0, r1) of one segment.  With a tile kernel: for each chunk of
+ * tokens whose activations fit in L2, walk the rows DS4_TILE at a time and
+ * hand each row block x up to DS4_TILE tokens to the kernel, so a row block
+ * is read from memory once per chunk and reused from L1 across its tokens.
  * Decode (n = 1) is then DS4_TILE independent rows per call, which hides
- * the FMA latency of the one-accumulator dots. */
-static void mm_task(void *ctx, int64_t task) {
-    const mm_job *j = ctx;
-    int64_t r0 = task * j->rows_per_task;
-    int64_t r1 = r0 + j->rows_per_task < j->nrows ? r0 + j->rows_per_task : j->nrows;
+ * the FMA latency of the one-accumulator dots.  Every result is
+ * bit-identical to the type's vec_dot (quant.h), so how rows are grouped
+ * into tasks and jobs never changes a value. */
+static void mm_rows(const mm_seg_job *j, int64_t r0, int64_t r1) {
     if (!j->tile) {
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
@@ -57,48 +66,174 @@ static void mm_task(void *ctx, int64_t task) {
     }
 }
 
+/* Task i of the job: find its segment (binary search over the first-task
+ * indices), then its rows. */
+static void mm_task(void *ctx, int64_t task) {
+    const mm_job *mj = ctx;
+    int lo = 0, hi = mj->nseg - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (mj->seg[mid].task0 <= task) lo = mid; else hi = mid - 1;
+    }
+    const mm_seg_job *j = &mj->seg[lo];
+    int64_t r0 = (task - j->task0) * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task < j->nrows ? r0 + j->rows_per_task : j->nrows;
+    mm_rows(j, r0, r1);
+    if (j->mate) mm_rows(j->mate, r0, r1);
+    if (j->done) j->done(j->done_ctx, r0, r1);
+}
+
+/* Activation conversion, spread over the pool when there is enough of it
+ * (prefill): one task per block of rows of one distinct input. */
+typedef struct {
+    int type;                 /* weight type: selects the conversion */
+    const float *X;
+    int64_t ldx, ne0;
+    int n;
+    uint8_t *xq;
+    size_t xq_bytes;
+} mm_conv;
+
+typedef struct {
+    const mm_conv *conv;
+    int nconv;
+} mm_conv_job;
+
+#define CONV_ROWS 16
+
+static void conv_task(void *ctx, int64_t task) {
+    const mm_conv_job *cj = ctx;
+    int c = 0;
+    int64_t first = 0, blocks;
+    /* blocks are numbered input by input */
+    while (task >= first + (blocks = (cj->conv[c].n + CONV_ROWS - 1) / CONV_ROWS)) { first += blocks; c++; }
+    const mm_conv *cv = &cj->conv[c];
+    int t0 = (int)(task - first) * CONV_ROWS;
+    int t1 = t0 + CONV_ROWS < cv->n ? t0 + CONV_ROWS : cv->n;
+    for (int t = t0; t < t1; t++)
+        ds4_quantize_row_for(cv->type, cv->X + (int64_t)t * cv->ldx, cv->xq + (size_t)t * cv->xq_bytes, cv->ne0);
+}
+
+#define MM_SEGS_STACK 32
+
+void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
+    if (nseg <= 0) return;
+    mm_seg_job job_st[MM_SEGS_STACK];
+    mm_conv conv_st[MM_SEGS_STACK];
+    int conv_of_st[MM_SEGS_STACK];
+    mm_seg_job *job = job_st;
+    mm_conv *conv = conv_st;
+    int *conv_of = conv_of_st; /* -1: the input is used in place */
+    void *heap = NULL;
+    if (nseg > MM_SEGS_STACK) { /* prefill over many experts */
+        heap = malloc((size_t)nseg * (sizeof *job + sizeof *conv + sizeof *conv_of));
+        if (!heap) abort();
+        job = heap;
+        conv = (mm_conv *)(job + nseg);
+        conv_of = (int *)(conv + nseg);
+    }
+    int nconv = 0;
+    size_t conv_bytes = 0;
+    int64_t total_work = 0, conv_work = 0;
+    for (int i = 0; i < nseg; i++) {
+        const ds4_mm_seg *s = &segs[i];
+        const ds4_type_traits *tt = ds4_type_traits_get(s->w->type);
+        mm_seg_job *j = &job[i];
+        int64_t ne0 = s->w->ne[0];
+        memset(j, 0, sizeof *j);
+        j->row_bytes = ds4_row_size(s->w->type, ne0);
+        j->base = (const uint8_t *)s->w->data + (size_t)s->expert * (size_t)s->w->ne[1] * j->row_bytes;
+        j->row0 = s->row0;
+        j->nrows = s->nrows;
+        j->ne0 = ne0;
+        j->n = s->n;
+        j->Y = s->Y;
+        j->ldy = s->ldy;
+        j->dot = tt->vec_dot;
+        j->tile = tt->vec_dot_tile;
+        j->xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
+        /* ~512 KB of activations per chunk: half an L2, the rest for weights */
+        size_t chunk = j->xq_bytes ? (512u << 10) / j->xq_bytes : (size_t)s->n;
+        chunk = chunk / DS4_TILE * DS4_TILE;
+        j->tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)s->n ? s->n : (int)chunk;
+        if (j->tok_chunk < 1) j->tok_chunk = 1;
+        j->done = s->done;
+        j->done_ctx = s->done_ctx;
+        total_work += s->nrows * ne0 * (int64_t)s->n;
+        conv_of[i] = -1;
+        if (tt->vec_dot_type == DS4_TYPE_F32 && s->ldx == ne0) continue; /* already in the right form */
+        /* Segments sharing an input (gate and up of an expert, the projections
+         * of x̂) share its conversion: it depends only on the input and the
+         * vec_dot type. */
+        for (int c = 0; c < nconv && conv_of[i] < 0; c++) {
+            const ds4_type_traits *ct = ds4_type_traits_get(conv[c].type);
+            if (conv[c].X == s->X && conv[c].ldx == s->ldx && conv[c].ne0 == ne0 && conv[c].n >= s->n &&
+                ct->vec_dot_type == tt->vec_dot_type)
+                conv_of[i] = c;
+        }
+        if (conv_of[i] >= 0) continue;
+        conv[nconv] = (mm_conv){s->w->type, s->X, s->ldx, ne0, s->n, NULL, j->xq_bytes};
+        conv_bytes += j->xq_bytes * (size_t)s->n;
+        conv_work += ne0 * (int64_t)s->n;
+        conv_of[i] = nconv++;
+    }
+    uint8_t *xq = NULL;
+    if (nconv) {
+        xq = malloc(conv_bytes);
+        if (!xq) abort(); /* activation buffers are tiny next to the weights */
+        size_t off = 0;
+        int64_t nblocks = 0;
+        for (int c = 0; c < nconv; c++) {
+            conv[c].xq = xq + off;
+            off += conv[c].xq_bytes * (size_t)conv[c].n;
+            nblocks += (conv[c].n + CONV_ROWS - 1) / CONV_ROWS;
+        }
+        mm_conv_job cj = {conv, nconv};
+        if (conv_work >= (1 << 16) && nblocks > 1) {
+            ds4_pool_run(pool, nblocks, conv_task, &cj);
+        } else {
+            for (int64_t b = 0; b < nblocks; b++) conv_task(&cj, b);
+        }
+    }
+    for (int i = 0; i < nseg; i++)
+        job[i].xq = conv_of[i] >= 0 ? conv[conv_of[i]].xq : (const uint8_t *)segs[i].X;
+
+    /* Cut every segment into tasks of about the same work, enough of them
+     * (8 per thread over the whole job) that the atomic hand-out balances
+     * the threads, each at least ~64K multiply-adds to amortise the claim. */
+    int threads = ds4_pool_size(pool);
+    int64_t target = total_work / ((int64_t)threads * 8);
+    if (target < 65536) target = 65536;
+    int64_t ntasks = 0;
+    for (int i = 0; i < nseg; i++) {
+        mm_seg_job *j = &job[i];
+        int64_t work_per_row = j->ne0 * (int64_t)j->n;
+        if (segs[i].pair && i + 1 < nseg) {
+            j->mate = &job[i + 1];
+            work_per_row += job[i + 1].ne0 * (int64_t)job[i + 1].n;
+        }
+        if (i > 0 && segs[i - 1].pair) { /* computed by its mate's tasks */
+            j->task0 = ntasks;
+            continue;
+        }
+        int64_t per = work_per_row ? (target + work_per_row - 1) / work_per_row : j->nrows;
+        if (per < 1) per = 1;
+        if (j->tile) per = (per + DS4_TILE - 1) / DS4_TILE * DS4_TILE; /* whole row blocks per task */
+        if (per > j->nrows) per = j->nrows > 0 ? j->nrows : 1;
+        j->rows_per_task = per;
+        j->task0 = ntasks;
+        ntasks += (j->nrows + per - 1) / per;
+    }
+    mm_job mj = {job, nseg};
+    ds4_pool_run(pool, ntasks, mm_task, &mj);
+    free(xq);
+    free(heap);
+}
+
 void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows,
             const float *X, int64_t ldx, int n, float *Y, int64_t ldy) {
-    const ds4_type_traits *tt = ds4_type_traits_get(w->type);
-    int64_t ne0 = w->ne[0];
-    mm_job j = {0};
-    j.w = w;
-    j.row_bytes = ds4_row_size(w->type, ne0);
-    j.base = (const uint8_t *)w->data + (size_t)expert * (size_t)w->ne[1] * j.row_bytes;
-    j.row0 = row0;
-    j.nrows = nrows;
-    j.ne0 = ne0;
-    j.n = n;
-    j.Y = Y;
-    j.ldy = ldy;
-    j.dot = tt->vec_dot;
-    j.tile = tt->vec_dot_tile;
-    j.xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
-    /* ~512 KB of activations per chunk: half an L2, the rest for weights */
-    size_t chunk = j.xq_bytes ? (512u << 10) / j.xq_bytes : (size_t)n;
-    chunk = chunk / DS4_TILE * DS4_TILE;
-    j.tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)n ? n : (int)chunk;
-    if (j.tok_chunk < 1) j.tok_chunk = 1;
-    uint8_t *xq = NULL;
-    if (tt->vec_dot_type == DS4_TYPE_F32 && ldx == ne0) {
-        j.xq = (const uint8_t *)X; /* already in the right form and contiguous */
-    } else {
-        xq = malloc(j.xq_bytes * (size_t)n);
-        if (!xq) abort(); /* activation buffers are tiny next to the weights */
-        for (int t = 0; t < n; t++) ds4_quantize_row_for(w->type, X + (int64_t)t * ldx, xq + (size_t)t * j.xq_bytes, ne0);
-        j.xq = xq;
-    }
-    /* Enough tasks to balance threads, each big enough to amortise dispatch. */
-    int threads = ds4_pool_size(pool);
-    int64_t work_per_row = ne0 * (int64_t)n;
-    int64_t min_rows = work_per_row >= 65536 ? 1 : 65536 / (work_per_row ? work_per_row : 1);
-    int64_t per = (nrows + threads * 4 - 1) / (threads * 4);
-    if (per < min_rows) per = min_rows;
-    if (per < 1) per = 1;
-    if (j.tile) per = (per + DS4_TILE - 1) / DS4_TILE * DS4_TILE; /* whole row blocks per task */
-    j.rows_per_task = per;
-    ds4_pool_run(pool, (nrows + per - 1) / per, mm_task, &j);
-    free(xq);
+    ds4_mm_seg s = ds4_seg(w, expert, row0, nrows, X, ldx, n, Y, ldy);
+    ds4_mm_multi(pool, &s, 1);
 }
 
 void ds4_weight_row_f32(const ds4_weight *w, int64_t row, float *out) {

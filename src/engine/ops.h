@@ -22,6 +22,40 @@
 void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows,
             const float *X, int64_t ldx, int n, float *Y, int64_t ldy);
 
+/* Several independent products issued as ONE pool job: each segment is a
+ * ds4_mm() call (same meaning of every field).  A decode step is a few
+ * hundred small products; a pool job costs a hand-off and a wait for the
+ * slowest thread, so products that are ready at the same time (gate and up
+ * of every selected expert, the projections of one input, the output
+ * groups) go together.  Results are bit-identical to separate ds4_mm()
+ * calls; segments with the same input share its conversion.  The outputs
+ * must not overlap each other or any input. */
+typedef struct ds4_mm_seg {
+    const ds4_weight *w;
+    int64_t expert, row0, nrows;
+    const float *X;
+    int64_t ldx;
+    int n;
+    float *Y;
+    int64_t ldy;
+    /* Optional.  pair: the NEXT segment (same nrows and n) rides along, each
+     * task computing the same rows of both (gate and up of an FFN).  done,
+     * when set, is called by the task once rows [r0, r1) of this segment
+     * (and of its mate) are final for every token: an epilogue (SwiGLU)
+     * that then runs in parallel inside the same job. */
+    int pair;
+    void (*done)(void *ctx, int64_t r0, int64_t r1);
+    void *done_ctx;
+} ds4_mm_seg;
+void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg);
+
+/* A plain segment (no pair, no epilogue); arguments as ds4_mm(). */
+static inline ds4_mm_seg ds4_seg(const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
+                                 int64_t ldx, int n, float *Y, int64_t ldy) {
+    return (ds4_mm_seg){.w = w, .expert = expert, .row0 = row0, .nrows = nrows, .X = X, .ldx = ldx, .n = n,
+                        .Y = Y, .ldy = ldy};
+}
+
 /* Row of a weight matrix (e.g. an embedding row) converted to f32. */
 void ds4_weight_row_f32(const ds4_weight *w, int64_t row, float *out);
 
