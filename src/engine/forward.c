@@ -287,11 +287,51 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
 /* ------------------------------------------------------------------------ */
 /* Hyper-connections (§5)                                                    */
 
+/* Per-token work spread over the pool (prefill); a decode step (n = 1)
+ * runs it inline, since a pool job would cost more than the work. */
+typedef void (*token_fn)(ds4_session *s, batch *b, const void *arg, int t);
+typedef struct {
+    ds4_session *s;
+    batch *b;
+    const void *arg;
+    token_fn fn;
+} token_job;
+
+static void token_task(void *ctx, int64_t t) {
+    const token_job *j = ctx;
+    j->fn(j->s, j->b, j->arg, (int)t);
+}
+
+static void for_tokens(ds4_session *s, batch *b, token_fn fn, const void *arg) {
+    token_job j = {s, b, arg, fn};
+    ds4_pool_run(s->pool, b->n, token_task, &j);
+}
+
+/* y = rmsnorm(x) ⊙ w per token over rows of width arg->n. */
+typedef struct {
+    const float *x;
+    float *y;
+    const float *w;
+    int64_t n, ld;
+} norm_arg;
+
+static void norm_token(ds4_session *s, batch *b, const void *arg, int t) {
+    (void)b;
+    const norm_arg *a = arg;
+    ds4_rmsnorm(a->x + t * a->ld, a->w, a->n, s->model->hp.rms_eps, a->y + t * a->ld);
+}
+
+static void rmsnorm_tokens(ds4_session *s, batch *b, const float *x, const float *w, int64_t n, int64_t ld,
+                           float *y) {
+    norm_arg a = {x, y, w, n, ld};
+    for_tokens(s, b, norm_token, &a);
+}
+
 /* Normalises each token's flattened streams into b->flat, then mix = fn·flat. */
 static void hc_mix(ds4_session *s, batch *b, const ds4_weight *fn, float *mix, int nmix) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t HD = ds4_hc_dim(hp);
-    for (int t = 0; t < b->n; t++) ds4_rmsnorm(b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
+    rmsnorm_tokens(s, b, b->X, NULL, HD, HD, b->flat);
     ds4_mm(s->pool, fn, 0, 0, nmix, b->flat, HD, b->n, mix, nmix);
 }
 
@@ -317,49 +357,69 @@ static void sinkhorn(float *C, int H, int iters, float eps) {
     }
 }
 
-/* HCPre: computes post/comb per token and the collapsed input b->x. */
-static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *scale, const float *base) {
+typedef struct {
+    const float *scale, *base;
+} hc_arg;
+
+/* HCPre of token t after the mix product: pre/post weights, the Sinkhorn
+ * combination matrix, and x = Σ_j pre_j·X_j.  The sums run over j in order
+ * for every d (vectorisable; the same operations as per-d loops). */
+static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     const ds4_hparams *hp = &s->model->hp;
+    const hc_arg *a = arg;
+    const float *scale = a->scale, *base = a->base;
     int H = (int)hp->hc_mult, NM = (int)ds4_hc_mix(hp);
     int64_t D = hp->n_embd;
-    hc_mix(s, b, fn, b->mix, NM);
-    for (int t = 0; t < b->n; t++) {
-        const float *mix = b->mix + t * NM;
-        const float *X = b->X + t * H * D;
-        float *post = b->post + t * H, *C = b->comb + t * H * H, *x = b->x + t * D;
-        float pre[16];
+    const float *mix = b->mix + t * NM;
+    const float *X = b->X + t * H * D;
+    float *post = b->post + t * H, *C = b->comb + t * H * H, *x = b->x + t * D;
+    float pre[16];
+    for (int j = 0; j < H; j++) {
+        pre[j] = ds4_sigmoid(mix[j] * scale[0] + base[j]) + hp->hc_eps;
+        post[j] = 2.0f * ds4_sigmoid(mix[H + j] * scale[1] + base[H + j]);
+    }
+    for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
+    sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
+    for (int64_t d = 0; d < D; d++) x[d] = 0;
+    for (int j = 0; j < H; j++) {
+        const float *Xj = X + j * D;
+        float pj = pre[j];
+        for (int64_t d = 0; d < D; d++) x[d] += pj * Xj[d];
+    }
+}
+
+/* HCPre: computes post/comb per token and the collapsed input b->x. */
+static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *scale, const float *base) {
+    hc_mix(s, b, fn, b->mix, (int)ds4_hc_mix(&s->model->hp));
+    hc_arg a = {scale, base};
+    for_tokens(s, b, hc_pre_token, &a);
+}
+
+/* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j].  The old
+ * streams are copied to b->flat (free until the next HCPre) so each output
+ * stream is a vectorisable pass per j, summed in the same order. */
+static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
+    (void)arg;
+    const ds4_hparams *hp = &s->model->hp;
+    int H = (int)hp->hc_mult;
+    int64_t D = hp->n_embd;
+    float *X = b->X + t * H * D, *old = b->flat + t * H * D;
+    const float *o = b->out + t * D, *post = b->post + t * H, *C = b->comb + t * H * H;
+    memcpy(old, X, sizeof(float) * (size_t)(H * D));
+    for (int k = 0; k < H; k++) {
+        float *y = X + k * D;
+        float pk = post[k];
+        for (int64_t d = 0; d < D; d++) y[d] = pk * o[d];
         for (int j = 0; j < H; j++) {
-            pre[j] = ds4_sigmoid(mix[j] * scale[0] + base[j]) + hp->hc_eps;
-            post[j] = 2.0f * ds4_sigmoid(mix[H + j] * scale[1] + base[H + j]);
-        }
-        for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
-        sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
-        for (int64_t d = 0; d < D; d++) {
-            float acc = 0;
-            for (int j = 0; j < H; j++) acc += pre[j] * X[j * D + d];
-            x[d] = acc;
+            const float *Xj = old + j * D;
+            float c = C[j * H + k];
+            for (int64_t d = 0; d < D; d++) y[d] += c * Xj[d];
         }
     }
 }
 
-/* HCPost: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place. */
 static void hc_post(ds4_session *s, batch *b) {
-    const ds4_hparams *hp = &s->model->hp;
-    int H = (int)hp->hc_mult;
-    int64_t D = hp->n_embd;
-    float old[16];
-    for (int t = 0; t < b->n; t++) {
-        float *X = b->X + t * H * D;
-        const float *o = b->out + t * D, *post = b->post + t * H, *C = b->comb + t * H * H;
-        for (int64_t d = 0; d < D; d++) {
-            for (int j = 0; j < H; j++) old[j] = X[j * D + d];
-            for (int k = 0; k < H; k++) {
-                float acc = post[k] * o[d];
-                for (int j = 0; j < H; j++) acc += C[j * H + k] * old[j];
-                X[k * D + d] = acc;
-            }
-        }
-    }
+    for_tokens(s, b, hc_post_token, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -475,6 +535,19 @@ static void indexer_task(void *ctx, int64_t t) {
     batch *b = j->b;
     int K = (int)hp->idx_topk, nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
     int64_t pos = b->p0 + t;
+    /* This token's query heads: RoPE, then (model numerics) Hadamard + FP4;
+     * its head weights scaled. */
+    {
+        int dr = (int)hp->rope_dim;
+        bool qat = j->s->opts.numerics == DS4_NUMERICS_MODEL;
+        float wscale = 1.0f / sqrtf((float)dI * (float)nI);
+        for (int h = 0; h < nI; h++) {
+            float *qh = b->iq + ((size_t)t * nI + h) * dI;
+            ds4_rope(qh, dI, dr, j->s->rope_comp, pos, 1);
+            if (qat) { ds4_hadamard(qh, dI); ds4_fp4_roundtrip(qh, dI); }
+        }
+        for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
+    }
     int nvis = (int)((pos + 1) / 4);
     int32_t *sel = b->sel + t * (K + 1);
     if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
@@ -517,20 +590,9 @@ static bool indexer_needed(const ds4_session *s, const batch *b) {
  * projections of x̂) when indexer_needed(). */
 static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
-    int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
     if (!indexer_needed(s, b)) {
         for (int t = 0; t < b->n; t++) b->sel[t * (hp->idx_topk + 1)] = -1;
         return;
-    }
-    float wscale = 1.0f / sqrtf((float)dI * (float)nI);
-    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
-    for (int t = 0; t < b->n; t++) {
-        for (int h = 0; h < nI; h++) {
-            float *qh = b->iq + ((size_t)t * nI + h) * dI;
-            ds4_rope(qh, dI, dr, s->rope_comp, b->p0 + t, 1);
-            if (qat) { ds4_hadamard(qh, dI); ds4_fp4_roundtrip(qh, dI); }
-        }
-        for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
     }
     idx_job j = {s, b, st};
     ds4_pool_run(s->pool, b->n, indexer_task, &j);
@@ -597,15 +659,31 @@ static void attn_task(void *ctx, int64_t task) {
     free(rows);
 }
 
+/* Token t's query heads (unweighted norm, RoPE) and KV row (norm, RoPE,
+ * FP8 QAT on the non-RoPE part). */
+static void qkv_token(ds4_session *s, batch *b, const void *arg, int t) {
+    const ds4_hparams *hp = &s->model->hp;
+    const ds4_layer *L = arg;
+    int nh = (int)hp->n_head, dh = (int)hp->head_dim, dr = (int)hp->rope_dim;
+    const float *inv_freq = L->ratio > 0 ? s->rope_comp : s->rope_main;
+    for (int h = 0; h < nh; h++) {
+        float *qh = b->q + ((size_t)t * nh + h) * dh;
+        ds4_rmsnorm(qh, NULL, dh, hp->rms_eps, qh);
+        ds4_rope(qh, dh, dr, inv_freq, b->p0 + t, 1);
+    }
+    float *kv = b->kv + (size_t)t * dh;
+    ds4_rmsnorm(kv, L->kv_norm, dh, hp->rms_eps, kv);
+    ds4_rope(kv, dh, dr, inv_freq, b->p0 + t, 1);
+    if (s->opts.numerics == DS4_NUMERICS_MODEL) ds4_fp8_roundtrip(kv, dh - dr);
+}
+
 static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd;
-    int nh = (int)hp->n_head, dh = (int)hp->head_dim, dr = (int)hp->rope_dim, W = (int)hp->window;
+    int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window;
     const float *inv_freq = L->ratio > 0 ? s->rope_comp : s->rope_main;
-    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
 
-    for (int t = 0; t < b->n; t++)
-        ds4_rmsnorm(b->x + t * D, L->attn_norm, D, hp->rms_eps, b->xn + t * D);
+    rmsnorm_tokens(s, b, b->x, L->attn_norm, D, D, b->xn);
 
     /* Every projection of x̂ as one pool job: q_a, kv, the compressors'
      * kv/gate and the indexer's weights; then q_b and the indexer's q_b,
@@ -629,29 +707,15 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     ds4_mm_multi(s->pool, seg, ns);
 
     /* Query path. */
-    for (int t = 0; t < b->n; t++)
-        ds4_rmsnorm(b->qlat + (size_t)t * hp->q_lora, L->q_a_norm, hp->q_lora, hp->rms_eps,
-                    b->qlat + (size_t)t * hp->q_lora);
+    rmsnorm_tokens(s, b, b->qlat, L->q_a_norm, hp->q_lora, hp->q_lora, b->qlat);
     ns = 0;
     seg[ns++] = ds4_seg(&L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, n, b->q, ds4_q_dim(hp));
     if (idx)
         seg[ns++] = ds4_seg(&L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, n, b->iq,
                                  (int64_t)nI * dI);
     ds4_mm_multi(s->pool, seg, ns);
-    for (int t = 0; t < b->n; t++)
-        for (int h = 0; h < nh; h++) {
-            float *qh = b->q + ((size_t)t * nh + h) * dh;
-            ds4_rmsnorm(qh, NULL, dh, hp->rms_eps, qh);
-            ds4_rope(qh, dh, dr, inv_freq, b->p0 + t, 1);
-        }
-
-    /* Shared KV path. */
-    for (int t = 0; t < b->n; t++) {
-        float *kv = b->kv + (size_t)t * dh;
-        ds4_rmsnorm(kv, L->kv_norm, dh, hp->rms_eps, kv);
-        ds4_rope(kv, dh, dr, inv_freq, b->p0 + t, 1);
-        if (qat) ds4_fp8_roundtrip(kv, dh - dr);
-    }
+    /* Per-head q norm + RoPE, and the shared KV row's norm, RoPE, FP8. */
+    for_tokens(s, b, qkv_token, L);
 
     if (L->ratio > 0) run_compressors(s, b, L, st);
     if (L->ratio == 4) run_indexer(s, b, st);
@@ -836,7 +900,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd, Fe = hp->expert_ff;
     int k = (int)hp->n_expert_used, E = (int)hp->n_expert, n = b->n;
-    for (int t = 0; t < n; t++) ds4_rmsnorm(b->x + t * D, L->ffn_norm, D, hp->rms_eps, b->xn + t * D);
+    rmsnorm_tokens(s, b, b->x, L->ffn_norm, D, D, b->xn);
     if (s->experts) return moe_streamed(s, b, L, layer, err);
 
     bool sh = hp->n_expert_shared > 0;
