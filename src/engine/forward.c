@@ -607,17 +607,24 @@ typedef struct {
     const ds4_layer *L;
     const ds4_layer_state *st;
     const float *inv_freq;
+    int hg;                 /* heads per task (divides n_head) */
 } attn_job;
+
+/* One task: token t, heads [h0, h0 + hg).  All heads of a token attend the
+ * same rows, so each row (d_h floats, from L2 at long contexts) is loaded
+ * once for the hg heads' dots and once for their weighted sums, while the
+ * hg heads each keep their own score list and sums in the same order as a
+ * head on its own (bit-identical). */
+#define ATTN_HG_MAX 4
 
 static void attn_task(void *ctx, int64_t task) {
     const attn_job *j = ctx;
     const ds4_hparams *hp = &j->s->model->hp;
     batch *b = j->b;
     int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window, m = j->L->ratio;
-    int t = (int)(task / nh), h = (int)(task % nh);
+    int hg = j->hg, ng = nh / hg;
+    int t = (int)(task / ng), h0 = (int)(task % ng) * hg;
     int64_t pos = b->p0 + t;
-    const float *q = b->q + ((size_t)t * nh + h) * dh;
-    float *o = b->o + ((size_t)t * nh + h) * dh;
     float scale = 1.0f / sqrtf((float)dh);
 
     /* Candidate rows: raw window, then compressed rows. */
@@ -631,8 +638,9 @@ static void attn_task(void *ctx, int64_t task) {
         if (cand[0] >= 0) { sel = cand; ncomp = (int)hp->idx_topk; }
     }
     int nrows = nraw + ncomp;
-    float *sc = malloc(sizeof(float) * (size_t)(nrows > 0 ? nrows : 1));
-    const float **rows = malloc(sizeof(float *) * (size_t)(nrows > 0 ? nrows : 1));
+    size_t cap = (size_t)(nrows > 0 ? nrows : 1);
+    float *sc = malloc(sizeof(float) * cap * (size_t)hg);
+    const float **rows = malloc(sizeof(float *) * cap);
     if (!sc || !rows) abort();
     for (int r = 0; r < nraw; r++) {
         int64_t jp = lo + r;
@@ -640,21 +648,33 @@ static void attn_task(void *ctx, int64_t task) {
     }
     for (int r = 0; r < ncomp; r++) rows[nraw + r] = j->st->comp + (size_t)(sel ? sel[r] : r) * dh;
 
-    float mx = j->L->sinks[h];
-    for (int r = 0; r < nrows; r++) {
-        float dot = ds4_vec_dot_f32(q, rows[r], dh);
-        sc[r] = dot * scale;
-        mx = fmaxf(mx, sc[r]);
+    const float *q[ATTN_HG_MAX];
+    float *o[ATTN_HG_MAX], mx[ATTN_HG_MAX], den[ATTN_HG_MAX];
+    for (int g = 0; g < hg; g++) {
+        q[g] = b->q + ((size_t)t * nh + h0 + g) * dh;
+        o[g] = b->o + ((size_t)t * nh + h0 + g) * dh;
+        mx[g] = j->L->sinks[h0 + g];
     }
-    float den = expf(j->L->sinks[h] - mx);
-    memset(o, 0, sizeof(float) * dh);
-    for (int r = 0; r < nrows; r++) {
-        float p = expf(sc[r] - mx);
-        den += p;
-        ds4_vec_axpy_f32(o, p, rows[r], dh);
+    for (int r = 0; r < nrows; r++)
+        for (int g = 0; g < hg; g++) {
+            float s = ds4_vec_dot_f32(q[g], rows[r], dh) * scale;
+            sc[(size_t)g * cap + r] = s;
+            mx[g] = fmaxf(mx[g], s);
+        }
+    for (int g = 0; g < hg; g++) {
+        den[g] = expf(j->L->sinks[h0 + g] - mx[g]);
+        memset(o[g], 0, sizeof(float) * dh);
     }
-    for (int e = 0; e < dh; e++) o[e] /= den;
-    ds4_rope(o, dh, (int)hp->rope_dim, j->inv_freq, pos, -1);
+    for (int r = 0; r < nrows; r++)
+        for (int g = 0; g < hg; g++) {
+            float p = expf(sc[(size_t)g * cap + r] - mx[g]);
+            den[g] += p;
+            ds4_vec_axpy_f32(o[g], p, rows[r], dh);
+        }
+    for (int g = 0; g < hg; g++) {
+        for (int e = 0; e < dh; e++) o[g][e] /= den[g];
+        ds4_rope(o[g], dh, (int)hp->rope_dim, j->inv_freq, pos, -1);
+    }
     free(sc);
     free(rows);
 }
@@ -720,8 +740,11 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     if (L->ratio > 0) run_compressors(s, b, L, st);
     if (L->ratio == 4) run_indexer(s, b, st);
 
-    attn_job j = {s, b, L, st, inv_freq};
-    ds4_pool_run(s->pool, (int64_t)b->n * nh, attn_task, &j);
+    /* Heads per task: as many as share rows, while leaving >= 4 tasks per thread. */
+    int hg = ATTN_HG_MAX;
+    while (hg > 1 && (nh % hg || (int64_t)b->n * (nh / hg) < 4 * ds4_pool_size(s->pool))) hg /= 2;
+    attn_job j = {s, b, L, st, inv_freq, hg};
+    ds4_pool_run(s->pool, (int64_t)b->n * (nh / hg), attn_task, &j);
 
     /* The batch's raw rows enter the ring only now: queries above read them
      * from b->kv, and the ring still holds the W positions before the batch. */
