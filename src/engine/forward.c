@@ -363,7 +363,8 @@ typedef struct {
 
 /* HCPre of token t after the mix product: pre/post weights, the Sinkhorn
  * combination matrix, and x = Σ_j pre_j·X_j.  The sums run over j in order
- * for every d (vectorisable; the same operations as per-d loops). */
+ * for every d, as SIMD axpy passes (mul then add, like the scalar loop: -O2
+ * does not vectorise these loops itself). */
 static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     const ds4_hparams *hp = &s->model->hp;
     const hc_arg *a = arg;
@@ -381,11 +382,7 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
     sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
     for (int64_t d = 0; d < D; d++) x[d] = 0;
-    for (int j = 0; j < H; j++) {
-        const float *Xj = X + j * D;
-        float pj = pre[j];
-        for (int64_t d = 0; d < D; d++) x[d] += pj * Xj[d];
-    }
+    for (int j = 0; j < H; j++) ds4_vec_axpy_f32(x, pre[j], X + j * D, D);
 }
 
 /* HCPre: computes post/comb per token and the collapsed input b->x. */
@@ -397,7 +394,7 @@ static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *
 
 /* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j].  The old
  * streams are copied to b->flat (free until the next HCPre) so each output
- * stream is a vectorisable pass per j, summed in the same order. */
+ * stream is one SIMD axpy pass per j, summed in the same order. */
 static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
     (void)arg;
     const ds4_hparams *hp = &s->model->hp;
@@ -410,11 +407,7 @@ static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
         float *y = X + k * D;
         float pk = post[k];
         for (int64_t d = 0; d < D; d++) y[d] = pk * o[d];
-        for (int j = 0; j < H; j++) {
-            const float *Xj = old + j * D;
-            float c = C[j * H + k];
-            for (int64_t d = 0; d < D; d++) y[d] += c * Xj[d];
-        }
+        for (int j = 0; j < H; j++) ds4_vec_axpy_f32(y, C[j * H + k], old + j * D, D);
     }
 }
 
@@ -990,11 +983,8 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
             seg[ns++] = ds4_seg(&L->down_exps, e, 0, D, b->g + (size_t)c0 * Fe, Fe, cnt, b->yg + (size_t)c0 * D, D);
     }
     ds4_mm_multi(s->pool, seg, ns);
-    for (int c = 0; c < first[E]; c++) { /* ascending expert order */
-        float *dst = b->out + (size_t)b->etok[c] * D;
-        const float *src = b->yg + (size_t)c * D;
-        for (int64_t d = 0; d < D; d++) dst[d] += src[d];
-    }
+    for (int c = 0; c < first[E]; c++) /* ascending expert order; 1·y is exact: a plain SIMD add */
+        ds4_vec_axpy_f32(b->out + (size_t)b->etok[c] * D, 1.0f, b->yg + (size_t)c * D, D);
     free(seg);
     free(sc);
     free(first);
