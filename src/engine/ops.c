@@ -23,16 +23,20 @@ typedef struct mm_seg_job {
     int64_t ldy;
     ds4_vec_dot_fn dot;
     ds4_vec_dot_tile_fn tile; /* NULL: the scalar level, one dot per pair */
-    int64_t rows_per_task;
-    int64_t task0;            /* index of the segment's first task in the job */
     const struct mm_seg_job *mate; /* paired segment computed by the same tasks */
     void (*done)(void *ctx, int64_t r0, int64_t r1);
     void *done_ctx;
 } mm_seg_job;
 
+/* A task: rows [r0, r1) of segment seg (and of its mate). */
+typedef struct {
+    int seg;
+    int64_t r0, r1;
+} mm_piece;
+
 typedef struct {
     mm_seg_job *seg;
-    int nseg;
+    const mm_piece *piece;
 } mm_job;
 
 /* Rows [r0, r1) of one segment.  With a tile kernel: for each chunk of
@@ -66,18 +70,11 @@ static void mm_rows(const mm_seg_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-/* Task i of the job: find its segment (binary search over the first-task
- * indices), then its rows. */
 static void mm_task(void *ctx, int64_t task) {
     const mm_job *mj = ctx;
-    int lo = 0, hi = mj->nseg - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (mj->seg[mid].task0 <= task) lo = mid; else hi = mid - 1;
-    }
-    const mm_seg_job *j = &mj->seg[lo];
-    int64_t r0 = (task - j->task0) * j->rows_per_task;
-    int64_t r1 = r0 + j->rows_per_task < j->nrows ? r0 + j->rows_per_task : j->nrows;
+    const mm_piece *pc = &mj->piece[task];
+    const mm_seg_job *j = &mj->seg[pc->seg];
+    int64_t r0 = pc->r0, r1 = pc->r1;
     mm_rows(j, r0, r1);
     if (j->mate) mm_rows(j->mate, r0, r1);
     if (j->done) j->done(j->done_ctx, r0, r1);
@@ -198,34 +195,50 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     for (int i = 0; i < nseg; i++)
         job[i].xq = conv_of[i] >= 0 ? conv[conv_of[i]].xq : (const uint8_t *)segs[i].X;
 
-    /* Cut every segment into tasks of about the same work, enough of them
-     * (8 per thread over the whole job) that the atomic hand-out balances
-     * the threads, each at least ~64K multiply-adds to amortise the claim. */
+    /* Guided cutting: tasks are handed out in index order, each claimed by
+     * whichever thread is free, so the first tasks are large (1/(2·threads)
+     * of the work still to hand out) and they shrink geometrically down to
+     * ~64K multiply-adds.  Few claims per job, and the last ones are small,
+     * so the threads finish together.  A task never spans segments and
+     * holds whole DS4_TILE row blocks. */
     int threads = ds4_pool_size(pool);
-    int64_t target = total_work / ((int64_t)threads * 8);
-    if (target < 65536) target = 65536;
-    int64_t ntasks = 0;
-    for (int i = 0; i < nseg; i++) {
-        mm_seg_job *j = &job[i];
-        int64_t work_per_row = j->ne0 * (int64_t)j->n;
-        if (segs[i].pair && i + 1 < nseg) {
-            j->mate = &job[i + 1];
-            work_per_row += job[i + 1].ne0 * (int64_t)job[i + 1].n;
+    int64_t npiece = 0, cap = 0;
+    mm_piece *piece = NULL;
+    for (int pass = 0; pass < 2; pass++) { /* count, then fill */
+        int64_t remaining = 0, k = 0;
+        for (int i = 0; i < nseg; i++) {
+            mm_seg_job *j = &job[i];
+            if (segs[i].pair && i + 1 < nseg) j->mate = &job[i + 1];
+            if (i > 0 && segs[i - 1].pair) continue; /* computed by its mate's tasks */
+            int64_t wpr = j->ne0 * (int64_t)j->n + (j->mate ? j->mate->ne0 * (int64_t)j->mate->n : 0);
+            remaining += j->nrows * wpr;
         }
-        if (i > 0 && segs[i - 1].pair) { /* computed by its mate's tasks */
-            j->task0 = ntasks;
-            continue;
+        for (int i = 0; i < nseg; i++) {
+            mm_seg_job *j = &job[i];
+            if (i > 0 && segs[i - 1].pair) continue;
+            int64_t wpr = j->ne0 * (int64_t)j->n + (j->mate ? j->mate->ne0 * (int64_t)j->mate->n : 0);
+            if (wpr < 1) wpr = 1;
+            for (int64_t r = 0; r < j->nrows;) {
+                int64_t target = remaining / (2 * (int64_t)threads);
+                if (target < 65536) target = 65536;
+                int64_t rows = (target + wpr - 1) / wpr;
+                if (j->tile) rows = (rows + DS4_TILE - 1) / DS4_TILE * DS4_TILE;
+                if (rows > j->nrows - r) rows = j->nrows - r;
+                if (piece) piece[k] = (mm_piece){i, r, r + rows};
+                k++;
+                remaining -= rows * wpr;
+                r += rows;
+            }
         }
-        int64_t per = work_per_row ? (target + work_per_row - 1) / work_per_row : j->nrows;
-        if (per < 1) per = 1;
-        if (j->tile) per = (per + DS4_TILE - 1) / DS4_TILE * DS4_TILE; /* whole row blocks per task */
-        if (per > j->nrows) per = j->nrows > 0 ? j->nrows : 1;
-        j->rows_per_task = per;
-        j->task0 = ntasks;
-        ntasks += (j->nrows + per - 1) / per;
+        if (pass == 0) {
+            npiece = cap = k;
+            piece = malloc(sizeof *piece * (size_t)(cap > 0 ? cap : 1));
+            if (!piece) abort();
+        }
     }
-    mm_job mj = {job, nseg};
-    ds4_pool_run(pool, ntasks, mm_task, &mj);
+    mm_job mj = {job, piece};
+    ds4_pool_run(pool, npiece, mm_task, &mj);
+    free(piece);
     free(xq);
     free(heap);
 }
