@@ -24,19 +24,7 @@
 
 /* ---- deterministic data -------------------------------------------------- */
 
-static uint64_t rng_state = 1;
-static void rng_seed(uint64_t s) { rng_state = s * 0x9e3779b97f4a7c15ull + 1; }
-static uint64_t rng_next(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static double rng_unit(void) { return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; }
-static float rng_gauss(void) {
-    double u1 = rng_unit(), u2 = rng_unit();
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+#include "test_rng.h"
 static void fill_gauss(float *v, int64_t n) {
     for (int64_t i = 0; i < n; i++) v[i] = rng_gauss();
     /* a few outliers, as real activations have */
