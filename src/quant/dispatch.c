@@ -88,7 +88,11 @@ static void build(int lv, ds4_type_traits *table, ds4_vec_ops *vec) {
     vec->sumsq = sumsq_scalar;
     switch (lv) {
     case LV_AVX2: ds4_simd_install_avx2(table, vec); break;
-    case LV_AVX512: ds4_simd_install_avx512(table, vec); break;
+    case LV_AVX512:
+        ds4_simd_install_avx512(table, vec);
+        ds4_gemm_install_avx512_q8(table);
+        ds4_gemm_install_avx512_k(table);
+        break;
     case LV_NEON: ds4_simd_install_neon(table, vec); break;
     default: break;
     }
@@ -104,6 +108,10 @@ static void install(int lv) {
         live[t].vec_dot = tmp[t].vec_dot;
         live[t].vec_dot_tile = tmp[t].vec_dot_tile;
         live[t].from_float = tmp[t].from_float;
+        live[t].panel_bytes = tmp[t].panel_bytes;
+        live[t].panel_pack = tmp[t].panel_pack;
+        live[t].panel_gemm = tmp[t].panel_gemm;
+        live[t].panel_tokens = tmp[t].panel_tokens;
     }
     live_vec = v;
     live_level = lv;

@@ -69,6 +69,23 @@ typedef float (*ds4_vec_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*ds4_vec_dot_tile_fn)(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
                                     int nc, float *y, int64_t ldy);
 
+/* Panel GEMM, the prefill kernel: tokens across SIMD lanes.  pack()
+ * rearranges ntok activation rows (in vec_dot_type, row stride xs bytes) into
+ * ceil(ntok / panel_tokens) consecutive panels of panel_bytes(n) bytes each,
+ * the level's layout, zero-padding the last panel.  gemm() then computes
+ *
+ *   y[t*ldy + r] = vec_dot(n, w + r*ws, x_t)     r < nr, t < ntok
+ *
+ * from those panels (`panels` points at a panel boundary, so a caller may
+ * start at any multiple of panel_tokens), each result bit-identical to the
+ * same level's vec_dot: how tokens are batched never changes a value.  Any
+ * nr >= 1 and ntok >= 1; the kernel tiles internally.  NULL where the level
+ * has no panel kernel for the type (ops.c then uses vec_dot_tile). */
+typedef size_t (*ds4_panel_bytes_fn)(int64_t n);
+typedef void (*ds4_panel_pack_fn)(int64_t n, const void *x, size_t xs, int ntok, void *panels);
+typedef void (*ds4_panel_gemm_fn)(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,
+                                  float *y, int64_t ldy);
+
 typedef struct ds4_type_traits {
     const char *name;
     int64_t blck;          /* elements per block */
@@ -80,6 +97,10 @@ typedef struct ds4_type_traits {
     ds4_vec_dot_fn vec_dot;         /* NULL for non-matrix types (I32 ...) */
     enum ds4_type vec_dot_type;
     ds4_vec_dot_tile_fn vec_dot_tile; /* NULL: call vec_dot per (row, column) */
+    int panel_tokens;                 /* lanes per panel; 0: no panel kernel */
+    ds4_panel_bytes_fn panel_bytes;
+    ds4_panel_pack_fn panel_pack;
+    ds4_panel_gemm_fn panel_gemm;
 } ds4_type_traits;
 
 /* NULL for unknown or unsupported ids.  The live (dispatched) table; the

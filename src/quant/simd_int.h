@@ -12,6 +12,10 @@
 void ds4_simd_install_avx2(ds4_type_traits *table, ds4_vec_ops *vec);
 void ds4_simd_install_avx512(ds4_type_traits *table, ds4_vec_ops *vec);
 void ds4_simd_install_neon(ds4_type_traits *table, ds4_vec_ops *vec);
+/* Panel GEMM kernels (quant.h), installed after the level's dots:
+ * gemm_avx512_q8.c (Q8_0) and gemm_avx512_k.c (Q2_K, Q4_K, IQ2_XXS). */
+void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
+void ds4_gemm_install_avx512_k(ds4_type_traits *table);
 
 /* IQ2_XXS sign patterns as ±1 bytes (index: 7-bit sign code), for kernels
  * without mask registers; filled by dispatch.c before any installer runs. */
