@@ -7,6 +7,8 @@
  *                    elements; K-quants and IQ2 bit-identical, Q8_0 and the
  *                    float types within 1e-5 of Σ|w·x| (summation order)
  *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot
+ *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
+ *                    starting at a later panel)
  *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases
  *   ds4_mm           n = 1, 3, 17 (row offsets, expert slices, strided X)
  *                    against dequantize-then-double-dot; decode == prefill
@@ -178,6 +180,70 @@ TEST(tiles_match_vec_dot) {
             free(x);
         }
     }
+}
+
+/* Panel GEMM (quant.h): pack ntok activation rows, multiply nr rows, and
+ * every result is bit-identical to the level's vec_dot -- for every row and
+ * token count (tails of both), and when the kernel starts at a later panel. */
+TEST(panel_gemm_matches_vec_dot) {
+    const int64_t lens[] = { 256, 1024, 2816 };
+    const int nrs[] = { 1, 3, 4, 5, 16, 37 };
+    const int ntoks[] = { 1, 2, 7, 16, 17, 40, 64 };
+    int tested = 0;
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        for (int ti = 0; ti < NTYPES; ti++) {
+            int type = types[ti];
+            ds4_type_traits s;
+            ds4_simd_traits_for(*lv, type, &s);
+            if (!s.panel_gemm) continue;
+            CHECK(s.panel_tokens > 0 && s.panel_bytes && s.panel_pack);
+            for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+                int64_t n = lens[li];
+                rng_seed((uint64_t)(type * 77 + li));
+                size_t rb = ds4_row_size(type, n), xb = ds4_row_size(s.vec_dot_type, n);
+                int maxr = 37, maxt = 64, P = s.panel_tokens;
+                uint8_t *w = malloc(rb * (size_t)maxr), *xq = malloc(xb * (size_t)maxt);
+                random_rows(type, n, maxr, w);
+                float *x = malloc((size_t)n * sizeof *x);
+                for (int t = 0; t < maxt; t++) {
+                    fill_gauss(x, n);
+                    ds4_type_traits_ref(s.vec_dot_type)->from_float(x, xq + (size_t)t * xb, n);
+                }
+                size_t pb = s.panel_bytes(n);
+                uint8_t *panels = malloc(pb * (size_t)((maxt + P - 1) / P));
+                float *y = malloc(sizeof *y * (size_t)maxt * (maxr + 3));
+                for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
+                    for (size_t ki = 0; ki < sizeof ntoks / sizeof *ntoks; ki++) {
+                        int nr = nrs[ni], ntok = ntoks[ki], ldy = nr + 3;
+                        s.panel_pack(n, xq, xb, ntok, panels);
+                        for (int pass = 0; pass < 2; pass++) {
+                            int t0 = pass ? P : 0; /* second pass: start at the second panel */
+                            if (t0 >= ntok) continue;
+                            for (int i = 0; i < maxt * ldy; i++) y[i] = NAN;
+                            s.panel_gemm(n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, y, ldy);
+                            int bad = 0, spill = 0;
+                            for (int t = t0; t < ntok; t++) {
+                                for (int r = 0; r < nr; r++) {
+                                    float d = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
+                                    bad += memcmp(&d, &y[(t - t0) * ldy + r], 4) != 0;
+                                }
+                                for (int r = nr; r < ldy; r++) spill += !isnan(y[(t - t0) * ldy + r]);
+                            }
+                            CHECKF(bad == 0 && spill == 0, "%s %s n=%lld nr=%d ntok=%d t0=%d: %d differ, %d written outside",
+                                   *lv, s.name, (long long)n, nr, ntok, t0, bad, spill);
+                        }
+                    }
+                tested++;
+                free(w);
+                free(xq);
+                free(x);
+                free(panels);
+                free(y);
+            }
+        }
+    }
+    printf("  panel gemm: %d (level, type, length) cases\n", tested);
 }
 
 /* ---- activation quantizers -------------------------------------------------- */
@@ -371,6 +437,7 @@ int main(void) {
     RUN(dispatch_api);
     RUN(vec_dot_vs_scalar);
     RUN(tiles_match_vec_dot);
+    RUN(panel_gemm_matches_vec_dot);
     RUN(quantizers_bit_exact);
     RUN(vec_helpers);
     RUN(mm_vs_naive);
