@@ -81,6 +81,7 @@ TEST(run_two_frontiers) {
             CHECK(r.rows[i].gen_tps > 0 && isfinite(r.rows[i].gen_tps));
             CHECK(r.rows[i].bytes_per_token > r.weight_bytes_per_token);
             CHECK(r.rows[i].roofline_fraction > 0);
+            CHECK(r.rows[i].bandwidth == 10e9); /* a fixed bandwidth is used as given */
         }
         CHECK(r.rows[1].kv_bytes > r.rows[0].kv_bytes);
         /* touched weights: more than the LM head, less than the whole file */
@@ -154,6 +155,14 @@ TEST(expert_columns) {
 TEST(membw_small) {
     double bw = ds4_bench_membw(2, (size_t)8 << 20, 1);
     CHECK(bw > 1e8 && isfinite(bw)); /* any machine reads more than 100 MB/s */
+    ds4_membw *p = ds4_membw_new(2, (size_t)8 << 20);
+    CHECK(p != NULL);
+    for (int i = 0; i < 2; i++) { /* the probe is reusable */
+        bw = ds4_membw_measure(p, 1);
+        CHECK(bw > 1e8 && isfinite(bw));
+    }
+    ds4_membw_free(p);
+    CHECK(ds4_membw_measure(NULL, 1) == 0);
 }
 
 TEST(program_output) {

@@ -5,7 +5,8 @@
  *
  * Loads the model once, walks one fixed token sequence to each frontier and
  * prints CSV rows (frontier, tokens prefilled, prefill tok/s, generation
- * tok/s, KV bytes [, bytes per generated token, roofline tok/s, fraction])
+ * tok/s, KV bytes [, bytes per generated token, the row's bandwidth, roofline tok/s,
+ * fraction])
  * and a last line "summary prefill_tps=X gen_tps=Y [roofline_fraction=F]".
  * Lines starting with '#' are comments.  The logic lives in src/bench/bench.c. */
 #include <errno.h>
