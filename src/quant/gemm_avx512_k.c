@@ -179,31 +179,40 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
     o->dmin = h2f(a->dmin);
 }
 
-/* IQ2_XXS: grid bytes negated where the sign pattern says so; ls = 2s+1. */
+/* IQ2_XXS: the block's 8 (grid word, aux word) qwords in one zmm.  Sign
+ * bytes = ksigns[code] = code | parity(code) << 7 (the table's definition),
+ * computed for all 32 codes at once: each aux word's four 7-bit codes moved
+ * to byte boundaries, the parity folded into bit 0 of each byte by xor
+ * shifts.  The 32 sign bytes are the element masks of the four 64-element
+ * chunks (mask_sub negates); grid rows by scalar loads (faster than a gather
+ * here); ls = 2s+1.  AVX-512 F/BW only. */
 INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     const uint64_t *G = ds4_iq2xxs_grid;
-    uint64_t *dst = (uint64_t *)o->q;
-    uint32_t sg[8];
-    for (int g = 0; g < 8; g++) {
-        uint32_t q[2];
-        memcpy(q, a->qs + 4 * g, 8);
-        dst[4 * g + 0] = G[q[0] & 255];
-        dst[4 * g + 1] = G[(q[0] >> 8) & 255];
-        dst[4 * g + 2] = G[(q[0] >> 16) & 255];
-        dst[4 * g + 3] = G[q[0] >> 24];
-        sg[g] = (uint32_t)ds4_ksigns_iq2xs[q[1] & 127] | (uint32_t)ds4_ksigns_iq2xs[(q[1] >> 7) & 127] << 8 |
-                (uint32_t)ds4_ksigns_iq2xs[(q[1] >> 14) & 127] << 16 |
-                (uint32_t)ds4_ksigns_iq2xs[(q[1] >> 21) & 127] << 24;
-        o->sc[g] = 2 * (int32_t)(q[1] >> 28) + 1;
-    }
+    const uint8_t *gi = (const uint8_t *)a->qs; /* grid index 4g+l at byte 8g+l */
+    const __m512i v = _mm512_loadu_si512((const void *)a->qs);
+    const __m512i t = _mm512_srli_epi64(v, 32); /* aux word of group g in dword 2g */
+    __m512i codes = _mm512_and_si512(t, _mm512_set1_epi32(0x7f));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 1), _mm512_set1_epi32(0x7f00)));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 2), _mm512_set1_epi32(0x7f0000)));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 3), _mm512_set1_epi32(0x7f000000)));
+    __m512i par = _mm512_xor_si512(codes, _mm512_srli_epi32(codes, 4));
+    par = _mm512_xor_si512(par, _mm512_srli_epi32(par, 2));
+    par = _mm512_xor_si512(par, _mm512_srli_epi32(par, 1)); /* bit 0 of each byte: parity of the byte */
+    const __m512i signs = _mm512_or_si512(codes, _mm512_slli_epi32(_mm512_and_si512(par, _mm512_set1_epi32(0x01010101)), 7));
+    uint64_t sm[4];
+    _mm256_storeu_si256((__m256i *)sm, _mm512_cvtepi64_epi32(signs));
+    const __m512i lsq = _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(v, 60), 1), _mm512_set1_epi64(1));
+    _mm256_store_si256((__m256i *)o->sc, _mm512_cvtepi64_epi32(lsq));
     __m512i tot = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
-        const __m512i v = _mm512_load_si512((const __m512i *)(o->q + 16 * c));
-        const __mmask64 m = (__mmask64)sg[2 * c] | (__mmask64)sg[2 * c + 1] << 32;
-        const __m512i w = _mm512_mask_sub_epi8(v, m, _mm512_setzero_si512(), v);
+        const uint8_t *i0 = gi + 16 * c, *i1 = i0 + 8;
+        const __m512i g = _mm512_set_epi64((long long)G[i1[3]], (long long)G[i1[2]], (long long)G[i1[1]], (long long)G[i1[0]],
+                                           (long long)G[i0[3]], (long long)G[i0[2]], (long long)G[i0[1]], (long long)G[i0[0]]);
+        const __m512i w = _mm512_mask_sub_epi8(g, (__mmask64)sm[c], _mm512_setzero_si512(), g);
         _mm512_store_si512((__m512i *)(o->q + 16 * c), w);
-        const __m512i lsb = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8((char)o->sc[2 * c]),
-                                                   _mm512_set1_epi8((char)o->sc[2 * c + 1]));
+        /* bytes 0-31: ls of group 2c, 32-63: of 2c+1 (byte 0 of their qwords) */
+        const __m512i sel = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi64(2 * c), _mm512_set1_epi64(2 * c + 1));
+        const __m512i lsb = _mm512_shuffle_epi8(_mm512_permutexvar_epi64(sel, lsq), _mm512_setzero_si512());
         tot = _mm512_dpbusd_epi32(tot, lsb, w); /* ls (u8) x signed grid */
     }
     o->corr = -128 * _mm512_reduce_add_epi32(tot);
@@ -239,6 +248,9 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
     __m512 sum[8 * 4];
     UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+#ifdef EXP_NOUNPACK
+        if (b == 0)
+#endif
         UNROLL for (int r = 0; r < NR; r++) {
             const uint8_t *blk = w + (size_t)(r0 + r) * ws + (size_t)b * wsz;
             if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wb[r]);
@@ -288,7 +300,11 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
                 }
                 continue;
             }
+#ifdef EXP_NOMIN
+            const int npairs = 0;
+#else
             const int npairs = kind == KQ2 ? 8 : 4;
+#endif
             __m512i ms[8];
             UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_setzero_si512();
             UNROLL for (int i = 0; i < npairs; i++) {
