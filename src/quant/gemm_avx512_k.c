@@ -248,9 +248,6 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
     __m512 sum[8 * 4];
     UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-#ifdef EXP_NOUNPACK
-        if (b == 0)
-#endif
         UNROLL for (int r = 0; r < NR; r++) {
             const uint8_t *blk = w + (size_t)(r0 + r) * ws + (size_t)b * wsz;
             if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wb[r]);
@@ -300,11 +297,7 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
                 }
                 continue;
             }
-#ifdef EXP_NOMIN
-            const int npairs = 0;
-#else
             const int npairs = kind == KQ2 ? 8 : 4;
-#endif
             __m512i ms[8];
             UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_setzero_si512();
             UNROLL for (int i = 0; i < npairs; i++) {
@@ -326,35 +319,47 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
 
 /* The caller's nr x ntok cut into tiles of up to NR rows x TP panels. */
 #define TCASE(K, R, P) case (R) * 8 + (P): k_panel(n, wp, ws, r0, pp, pb, p0, ntok, y, ldy, R, P, K); break;
-#define TCASES_4x4(K) \
-    TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 1, 3) TCASE(K, 1, 4) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 2, 3) \
-    TCASE(K, 2, 4) TCASE(K, 3, 1) TCASE(K, 3, 2) TCASE(K, 3, 3) TCASE(K, 3, 4) TCASE(K, 4, 1) TCASE(K, 4, 2) \
-    TCASE(K, 4, 3) TCASE(K, 4, 4)
-#define TCASES_4x3(K) \
-    TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 1, 3) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 2, 3) \
-    TCASE(K, 3, 1) TCASE(K, 3, 2) TCASE(K, 3, 3) TCASE(K, 4, 1) TCASE(K, 4, 2) TCASE(K, 4, 3)
+#define TCASES_4x2(K) TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 3, 1) TCASE(K, 3, 2) \
+    TCASE(K, 4, 1) TCASE(K, 4, 2)
+#define TCASES_8x2(K) TCASES_4x2(K) TCASE(K, 5, 1) TCASE(K, 5, 2) TCASE(K, 6, 1) TCASE(K, 6, 2) TCASE(K, 7, 1) \
+    TCASE(K, 7, 2) TCASE(K, 8, 1) TCASE(K, 8, 2)
 
+/* Tokens are taken in chunks of panels holding ~XCHUNK bytes of activations
+ * (they stay in L2 while every row tile of the matrix passes over them); the
+ * weights stream once per chunk. */
+#ifndef XCHUNK
+#define XCHUNK (512u << 10)
+#endif
 #define DEFINE_GEMM(NAME, K, BYTES, TR, TPN)                                                                  \
     TGT static void NAME(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,  \
                          int64_t ldy) {                                                                        \
         const size_t pb = BYTES(n);                                                                            \
         const int np = (ntok + PANEL - 1) / PANEL;                                                             \
+        int chunk = (int)(XCHUNK / pb) / (TPN) * (TPN);                                                        \
+        if (chunk < (TPN)) chunk = (TPN);                                                                      \
         const uint8_t *wp = w, *pp = panels;                                                                   \
-        for (int r0 = 0; r0 < nr; r0 += TR) {                                                                  \
-            const int rr = nr - r0 < TR ? nr - r0 : TR;                                                        \
-            for (int p0 = 0; p0 < np; p0 += TPN) {                                                             \
-                const int tp = np - p0 < TPN ? np - p0 : TPN;                                                  \
-                switch (rr * 8 + tp) {                                                                         \
-                    TCASES_##TR##x##TPN(K)                                                                     \
-                default: break;                                                                                \
+        for (int c0 = 0; c0 < np; c0 += chunk) {                                                               \
+            const int c1 = np - c0 < chunk ? np : c0 + chunk;                                                  \
+            for (int r0 = 0; r0 < nr; r0 += TR) {                                                              \
+                const int rr = nr - r0 < TR ? nr - r0 : TR;                                                    \
+                for (int p0 = c0; p0 < c1; p0 += TPN) {                                                        \
+                    const int tp = c1 - p0 < TPN ? c1 - p0 : TPN;                                              \
+                    switch (rr * 8 + tp) {                                                                     \
+                        TCASES_##TR##x##TPN(K)                                                                 \
+                    default: break;                                                                            \
+                    }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
     }
 
-DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, 4, 4)
-DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, 4, 3)
-DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, 4, 3)
+/* Tile shapes measured on Zen 5 (bench/gemm.c, n = 4096, 16-256 tokens):
+ * two panels per tile, and as many rows as the registers allow without
+ * spilling the accumulators (Q4_K / IQ2_XXS hold a second, per-sub-block
+ * set). */
+DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, 8, 2)
+DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, 4, 2)
+DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, 4, 2)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
