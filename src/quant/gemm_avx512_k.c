@@ -9,30 +9,34 @@
  * results cannot differ.
  *
  * Panel layout (PANEL = 16 tokens), per 256-block, BB(type) bytes:
- *   [0, 4096)      the 256 activation bytes as u8 = x ^ 0x80 (= x + 128):
- *                  dword k (elements 4k..4k+3) of token t at 64k + 4t, so one
- *                  zmm load gives dword k of all 16 tokens;
+ *   [0, 4096)      the 256 activation bytes, dword k (elements 4k..4k+3) of
+ *                  token t at 64k + 4t, so one zmm load gives dword k of all
+ *                  16 tokens: int8 x for Q2_K / Q4_K, u8 x ^ 0x80 (= x + 128)
+ *                  for IQ2_XXS;
  *   [4096, 4160)   the Q8_K scale d of each token (f32);
  *   [4160, BB)     the block sums the type's min term needs, as int16 pairs
  *                  per token dword (Q2_K: 8 pairs of 16-sums; Q4_K: 4 pairs
  *                  of 32-sums; IQ2_XXS: none).
- * Padding tokens are all zero (x = 0, d = 0): finite, never stored.
+ * Padding tokens are x = 0, d = 0: finite, never stored.
  *
  * Kernel: a tile of NR weight rows x TP panels.  Per 256-block each row is
- * unpacked once into 256 signed weight bytes on the stack (amortised over
- * the TP*16 tokens), then for each dword k its 4 bytes are broadcast to all
- * lanes and multiplied against the panel dword row with vpdpbusd (u8 x s8,
- * 4 products per int32 lane).  The activation enters as x + 128, so every
- * row's integer sum carries 128·Σ(weights·scales), a per-row constant that
- * the unpack computes and that starts the accumulator negated: exact.
- *   Q2_K     quant (0..3) times its 4-bit group scale fits in a byte (<= 45),
- *            so Σ_j sc_j·Σ q·x is one dpbusd chain; the min term Σ m_j·bsum_j
- *            is vpdpwssd of broadcast (m, m') pairs against bsum pairs.
+ * unpacked once into 256 weight bytes on the stack (amortised over the TP*16
+ * tokens), then for each dword k its 4 bytes are broadcast to all lanes and
+ * multiplied against the panel's dword row k with vpdpbusd (u8 x s8, 4
+ * products per int32 lane, exact).
+ *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
+ *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
+ *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
+ *            against the bsum pairs.
  *   Q4_K     q (0..15) x 6-bit scale does not fit a byte: each 32-sub-block
  *            gets its own dpbusd chain, scaled by vpmulld; mins as Q2_K over
  *            32-sums.
- *   IQ2_XXS  signed grid bytes (±8/±25/±43); per 32-group chain times the
- *            odd scale 2s+1 (vpmulld); the 1/8 at the end, as the reference.
+ *   IQ2_XXS  weights are signed grid bytes (±8/±25/±43), so they take the s8
+ *            side and the activation enters as x + 128: each row's sum then
+ *            carries 128·Σ ls·w, a per-row constant the unpack computes and
+ *            that starts the accumulator negated (exact).  Per 32-group chain
+ *            times the odd scale 2s+1 (vpmulld); the 1/8 at the end, as the
+ *            reference.
  */
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -68,13 +72,14 @@ static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panel
     const int npairs = mode == 1 ? 8 : mode == 2 ? 4 : 0;
     const size_t bb = block_bytes(npairs), pb = bb * (size_t)nb;
     const int np = (ntok + PANEL - 1) / PANEL;
+    const uint32_t xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
     for (int p = 0; p < np; p++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *dst = (uint8_t *)panels + (size_t)p * pb + (size_t)b * bb;
             for (int t = 0; t < PANEL; t++) {
                 const int tok = p * PANEL + t;
                 if (tok >= ntok) {
-                    for (int k = 0; k < QK_K / 4; k++) memset(dst + 64 * k + 4 * t, 0x80, 4);
+                    for (int k = 0; k < QK_K / 4; k++) memset(dst + 64 * k + 4 * t, xor8, 4);
                     memset(dst + DOFF + 4 * t, 0, 4);
                     for (int i = 0; i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
                     continue;
@@ -83,7 +88,7 @@ static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panel
                 for (int k = 0; k < QK_K / 4; k++) {
                     uint32_t v;
                     memcpy(&v, xb->qs + 4 * k, 4);
-                    v ^= 0x80808080u;
+                    v ^= xor8 * 0x01010101u;
                     memcpy(dst + 64 * k + 4 * t, &v, 4);
                 }
                 memcpy(dst + DOFF + 4 * t, &xb->d, 4);
@@ -118,7 +123,7 @@ typedef struct {
     int32_t q[QK_K / 4];  /* 256 signed weight bytes, as dwords for broadcast */
     int32_t sc[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld) */
     int32_t mp[8];        /* Q2_K: 8, Q4_K: 4 (m, m') int16 pairs */
-    int32_t corr;         /* -128 · Σ weight·scale: start of the int32 sum */
+    int32_t corr;         /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
     float d, dmin;        /* fp16 scales of the weight block */
 } __attribute__((aligned(64))) wblk;
 
@@ -129,7 +134,6 @@ INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
     const __m128i m4 = _mm_set1_epi8(0x0f);
     const __m512i tab = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(s, m4)), _mm512_set1_epi32(0x03020100));
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m512i tot = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1)));
         const int j = 2 * (c & 1);
@@ -142,9 +146,7 @@ INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
                                              4 * c, 4 * c, 4 * c, 4 * c);
         const __m512i wq = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, tab), q);
         _mm512_store_si512((__m512i *)(o->q + 16 * c), wq);
-        tot = _mm512_add_epi64(tot, _mm512_sad_epu8(wq, _mm512_setzero_si512()));
     }
-    o->corr = -128 * (int32_t)_mm512_reduce_add_epi64(tot);
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
     _mm256_store_si256((__m256i *)o->mp, mins);
     o->d = h2f(a->d);
@@ -163,18 +165,12 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
     _mm256_store_si256((__m256i *)o->sc, _mm256_cvtepu8_epi32(sc8));
     _mm_store_si128((__m128i *)o->mp, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m512i tot = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c));
         const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         _mm512_store_si512((__m512i *)(o->q + 16 * c), q);
-        /* Σ sc·q: scale bytes (<= 63) as the signed operand */
-        const __m512i scb = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8((char)o->sc[2 * c]),
-                                                   _mm512_set1_epi8((char)o->sc[2 * c + 1]));
-        tot = _mm512_dpbusd_epi32(tot, q, scb);
     }
-    o->corr = -128 * _mm512_reduce_add_epi32(tot);
     o->d = h2f(a->d);
     o->dmin = h2f(a->dmin);
 }
@@ -257,14 +253,15 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
         const uint8_t *xb[8];
         UNROLL for (int p = 0; p < TP; p++) xb[p] = xp[p] + (size_t)b * bb;
         __m512i acc[8 * 4];
-        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_set1_epi32(wb[r].corr);
+        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r].corr) : _mm512_setzero_si512();
         if (kind == KQ2) {
             UNROLL for (int k = 0; k < QK_K / 4; k++) {
                 __m512i xv[4];
                 UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                 UNROLL for (int r = 0; r < NR; r++) {
                     const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
-                    UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], xv[p], wv);
+                    UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], wv, xv[p]);
                 }
             }
         } else {
@@ -277,7 +274,9 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
                     UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                     UNROLL for (int r = 0; r < NR; r++) {
                         const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
-                        UNROLL for (int p = 0; p < TP; p++) tmp[r * TP + p] = _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv);
+                        UNROLL for (int p = 0; p < TP; p++)
+                            tmp[r * TP + p] = kind == KIQ2 ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
+                                                           : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
                     }
                 }
                 UNROLL for (int r = 0; r < NR; r++) {
