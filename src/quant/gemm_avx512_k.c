@@ -120,7 +120,7 @@ static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p)
  * ------------------------------------------------------------------------ */
 
 typedef struct {
-    int32_t q[QK_K / 4];  /* 256 signed weight bytes, as dwords for broadcast */
+    int32_t q[QK_K / 4];  /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
     int32_t sc[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld) */
     int32_t mp[8];        /* Q2_K: 8, Q4_K: 4 (m, m') int16 pairs */
     int32_t corr;         /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
