@@ -1,4 +1,378 @@
-/* AVX-512 panel GEMM kernels (quant.h "Panel GEMM"); being written. */
-#include "quant/simd_int.h"
+/* AVX-512 (F/BW/VL/DQ + VNNI) panel GEMM kernels for Q2_K, Q4_K and IQ2_XXS
+ * weights against Q8_K activations (quant.h "Panel GEMM").
+ *
+ * Contract: y[t*ldy + r] = vec_dot(n, w + r*ws, x_t), bit-identical to the
+ * reference (quant_ref.c) and so to the avx512 vec_dot.  Every integer block
+ * sum is exact in int32 (whatever the order), and each of the 16 f32 lanes
+ * (one token each) performs exactly the reference's per-256-block float
+ * steps in the reference's order (mul, mul, sub, add; no fused ops), so the
+ * results cannot differ.
+ *
+ * Panel layout (PANEL = 16 tokens), per 256-block, BB(type) bytes:
+ *   [0, 4096)      the 256 activation bytes, dword k (elements 4k..4k+3) of
+ *                  token t at 64k + 4t, so one zmm load gives dword k of all
+ *                  16 tokens: int8 x for Q2_K / Q4_K, u8 x ^ 0x80 (= x + 128)
+ *                  for IQ2_XXS;
+ *   [4096, 4160)   the Q8_K scale d of each token (f32);
+ *   [4160, BB)     the block sums the type's min term needs, as int16 pairs
+ *                  per token dword (Q2_K: 8 pairs of 16-sums; Q4_K: 4 pairs
+ *                  of 32-sums; IQ2_XXS: none).
+ * Padding tokens are x = 0, d = 0: finite, never stored.
+ *
+ * Kernel: a tile of NR weight rows x TP panels.  Per 256-block each row is
+ * unpacked once into 256 weight bytes on the stack (amortised over the TP*16
+ * tokens), then for each dword k its 4 bytes are broadcast to all lanes and
+ * multiplied against the panel's dword row k with vpdpbusd (u8 x s8, 4
+ * products per int32 lane, exact).
+ *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
+ *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
+ *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
+ *            against the bsum pairs.
+ *   Q4_K     q (0..15) x 6-bit scale does not fit a byte: each 32-sub-block
+ *            gets its own dpbusd chain, scaled by vpmulld; mins as Q2_K over
+ *            32-sums.
+ *   IQ2_XXS  weights are signed grid bytes (±8/±25/±43), so they take the s8
+ *            side and the activation enters as x + 128: each row's sum then
+ *            carries 128·Σ ls·w, a per-row constant the unpack computes and
+ *            that starts the accumulator negated (exact).  Per 32-group chain
+ *            times the odd scale 2s+1 (vpmulld); the 1/8 at the end, as the
+ *            reference.
+ */
+#if defined(__x86_64__) || defined(__i386__)
 
+#include "quant/quant.h"
+#include "quant/simd_int.h"
+#include "quant/iq2_tables.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* GCC in ISO C mode already keeps a*b+c unfused */
+#endif
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+#define UNROLL _Pragma("GCC unroll 8")
+
+enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
+
+/* Bytes of one panel block: activation bytes, d, and `npairs` sum dwords. */
+static size_t block_bytes(int npairs) { return (size_t)SOFF + (size_t)npairs * 64; }
+
+INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
+
+/* ------------------------------------------------------------------------
+ * Packing (plain C: O(ntok·n), negligible next to the O(nr·ntok·n) GEMM).
+ * mode 0: no sums; 1: pairs of 16-sums (Q2_K); 2: pairs of 32-sums (Q4_K).
+ * ------------------------------------------------------------------------ */
+
+static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panels, int mode) {
+    const int64_t nb = n / QK_K;
+    const int npairs = mode == 1 ? 8 : mode == 2 ? 4 : 0;
+    const size_t bb = block_bytes(npairs), pb = bb * (size_t)nb;
+    const int np = (ntok + PANEL - 1) / PANEL;
+    const uint32_t xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
+    for (int p = 0; p < np; p++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *dst = (uint8_t *)panels + (size_t)p * pb + (size_t)b * bb;
+            for (int t = 0; t < PANEL; t++) {
+                const int tok = p * PANEL + t;
+                if (tok >= ntok) {
+                    for (int k = 0; k < QK_K / 4; k++) memset(dst + 64 * k + 4 * t, xor8, 4);
+                    memset(dst + DOFF + 4 * t, 0, 4);
+                    for (int i = 0; i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
+                    continue;
+                }
+                const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)tok * xs) + b;
+                for (int k = 0; k < QK_K / 4; k++) {
+                    uint32_t v;
+                    memcpy(&v, xb->qs + 4 * k, 4);
+                    v ^= xor8 * 0x01010101u;
+                    memcpy(dst + 64 * k + 4 * t, &v, 4);
+                }
+                memcpy(dst + DOFF + 4 * t, &xb->d, 4);
+                for (int i = 0; i < npairs; i++) {
+                    int16_t s[2];
+                    if (mode == 1) {
+                        s[0] = xb->bsums[2 * i];
+                        s[1] = xb->bsums[2 * i + 1];
+                    } else { /* 32-sums: |s| <= 32·127, fits int16 */
+                        s[0] = (int16_t)(xb->bsums[4 * i] + xb->bsums[4 * i + 1]);
+                        s[1] = (int16_t)(xb->bsums[4 * i + 2] + xb->bsums[4 * i + 3]);
+                    }
+                    memcpy(dst + SOFF + 64 * i + 4 * t, s, 4);
+                }
+            }
+        }
+    }
+}
+
+static size_t q2_K_panel_bytes(int64_t n) { return block_bytes(8) * (size_t)(n / QK_K); }
+static size_t q4_K_panel_bytes(int64_t n) { return block_bytes(4) * (size_t)(n / QK_K); }
+static size_t iq2_xxs_panel_bytes(int64_t n) { return block_bytes(0) * (size_t)(n / QK_K); }
+static void q2_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 1); }
+static void q4_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 2); }
+static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 0); }
+
+/* ------------------------------------------------------------------------
+ * Per-row, per-block unpacked weights.
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    int32_t q[QK_K / 4];  /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
+    int32_t sc[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld) */
+    int32_t mp[8];        /* Q2_K: 8, Q4_K: 4 (m, m') int16 pairs */
+    int32_t corr;         /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
+    float d, dmin;        /* fp16 scales of the weight block */
+} __attribute__((aligned(64))) wblk;
+
+/* Q2_K: bytes q·(sc & 15) in element order, via a per-group vpshufb table
+ * [0, sc, 2sc, 3sc] (sc·0x03020100 per dword: no carries, 3·15 < 256). */
+INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
+    const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m512i tab = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(s, m4)), _mm512_set1_epi32(0x03020100));
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int c = 0; c < 4; c++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1)));
+        const int j = 2 * (c & 1);
+        const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j)), m3);
+        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j + 2)), m3);
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        /* 128-bit lane L holds group 4c + L */
+        const __m512i idx = _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2, 4 * c + 2,
+                                             4 * c + 2, 4 * c + 2, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1,
+                                             4 * c, 4 * c, 4 * c, 4 * c);
+        const __m512i wq = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, tab), q);
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), wq);
+    }
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
+    _mm256_store_si256((__m256i *)o->mp, mins);
+    o->d = h2f(a->d);
+    o->dmin = h2f(a->dmin);
+}
+
+/* Q4_K: 4-bit quants as bytes (64-chunk c: 32 low nibbles = sub-block 2c,
+ * then 32 high nibbles = 2c+1); 6-bit scales and mins as quant_ref.c's
+ * q4_K_scale_min. */
+INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
+    uint32_t u[3];
+    memcpy(u, a->scales, 12);
+    const uint32_t s0 = u[0] & 0x3f3f3f3fu, s1 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    const uint32_t m0 = u[1] & 0x3f3f3f3fu, m1 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const __m128i sc8 = _mm_set_epi32(0, 0, (int)s1, (int)s0);
+    _mm256_store_si256((__m256i *)o->sc, _mm256_cvtepu8_epi32(sc8));
+    _mm_store_si128((__m128i *)o->mp, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; c++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c));
+        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), q);
+    }
+    o->d = h2f(a->d);
+    o->dmin = h2f(a->dmin);
+}
+
+/* IQ2_XXS: the block's 8 (grid word, aux word) qwords in one zmm.  Sign
+ * bytes = ksigns[code] = code | parity(code) << 7 (the table's definition),
+ * computed for all 32 codes at once: each aux word's four 7-bit codes moved
+ * to byte boundaries, the parity folded into bit 0 of each byte by xor
+ * shifts.  The 32 sign bytes are the element masks of the four 64-element
+ * chunks (mask_sub negates); grid rows by scalar loads (faster than a gather
+ * here); ls = 2s+1.  AVX-512 F/BW only. */
+INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
+    const uint64_t *G = ds4_iq2xxs_grid;
+    const uint8_t *gi = (const uint8_t *)a->qs; /* grid index 4g+l at byte 8g+l */
+    const __m512i v = _mm512_loadu_si512((const void *)a->qs);
+    const __m512i t = _mm512_srli_epi64(v, 32); /* aux word of group g in dword 2g */
+    __m512i codes = _mm512_and_si512(t, _mm512_set1_epi32(0x7f));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 1), _mm512_set1_epi32(0x7f00)));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 2), _mm512_set1_epi32(0x7f0000)));
+    codes = _mm512_or_si512(codes, _mm512_and_si512(_mm512_slli_epi32(t, 3), _mm512_set1_epi32(0x7f000000)));
+    __m512i par = _mm512_xor_si512(codes, _mm512_srli_epi32(codes, 4));
+    par = _mm512_xor_si512(par, _mm512_srli_epi32(par, 2));
+    par = _mm512_xor_si512(par, _mm512_srli_epi32(par, 1)); /* bit 0 of each byte: parity of the byte */
+    const __m512i signs = _mm512_or_si512(codes, _mm512_slli_epi32(_mm512_and_si512(par, _mm512_set1_epi32(0x01010101)), 7));
+    uint64_t sm[4];
+    _mm256_storeu_si256((__m256i *)sm, _mm512_cvtepi64_epi32(signs));
+    const __m512i lsq = _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(v, 60), 1), _mm512_set1_epi64(1));
+    _mm256_store_si256((__m256i *)o->sc, _mm512_cvtepi64_epi32(lsq));
+    __m512i tot = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const uint8_t *i0 = gi + 16 * c, *i1 = i0 + 8;
+        const __m512i g = _mm512_set_epi64((long long)G[i1[3]], (long long)G[i1[2]], (long long)G[i1[1]], (long long)G[i1[0]],
+                                           (long long)G[i0[3]], (long long)G[i0[2]], (long long)G[i0[1]], (long long)G[i0[0]]);
+        const __m512i w = _mm512_mask_sub_epi8(g, (__mmask64)sm[c], _mm512_setzero_si512(), g);
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), w);
+        /* bytes 0-31: ls of group 2c, 32-63: of 2c+1 (byte 0 of their qwords) */
+        const __m512i sel = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi64(2 * c), _mm512_set1_epi64(2 * c + 1));
+        const __m512i lsb = _mm512_shuffle_epi8(_mm512_permutexvar_epi64(sel, lsq), _mm512_setzero_si512());
+        tot = _mm512_dpbusd_epi32(tot, lsb, w); /* ls (u8) x signed grid */
+    }
+    o->corr = -128 * _mm512_reduce_add_epi32(tot);
+    o->d = h2f(a->d);
+}
+
+/* ------------------------------------------------------------------------
+ * Micro-kernels: NR rows x TP panels, all blocks; results to y.
+ * ------------------------------------------------------------------------ */
+
+enum { KQ2, KQ4, KIQ2 };
+
+/* Scatter a tile's f32 lanes to y (token-major), only real tokens. */
+INL void store_tile(const __m512 *s, int NR, int TP, int r0, int p0, int ntok, float *y, int64_t ldy) {
+    for (int r = 0; r < NR; r++)
+        for (int p = 0; p < TP; p++) {
+            float v[PANEL];
+            _mm512_storeu_ps(v, s[r * TP + p]);
+            const int t0 = (p0 + p) * PANEL;
+            const int cnt = ntok - t0 < PANEL ? ntok - t0 : PANEL;
+            for (int l = 0; l < cnt; l++) y[(int64_t)(t0 + l) * ldy + r0 + r] = v[l];
+        }
+}
+
+INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *panels, size_t pb, int p0, int ntok,
+                 float *y, int64_t ldy, const int NR, const int TP, const int kind) {
+    const int64_t nb = n / QK_K;
+    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
+    const uint8_t *xp[8];
+    UNROLL for (int p = 0; p < TP; p++) xp[p] = panels + (size_t)(p0 + p) * pb;
+    wblk wb[8];
+    __m512 sum[8 * 4];
+    UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        UNROLL for (int r = 0; r < NR; r++) {
+            const uint8_t *blk = w + (size_t)(r0 + r) * ws + (size_t)b * wsz;
+            if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wb[r]);
+            else if (kind == KQ4) unpack_q4_K((const block_q4_K *)blk, &wb[r]);
+            else unpack_iq2_xxs((const block_iq2_xxs *)blk, &wb[r]);
+        }
+        const uint8_t *xb[8];
+        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp[p] + (size_t)b * bb;
+        __m512i acc[8 * 4];
+        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r].corr) : _mm512_setzero_si512();
+        if (kind == KQ2) {
+            UNROLL for (int k = 0; k < QK_K / 4; k++) {
+                __m512i xv[4];
+                UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                    UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], wv, xv[p]);
+                }
+            }
+        } else {
+            for (int j = 0; j < 8; j++) {
+                __m512i tmp[8 * 4];
+                UNROLL for (int i = 0; i < NR * TP; i++) tmp[i] = _mm512_setzero_si512();
+                UNROLL for (int kk = 0; kk < 8; kk++) {
+                    const int k = 8 * j + kk;
+                    __m512i xv[4];
+                    UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
+                    UNROLL for (int r = 0; r < NR; r++) {
+                        const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                        UNROLL for (int p = 0; p < TP; p++)
+                            tmp[r * TP + p] = kind == KIQ2 ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
+                                                           : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
+                    }
+                }
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m512i sc = _mm512_set1_epi32(wb[r].sc[j]);
+                    UNROLL for (int p = 0; p < TP; p++)
+                        acc[r * TP + p] = _mm512_add_epi32(acc[r * TP + p], _mm512_mullo_epi32(tmp[r * TP + p], sc));
+                }
+            }
+        }
+        /* per-block float steps, one token per lane, in the reference's order */
+        UNROLL for (int p = 0; p < TP; p++) {
+            const __m512 xd = _mm512_loadu_ps((const float *)(xb[p] + DOFF));
+            if (kind == KIQ2) {
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r].d), xd);
+                    sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
+                }
+                continue;
+            }
+            const int npairs = kind == KQ2 ? 8 : 4;
+            __m512i ms[8];
+            UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_setzero_si512();
+            UNROLL for (int i = 0; i < npairs; i++) {
+                const __m512i bs = _mm512_loadu_si512((const void *)(xb[p] + SOFF + 64 * i));
+                UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(wb[r].mp[i]));
+            }
+            UNROLL for (int r = 0; r < NR; r++) {
+                const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].d));
+                const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].dmin));
+                const __m512 t = _mm512_sub_ps(_mm512_mul_ps(dall, _mm512_cvtepi32_ps(acc[r * TP + p])),
+                                               _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[r])));
+                sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], t);
+            }
+        }
+    }
+    if (kind == KIQ2) UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_mul_ps(_mm512_set1_ps(0.125f), sum[i]);
+    store_tile(sum, NR, TP, r0, p0, ntok, y, ldy);
+}
+
+/* The caller's nr x ntok cut into tiles of up to NR rows x TP panels. */
+#define TCASE(K, R, P) case (R) * 8 + (P): k_panel(n, wp, ws, r0, pp, pb, p0, ntok, y, ldy, R, P, K); break;
+#define TCASES_4x2(K) TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 3, 1) TCASE(K, 3, 2) \
+    TCASE(K, 4, 1) TCASE(K, 4, 2)
+#define TCASES_8x2(K) TCASES_4x2(K) TCASE(K, 5, 1) TCASE(K, 5, 2) TCASE(K, 6, 1) TCASE(K, 6, 2) TCASE(K, 7, 1) \
+    TCASE(K, 7, 2) TCASE(K, 8, 1) TCASE(K, 8, 2)
+
+/* Tokens are taken in chunks of panels holding ~XCHUNK bytes of activations
+ * (they stay in L2 while every row tile of the matrix passes over them); the
+ * weights stream once per chunk. */
+#ifndef XCHUNK
+#define XCHUNK (512u << 10)
+#endif
+#define DEFINE_GEMM(NAME, K, BYTES, TR, TPN)                                                                  \
+    TGT static void NAME(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,  \
+                         int64_t ldy) {                                                                        \
+        const size_t pb = BYTES(n);                                                                            \
+        const int np = (ntok + PANEL - 1) / PANEL;                                                             \
+        int chunk = (int)(XCHUNK / pb) / (TPN) * (TPN);                                                        \
+        if (chunk < (TPN)) chunk = (TPN);                                                                      \
+        const uint8_t *wp = w, *pp = panels;                                                                   \
+        for (int c0 = 0; c0 < np; c0 += chunk) {                                                               \
+            const int c1 = np - c0 < chunk ? np : c0 + chunk;                                                  \
+            for (int r0 = 0; r0 < nr; r0 += TR) {                                                              \
+                const int rr = nr - r0 < TR ? nr - r0 : TR;                                                    \
+                for (int p0 = c0; p0 < c1; p0 += TPN) {                                                        \
+                    const int tp = c1 - p0 < TPN ? c1 - p0 : TPN;                                              \
+                    switch (rr * 8 + tp) {                                                                     \
+                        TCASES_##TR##x##TPN(K)                                                                 \
+                    default: break;                                                                            \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+/* Tile shapes measured on Zen 5 (bench/gemm.c, n = 4096, 16-256 tokens):
+ * two panels per tile, and as many rows as the registers allow without
+ * spilling the accumulators (Q4_K / IQ2_XXS hold a second, per-sub-block
+ * set). */
+DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, 8, 2)
+DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, 4, 2)
+DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, 4, 2)
+
+void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
+#define SETP(T, NAME) \
+    (t[T].panel_tokens = PANEL, t[T].panel_bytes = NAME##_panel_bytes, t[T].panel_pack = NAME##_pack, \
+     t[T].panel_gemm = NAME##_gemm)
+    SETP(DS4_TYPE_Q2_K, q2_K);
+    SETP(DS4_TYPE_Q4_K, q4_K);
+    SETP(DS4_TYPE_IQ2_XXS, iq2_xxs);
+#undef SETP
+}
+
+#else /* not x86 */
+
+#include "quant/simd_int.h"
 void ds4_gemm_install_avx512_k(ds4_type_traits *table) { (void)table; }
+
+#endif
