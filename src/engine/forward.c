@@ -23,7 +23,7 @@
 
 #include "engine/ops.h"
 #include "quant/quant.h"
-#include "quant/vec.h"
+#include "quant/simd.h"
 #ifdef DS4_CUDA
 #include "cuda/cuda_backend.h"
 #endif
@@ -228,12 +228,14 @@ struct batch {
     float *wg;       /* [n·k] their routing weights */
     int32_t *etok;   /* [n·k] token list per expert */
     int32_t *eslot;  /* [n·k] */
+    float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
+    const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
 };
 
 static void batch_free(batch *b) {
     float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
                     &b->kv, &b->o, &b->low, &b->ca, &b->cz, &b->ia, &b->iz, &b->iq, &b->iw, &b->router,
-                    &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg};
+                    &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
     free(b->sel); free(b->eid); free(b->etok); free(b->eslot);
 }
@@ -280,8 +282,42 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
     b->wg = xcalloc(N * K, sizeof(float), &fail);
     b->etok = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
     b->eslot = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
+    b->rope_m = xcalloc(N * 3 * (hp->rope_dim / 2) + 1, sizeof(float), &fail);
+    b->rope_c = xcalloc(N * 3 * (hp->rope_dim / 2) + 1, sizeof(float), &fail);
     if (fail) batch_free(b);
     return fail ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per-batch helpers over the live f32 kernels (simd.h)                      */
+
+/* ds4_rmsnorm (ops.h), operation for operation. */
+static void rmsnorm_v(const batch *b, const float *x, const float *w, int64_t n, float eps, float *y) {
+    double ss = b->V->sumsq(x, n);
+    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    b->V->scale_mul(y, x, scale, w, n);
+}
+
+/* cos, sin, -sin of (float)pos·inv_freq[i] for every token of the batch:
+ * the values ds4_rope (ops.h) computes per call, once per batch. */
+static void rope_tables(const float *inv_freq, int half, int64_t p0, int n, float *tab) {
+    for (int t = 0; t < n; t++) {
+        float *c = tab + (size_t)t * 3 * half;
+        for (int i = 0; i < half; i++) {
+            float ang = (float)(p0 + t) * inv_freq[i];
+            float cs = cosf(ang), sn = sinf(ang);
+            c[i] = cs;
+            c[half + i] = sn;
+            c[2 * half + i] = -sn;
+        }
+    }
+}
+
+/* ds4_rope(x, d, dr, inv_freq, p0 + t, sign) from a rope_tables() row. */
+static void rope_t(const batch *b, const float *tab, int t, float *x, int d, int dr, int sign) {
+    int half = dr / 2;
+    const float *c = tab + (size_t)t * 3 * half;
+    b->V->rot(x + d - dr, c, c + (sign > 0 ? half : 2 * half), half);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -316,9 +352,8 @@ typedef struct {
 } norm_arg;
 
 static void norm_token(ds4_session *s, batch *b, const void *arg, int t) {
-    (void)b;
     const norm_arg *a = arg;
-    ds4_rmsnorm(a->x + t * a->ld, a->w, a->n, s->model->hp.rms_eps, a->y + t * a->ld);
+    rmsnorm_v(b, a->x + t * a->ld, a->w, a->n, s->model->hp.rms_eps, a->y + t * a->ld);
 }
 
 static void rmsnorm_tokens(ds4_session *s, batch *b, const float *x, const float *w, int64_t n, int64_t ld,
@@ -382,7 +417,7 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
     sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
     for (int64_t d = 0; d < D; d++) x[d] = 0;
-    for (int j = 0; j < H; j++) ds4_vec_axpy_f32(x, pre[j], X + j * D, D);
+    for (int j = 0; j < H; j++) b->V->axpy(x, pre[j], X + j * D, D);
 }
 
 /* HCPre: computes post/comb per token and the collapsed input b->x. */
@@ -406,8 +441,8 @@ static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
     for (int k = 0; k < H; k++) {
         float *y = X + k * D;
         float pk = post[k];
-        for (int64_t d = 0; d < D; d++) y[d] = pk * o[d];
-        for (int j = 0; j < H; j++) ds4_vec_axpy_f32(y, C[j * H + k], old + j * D, D);
+        b->V->scale_mul(y, o, pk, NULL, D); /* o·pk == pk·o */
+        for (int j = 0; j < H; j++) b->V->axpy(y, C[j * H + k], old + j * D, D);
     }
 }
 
@@ -472,9 +507,9 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
         for (int i = 0; i < wc; i++) z[i] += ape[i];
         float *row = st->comp + (size_t)st->n_comp * dh;
         if (compressor_push(st->comp_kv, st->comp_sc, m, dh, pos, b->ca + (size_t)t * wc, z, row)) {
-            ds4_rmsnorm(row, L->comp_norm, dh, hp->rms_eps, row);
+            rmsnorm_v(b, row, L->comp_norm, dh, hp->rms_eps, row);
             ds4_rope(row, dh, dr, s->rope_comp, (int64_t)st->n_comp * m, 1);
-            if (qat) ds4_fp8_roundtrip(row, dh - dr);
+            if (qat) b->V->fp8_roundtrip(row, dh - dr);
             st->n_comp++;
         }
         if (m != 4) continue;
@@ -483,9 +518,9 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
         for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
         float *irow = st->idx + (size_t)st->n_idx * dI;
         if (compressor_push(st->idx_kv, st->idx_sc, 4, dI, pos, b->ia + (size_t)t * 2 * dI, iz, irow)) {
-            ds4_rmsnorm(irow, L->idx_comp_norm, dI, hp->rms_eps, irow);
+            rmsnorm_v(b, irow, L->idx_comp_norm, dI, hp->rms_eps, irow);
             ds4_rope(irow, dI, dr, s->rope_comp, (int64_t)st->n_idx * 4, 1);
-            if (qat) { ds4_hadamard(irow, dI); ds4_fp4_roundtrip(irow, dI); }
+            if (qat) { ds4_hadamard(irow, dI); b->V->fp4_roundtrip(irow, dI); }
             st->n_idx++;
         }
     }
@@ -536,25 +571,31 @@ static void indexer_task(void *ctx, int64_t t) {
         float wscale = 1.0f / sqrtf((float)dI * (float)nI);
         for (int h = 0; h < nI; h++) {
             float *qh = b->iq + ((size_t)t * nI + h) * dI;
-            ds4_rope(qh, dI, dr, j->s->rope_comp, pos, 1);
-            if (qat) { ds4_hadamard(qh, dI); ds4_fp4_roundtrip(qh, dI); }
+            rope_t(b, b->rope_c, (int)t, qh, dI, dr, 1);
+            if (qat) { ds4_hadamard(qh, dI); b->V->fp4_roundtrip(qh, dI); }
         }
         for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
     }
     int nvis = (int)((pos + 1) / 4);
     int32_t *sel = b->sel + t * (K + 1);
     if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
-    float *score = malloc(sizeof(float) * (size_t)nvis);
+    float *score = malloc(sizeof(float) * (size_t)nvis + sizeof(float) * (size_t)(nI + 16));
     if (!score) abort();
+    float *dots = score + nvis;
     const float *q = b->iq + t * nI * dI, *w = b->iw + t * nI;
+    const ds4_vec_ops *V = b->V;
+    const float *qp[16];
     for (int i = 0; i < nvis; i++) {
         const float *k = j->st->idx + (size_t)i * dI;
-        float acc = 0;
-        for (int h = 0; h < nI; h++) {
-            const float *qh = q + h * dI;
-            float dot = ds4_vec_dot_f32(qh, k, dI);
-            if (dot > 0) acc += w[h] * dot;
+        int h = 0;
+        for (; h + 16 <= nI; h += 16) { /* sixteen heads' dots at once, each exactly V->dot */
+            for (int g = 0; g < 16; g++) qp[g] = q + (size_t)(h + g) * dI;
+            V->dot16(V, qp, k, dI, dots + h);
         }
+        for (; h < nI; h++) dots[h] = V->dot(q + (size_t)h * dI, k, dI);
+        float acc = 0;
+        for (h = 0; h < nI; h++)
+            if (dots[h] > 0) acc += w[h] * dots[h];
         score[i] = acc;
     }
     int n = 0;
@@ -599,15 +640,17 @@ typedef struct {
     batch *b;
     const ds4_layer *L;
     const ds4_layer_state *st;
-    const float *inv_freq;
+    const float *rope_tab;  /* b->rope_m or b->rope_c */
     int hg;                 /* heads per task (divides n_head) */
 } attn_job;
 
-/* One task: token t, heads [h0, h0 + hg).  All heads of a token attend the
- * same rows, so each row (d_h floats, from L2 at long contexts) is loaded
- * once for the hg heads' dots and once for their weighted sums, while the
- * hg heads each keep their own score list and sums in the same order as a
- * head on its own (bit-identical). */
+/* One task: token t, heads [h0, h0 + hg), through the live attention
+ * kernel (simd.h ds4_attn_args: scores, softmax with the sink, weighted
+ * sum), then the inverse RoPE.  All heads of a token attend the same rows,
+ * so the kernel loads each row (d_h floats, from L2 at long contexts) once
+ * for the hg heads, while each head's scores and sums run in the same order
+ * as a head on its own: the result does not depend on hg (bit-identical),
+ * so prefill, chunked prefill and decode agree. */
 #define ATTN_HG_MAX 4
 
 static void attn_task(void *ctx, int64_t task) {
@@ -618,7 +661,6 @@ static void attn_task(void *ctx, int64_t task) {
     int hg = j->hg, ng = nh / hg;
     int t = (int)(task / ng), h0 = (int)(task % ng) * hg;
     int64_t pos = b->p0 + t;
-    float scale = 1.0f / sqrtf((float)dh);
 
     /* Candidate rows: raw window, then compressed rows. */
     int64_t lo = pos - W + 1 > 0 ? pos - W + 1 : 0;
@@ -631,9 +673,8 @@ static void attn_task(void *ctx, int64_t task) {
         if (cand[0] >= 0) { sel = cand; ncomp = (int)hp->idx_topk; }
     }
     int nrows = nraw + ncomp;
-    size_t cap = (size_t)(nrows > 0 ? nrows : 1);
-    float *sc = malloc(sizeof(float) * cap * (size_t)hg);
-    const float **rows = malloc(sizeof(float *) * cap);
+    float *sc = malloc(sizeof(float) * (size_t)ds4_attn_scratch(nrows));
+    const float **rows = malloc(sizeof(float *) * (size_t)(nrows > 0 ? nrows : 1));
     if (!sc || !rows) abort();
     for (int r = 0; r < nraw; r++) {
         int64_t jp = lo + r;
@@ -641,33 +682,15 @@ static void attn_task(void *ctx, int64_t task) {
     }
     for (int r = 0; r < ncomp; r++) rows[nraw + r] = j->st->comp + (size_t)(sel ? sel[r] : r) * dh;
 
-    const float *q[ATTN_HG_MAX];
-    float *o[ATTN_HG_MAX], mx[ATTN_HG_MAX], den[ATTN_HG_MAX];
+    ds4_attn_args a = {.hg = hg, .dh = dh, .nrows = nrows, .rows = rows, .scale = 1.0f / sqrtf((float)dh),
+                       .scratch = sc};
     for (int g = 0; g < hg; g++) {
-        q[g] = b->q + ((size_t)t * nh + h0 + g) * dh;
-        o[g] = b->o + ((size_t)t * nh + h0 + g) * dh;
-        mx[g] = j->L->sinks[h0 + g];
+        a.q[g] = b->q + ((size_t)t * nh + h0 + g) * dh;
+        a.o[g] = b->o + ((size_t)t * nh + h0 + g) * dh;
+        a.sink[g] = j->L->sinks[h0 + g];
     }
-    for (int r = 0; r < nrows; r++)
-        for (int g = 0; g < hg; g++) {
-            float s = ds4_vec_dot_f32(q[g], rows[r], dh) * scale;
-            sc[(size_t)g * cap + r] = s;
-            mx[g] = fmaxf(mx[g], s);
-        }
-    for (int g = 0; g < hg; g++) {
-        den[g] = expf(j->L->sinks[h0 + g] - mx[g]);
-        memset(o[g], 0, sizeof(float) * dh);
-    }
-    for (int r = 0; r < nrows; r++)
-        for (int g = 0; g < hg; g++) {
-            float p = expf(sc[(size_t)g * cap + r] - mx[g]);
-            den[g] += p;
-            ds4_vec_axpy_f32(o[g], p, rows[r], dh);
-        }
-    for (int g = 0; g < hg; g++) {
-        for (int e = 0; e < dh; e++) o[g][e] /= den[g];
-        ds4_rope(o[g], dh, (int)hp->rope_dim, j->inv_freq, pos, -1);
-    }
+    b->V->attn(b->V, &a);
+    for (int g = 0; g < hg; g++) rope_t(b, j->rope_tab, t, a.o[g], dh, (int)hp->rope_dim, -1);
     free(sc);
     free(rows);
 }
@@ -678,23 +701,23 @@ static void qkv_token(ds4_session *s, batch *b, const void *arg, int t) {
     const ds4_hparams *hp = &s->model->hp;
     const ds4_layer *L = arg;
     int nh = (int)hp->n_head, dh = (int)hp->head_dim, dr = (int)hp->rope_dim;
-    const float *inv_freq = L->ratio > 0 ? s->rope_comp : s->rope_main;
+    const float *tab = L->ratio > 0 ? b->rope_c : b->rope_m;
     for (int h = 0; h < nh; h++) {
         float *qh = b->q + ((size_t)t * nh + h) * dh;
-        ds4_rmsnorm(qh, NULL, dh, hp->rms_eps, qh);
-        ds4_rope(qh, dh, dr, inv_freq, b->p0 + t, 1);
+        rmsnorm_v(b, qh, NULL, dh, hp->rms_eps, qh);
+        rope_t(b, tab, t, qh, dh, dr, 1);
     }
     float *kv = b->kv + (size_t)t * dh;
-    ds4_rmsnorm(kv, L->kv_norm, dh, hp->rms_eps, kv);
-    ds4_rope(kv, dh, dr, inv_freq, b->p0 + t, 1);
-    if (s->opts.numerics == DS4_NUMERICS_MODEL) ds4_fp8_roundtrip(kv, dh - dr);
+    rmsnorm_v(b, kv, L->kv_norm, dh, hp->rms_eps, kv);
+    rope_t(b, tab, t, kv, dh, dr, 1);
+    if (s->opts.numerics == DS4_NUMERICS_MODEL) b->V->fp8_roundtrip(kv, dh - dr);
 }
 
 static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd;
     int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window;
-    const float *inv_freq = L->ratio > 0 ? s->rope_comp : s->rope_main;
+    const float *rope_tab = L->ratio > 0 ? b->rope_c : b->rope_m;
 
     rmsnorm_tokens(s, b, b->x, L->attn_norm, D, D, b->xn);
 
@@ -736,7 +759,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     /* Heads per task: as many as share rows, while leaving >= 4 tasks per thread. */
     int hg = ATTN_HG_MAX;
     while (hg > 1 && (nh % hg || (int64_t)b->n * (nh / hg) < 4 * ds4_pool_size(s->pool))) hg /= 2;
-    attn_job j = {s, b, L, st, inv_freq, hg};
+    attn_job j = {s, b, L, st, rope_tab, hg};
     ds4_pool_run(s->pool, (int64_t)b->n * (nh / hg), attn_task, &j);
 
     /* The batch's raw rows enter the ring only now: queries above read them
@@ -758,14 +781,6 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
 
 /* ------------------------------------------------------------------------ */
 /* MoE (§7)                                                                  */
-
-static float swiglu_clamped(float g, float u, float c) {
-    if (c > 1e-6f) {
-        g = fminf(g, c);
-        u = fminf(fmaxf(u, -c), c);
-    }
-    return g / (1.0f + expf(-g)) * u;
-}
 
 static float sqrt_softplus(float z) {
     float sp = z > 20.0f ? z : log1pf(expf(z));
@@ -816,6 +831,7 @@ typedef struct {
     int n;
     const float *rw;    /* per-token routing weights; NULL: 1 */
     float clamp;
+    const ds4_vec_ops *V;
 } swiglu_ctx;
 
 static void swiglu_done(void *ctx, int64_t r0, int64_t r1) {
@@ -824,17 +840,17 @@ static void swiglu_done(void *ctx, int64_t r0, int64_t r1) {
         float scale = c->rw ? c->rw[t] : 1.0f;
         float *g = c->g + (size_t)t * c->F;
         const float *u = c->u + (size_t)t * c->F;
-        for (int64_t i = r0; i < r1; i++) g[i] = swiglu_clamped(g[i], u[i], c->clamp) * scale;
+        c->V->swiglu(g + r0, u + r0, r1 - r0, c->clamp, scale);
     }
 }
 
 /* Appends the gate+up pair of one FFN (gate carries up along, then SwiGLU)
  * over n rows of X into g/u (row stride F). */
-static int ffn_gate_up(ds4_mm_seg *seg, int ns, swiglu_ctx *sc, const ds4_weight *w1, const ds4_weight *w3,
-                       int64_t expert, const float *X, int64_t ldx, int n, float *g, float *u, const float *rw,
-                       float clamp) {
+static int ffn_gate_up(const batch *b, ds4_mm_seg *seg, int ns, swiglu_ctx *sc, const ds4_weight *w1,
+                       const ds4_weight *w3, int64_t expert, const float *X, int64_t ldx, int n, float *g, float *u,
+                       const float *rw, float clamp) {
     int64_t F = w1->ne[1];
-    *sc = (swiglu_ctx){g, u, F, n, rw, clamp};
+    *sc = (swiglu_ctx){g, u, F, n, rw, clamp, b->V};
     seg[ns] = ds4_seg(w1, expert, 0, F, X, ldx, n, g, F);
     seg[ns].pair = 1;
     seg[ns].done = swiglu_done;
@@ -860,7 +876,7 @@ static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_w
     }
     ds4_mm_seg seg[2];
     swiglu_ctx sc;
-    ffn_gate_up(seg, 0, &sc, w1, w3, expert, X, D, n, b->g, b->u, rw, clamp);
+    ffn_gate_up(b, seg, 0, &sc, w1, w3, expert, X, D, n, b->g, b->u, rw, clamp);
     ds4_mm_multi(s->pool, seg, 2);
     ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
 }
@@ -931,7 +947,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
 
     int ns = 0;
     seg[ns++] = ds4_seg(&L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
-    if (sh) ns = ffn_gate_up(seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
+    if (sh) ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
     ds4_mm_multi(s->pool, seg, ns);
     route(s, b, L);
 
@@ -969,7 +985,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
             X = xg;
         }
         for (int c = 0; c < cnt; c++) b->wg[c0 + c] = b->ew[b->eslot[c0 + c]];
-        ns = ffn_gate_up(seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, X, D, cnt, b->g + (size_t)c0 * Fe,
+        ns = ffn_gate_up(b, seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, X, D, cnt, b->g + (size_t)c0 * Fe,
                          b->u + (size_t)c0 * Fe, b->wg + c0, L->clamp_exp);
     }
     ds4_mm_multi(s->pool, seg, ns);
@@ -984,7 +1000,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     }
     ds4_mm_multi(s->pool, seg, ns);
     for (int c = 0; c < first[E]; c++) /* ascending expert order; 1·y is exact: a plain SIMD add */
-        ds4_vec_axpy_f32(b->out + (size_t)b->etok[c] * D, 1.0f, b->yg + (size_t)c * D, D);
+        b->V->axpy(b->out + (size_t)b->etok[c] * D, 1.0f, b->yg + (size_t)c * D, D);
     free(seg);
     free(sc);
     free(first);
@@ -1002,7 +1018,7 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
     float mix[16];
     for (int t = t0; t < t0 + nt; t++) {
         const float *X = b->X + (size_t)t * HD;
-        ds4_rmsnorm(X, NULL, HD, hp->rms_eps, b->flat);
+        rmsnorm_v(b, X, NULL, HD, hp->rms_eps, b->flat);
         ds4_mm(s->pool, &m->out_hc_fn, 0, 0, H, b->flat, HD, 1, mix, H);
         float *y = b->xn + (size_t)(t - t0) * D;
         memset(y, 0, sizeof(float) * D);
@@ -1010,7 +1026,7 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
             float w = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
             for (int64_t d = 0; d < D; d++) y[d] += w * X[j * D + d];
         }
-        ds4_rmsnorm(y, m->out_norm, D, hp->rms_eps, y);
+        rmsnorm_v(b, y, m->out_norm, D, hp->rms_eps, y);
     }
     ds4_mm(s->pool, &m->output, 0, 0, hp->n_vocab, b->xn, D, nt, logits, hp->n_vocab);
 }
@@ -1023,6 +1039,8 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     const ds4_hparams *hp = &m->hp;
     int H = (int)hp->hc_mult;
     int64_t D = hp->n_embd;
+    rope_tables(s->rope_main, (int)hp->rope_dim / 2, b->p0, b->n, b->rope_m);
+    rope_tables(s->rope_comp, (int)hp->rope_dim / 2, b->p0, b->n, b->rope_c);
     for (int t = 0; t < b->n; t++) {
         float *X = b->X + (size_t)t * H * D;
         ds4_weight_row_f32(&m->tok_embd, b->tok[t], X);
@@ -1068,6 +1086,7 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
     batch *sb = session_batch(s, maxb);
     if (!sb) return ds4_err_set(err, "out of memory for a batch of %d tokens", maxb);
     batch b = *sb; /* per-call view: n, p0, tok change; buffers are shared */
+    b.V = ds4_vec_ops_live();
     for (int done = 0; done < n;) {
         int nb = n - done < maxb ? n - done : maxb;
         b.n = nb;

@@ -9,6 +9,7 @@
 #include "quant/simd.h"
 #include "quant/simd_int.h"
 #include "quant/vec.h"
+#include "quant/vec_int.h"
 #include "quant/iq2_tables.h"
 
 #include <pthread.h>
@@ -86,11 +87,13 @@ static void build(int lv, ds4_type_traits *table, ds4_vec_ops *vec) {
     vec->dot = dot_scalar;
     vec->axpy = axpy_scalar;
     vec->sumsq = sumsq_scalar;
+    ds4_vec_install_ref(vec);
     switch (lv) {
     case LV_AVX2: ds4_simd_install_avx2(table, vec); break;
     case LV_AVX512:
         ds4_simd_install_avx512(table, vec);
         ds4_simd_install_avx512_vbmi(table);
+        ds4_vec_install_avx512(vec);
         ds4_gemm_install_avx512_q8(table);
         ds4_gemm_install_avx512_k(table);
         break;
@@ -210,4 +213,9 @@ void ds4_vec_axpy_f32(float *y, float a, const float *x, int64_t n) {
 double ds4_vec_sumsq_f32(const float *x, int64_t n) {
     ds4_simd_init();
     return live_vec.sumsq(x, n);
+}
+
+const ds4_vec_ops *ds4_vec_ops_live(void) {
+    ds4_simd_init();
+    return &live_vec;
 }

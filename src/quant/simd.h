@@ -35,12 +35,50 @@ int ds4_simd_supported(const char *level); /* 1 if this build and CPU run it */
 int ds4_simd_force(const char *level);     /* 0, or -1 if unsupported/unknown */
 const char *const *ds4_simd_levels(void);  /* all level names, NULL-terminated */
 
-/* f32 helpers for the forward pass, dispatched like the table. */
+/* Attention of hg heads (1 <= hg <= 4) of one query over the same rows
+ * (MODEL.md §6.7, without the inverse RoPE):
+ *   s[g][r] = dot(q[g], rows[r], dh)·scale,  mx = max(sink[g], s[g][·]),
+ *   den = expf(sink - mx) + Σ_r p,  p = expf(s - mx),
+ *   o[g] = (Σ_r p·rows[r]) / den   (0 + p_0·row_0 + p_1·row_1 ..., mul then add)
+ * scratch: at least ds4_attn_scratch(nrows) floats. */
+typedef struct ds4_attn_args {
+    int hg, dh, nrows;
+    const float *const *rows;
+    const float *q[4];
+    float *o[4];
+    float sink[4];
+    float scale;
+    float *scratch;
+} ds4_attn_args;
+#define ds4_attn_scratch(nrows) ((int64_t)((nrows) + 16) * 4)
+
+/* f32 helpers for the forward pass, dispatched like the table.  Every slot
+ * is set at every level (vec_ref.c holds the scalar ones); the kernels of
+ * vec_avx512.c are bit-identical to the scalar ones given the level's own
+ * dot/axpy, except `exp`-based ones: those use a vector transcription of
+ * glibc's expf (x86-64 FMA variant), bit-identical to it there and within
+ * 1 ulp of any correctly rounded expf (tests/test_vec.c). */
 typedef struct ds4_vec_ops {
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n); /* y += a·x */
     double (*sumsq)(const float *x, int64_t n);                 /* Σ x², in double */
+    /* out[k] = dot(a[k], b, n) for k < 16, each exactly as v->dot */
+    void (*dot16)(const struct ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out);
+    void (*attn)(const struct ds4_vec_ops *v, const ds4_attn_args *a);
+    void (*exp)(float *y, const float *x, int64_t n);           /* y = expf(x) */
+    /* g = (g' / (1 + expf(-g')) · u') · scale, g' = min(g, c), u' = clamp(u, ±c)
+     * (no clamping when c <= 1e-6) */
+    void (*swiglu)(float *g, const float *u, int64_t n, float c, float scale);
+    void (*scale_mul)(float *y, const float *x, float s, const float *w, int64_t n); /* y = x·s·w (w NULL: x·s) */
+    /* RoPE pairs: (a, b) <- (a·c_i - b·s_i, a·s_i + b·c_i) over t[2i], t[2i+1] */
+    void (*rot)(float *t, const float *c, const float *s, int npairs);
+    void (*fp8_roundtrip)(float *x, int64_t n); /* = ds4_fp8_roundtrip (engine/ops.h) */
+    void (*fp4_roundtrip)(float *x, int64_t n); /* = ds4_fp4_roundtrip */
 } ds4_vec_ops;
+
+/* The live helper set (implies ds4_simd_init()); stays valid, and follows
+ * ds4_simd_force(). */
+const ds4_vec_ops *ds4_vec_ops_live(void);
 
 /* A level's table row / helpers without installing them (tests, benches):
  * 0, or -1 if the level is unsupported here or the type unknown. */

@@ -1,0 +1,409 @@
+/* AVX-512 forward-pass f32 kernels (simd.h ds4_vec_ops), "avx512" level.
+ *
+ * Per-function target attributes, like simd_avx512.c: dispatch.c installs
+ * them only after its CPUID checks.  Every kernel reproduces its scalar
+ * version (vec_ref.c, with the level's dot_512 / axpy_512) bit for bit:
+ *
+ *   dots     each result is dot_512's: two FMA accumulators over 32-float
+ *            steps (the 16-float tail into the first), added, then the
+ *            _mm512_reduce_add_ps tree.  Sixteen such trees run at once as
+ *            a transposing reduction whose every lane adds the same pairs
+ *            in the same order (reduce16 below).
+ *   axpy     mul then add, rows in order: the running sums live in
+ *            registers over a register-sized slice of the head dim instead
+ *            of being loaded and stored per row.
+ *   exp      exp16 evaluates expf by the method glibc's libm uses on FMA
+ *            x86-64 (Tang's table-driven reduction: x·32/ln2 split into
+ *            k + r, 2^(k/32) from a 32-entry table of 2^(i/32), a degree-3
+ *            polynomial in double), with the same table values and
+ *            polynomial constants, so it returns libm's expf bit for bit
+ *            and the SIMD softmax/SwiGLU equal the scalar level's; written
+ *            here with intrinsics on 8 double lanes, the overflow/underflow/
+ *            NaN cases as blends.
+ *   max      order-free; divisions stay divisions; fminf/fmaxf clamps map
+ *            to min/max_ps with the NaN-ignoring operand order.
+ *   FP8/FP4  the rounding helpers of fp.c as arithmetic (round to nearest
+ *            even at the format's step), checked exhaustively in test_vec. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include "quant/vec_int.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define TGTI TGT static inline __attribute__((always_inline))
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* ---- exp ------------------------------------------------------------------ */
+
+/* 2^(i/32) as double bits, minus i << 47 (glibc __exp2f_data.tab). */
+static const uint64_t exp2f_tab[32] __attribute__((aligned(64))) = {
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+};
+
+TGTI __m256 exp8(__m256 x) {
+    const __m512d invln2n = _mm512_set1_pd(0x1.71547652b82fep+0 * 32);
+    const __m512d shift = _mm512_set1_pd(0x1.8p+52);
+    const __m512d c0 = _mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);
+    const __m512d c1 = _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32);
+    const __m512d c2 = _mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
+    const __m512i *tab = (const __m512i *)exp2f_tab;
+    __m512d xd = _mm512_cvtps_pd(x);
+    __m512d kd = _mm512_fmadd_pd(invln2n, xd, shift);
+    __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    __m512d r = _mm512_fmsub_pd(invln2n, xd, kd);
+    __m512i t0 = _mm512_permutex2var_epi64(_mm512_load_si512(tab), ki, _mm512_load_si512(tab + 1));
+    __m512i t1 = _mm512_permutex2var_epi64(_mm512_load_si512(tab + 2), ki, _mm512_load_si512(tab + 3));
+    __mmask8 hi = _mm512_test_epi64_mask(ki, _mm512_set1_epi64(16));
+    __m512i t = _mm512_add_epi64(_mm512_mask_blend_epi64(hi, t0, t1), _mm512_slli_epi64(ki, 47));
+    __m512d z = _mm512_fmadd_pd(c0, r, c1);
+    __m512d r2 = _mm512_mul_pd(r, r);
+    __m512d y = _mm512_fmadd_pd(c2, r, _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(z, r2, y);
+    y = _mm512_mul_pd(y, _mm512_castsi512_pd(t));
+    return _mm512_cvtpd_ps(y);
+}
+
+TGTI __m512 exp16(__m512 x) {
+    __m256 lo = exp8(_mm512_castps512_ps256(x));
+    __m256 hi = exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
+                                                   _mm256_castps_pd(hi), 1));
+    /* glibc's slow path: x > log(0x1p128) overflows to inf, x below
+     * log(0x1p-149) gives the smallest subnormal (may-underflow), below
+     * log(0x1p-150) (and -inf) 0, NaN propagates (x + x). */
+    __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
+    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9d1d9ep6f), _CMP_LT_OQ);
+    __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    y = _mm512_mask_blend_ps(over, y, _mm512_set1_ps(INFINITY));
+    y = _mm512_mask_blend_ps(tiny, y, _mm512_set1_ps(0x1p-149f));
+    y = _mm512_mask_blend_ps(zero, y, _mm512_setzero_ps());
+    y = _mm512_mask_blend_ps(nan, y, _mm512_add_ps(x, x));
+    return y;
+}
+
+TGT static void exp_512(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+TGT static void swiglu_512(float *g, const float *u, int64_t n, float c, float scale) {
+    const __m512 vc = _mm512_set1_ps(c), vnc = _mm512_set1_ps(-c), vs = _mm512_set1_ps(scale);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int clamp = c > 1e-6f;
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+        if (clamp) { /* fminf(g, c): min_ps returns its second operand when one is NaN */
+            gv = _mm512_min_ps(gv, vc);
+            uv = _mm512_min_ps(_mm512_max_ps(uv, vnc), vc);
+        }
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv), vs);
+        _mm512_mask_storeu_ps(g + i, m, y);
+    }
+}
+
+/* ---- elementwise ------------------------------------------------------------ */
+
+TGT static void scale_mul_512(float *y, const float *x, float s, const float *w, int64_t n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs);
+        if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+/* (a, b) -> (a·c - b·s, a·s + b·c): xc = (a·c, b·c), ys = (b·s, a·s); even
+ * lanes subtract, odd lanes add (a·s + b·c == b·c + a·s). */
+TGT static void rot_512(float *t, const float *c, const float *s, int npairs) {
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    int i = 0;
+    for (; i + 8 <= npairs; i += 8) {
+        __m512 x = _mm512_loadu_ps(t + 2 * i);
+        __m512 cv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(c + i)));
+        __m512 sv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(s + i)));
+        __m512 xc = _mm512_mul_ps(x, cv);
+        __m512 ys = _mm512_mul_ps(_mm512_permute_ps(x, 0xB1), sv);
+        __m512 y = _mm512_mask_sub_ps(_mm512_add_ps(xc, ys), 0x5555, xc, ys);
+        _mm512_storeu_ps(t + 2 * i, y);
+    }
+    for (; i < npairs; i++) {
+        float a = t[2 * i], b = t[2 * i + 1];
+        t[2 * i] = a * c[i] - b * s[i];
+        t[2 * i + 1] = a * s[i] + b * c[i];
+    }
+}
+
+/* ---- FP8 / FP4 QAT round trips ------------------------------------------------ */
+
+/* fp.c's ds4_round_fp8_e4m3 on |v| <= 448 (the round trip clamps first):
+ * below 2^-6 a 2^-9 grid, above it 3 mantissa bits, ties to even. */
+TGTI __m512 round_fp8(__m512 v) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    __m512 a = _mm512_and_ps(v, absmask);
+    __m512 sub = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(512.0f)),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                               _mm512_set1_ps(0x1p-9f));
+    __m512 e = _mm512_sub_ps(_mm512_getexp_ps(a), _mm512_set1_ps(3.0f)); /* floor(log2 a) - 3 */
+    __m512 nrm = _mm512_scalef_ps(_mm512_roundscale_ps(_mm512_scalef_ps(a, _mm512_sub_ps(_mm512_setzero_ps(), e)),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                  e);
+    nrm = _mm512_min_ps(nrm, _mm512_set1_ps(448.0f));
+    __mmask16 small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(0x1p-6f), _CMP_LT_OQ);
+    __m512 q = _mm512_mask_blend_ps(small, nrm, sub);
+    q = _mm512_or_ps(q, _mm512_andnot_ps(absmask, v)); /* copysign (q >= 0) */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q, v);
+}
+
+/* fp.c's ds4_round_fp4_e2m1 on |v| <= 6: the magnitudes 0, .5, 1, 1.5 |
+ * 2, 3 | 4, 6 are steps of 1/2, 1, 2, and ties go to the even code, which
+ * is round-to-nearest-even of a / step in each range. */
+TGTI __m512 round_fp4(__m512 v) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512 a = _mm512_and_ps(v, absmask);
+    __m512 q0 = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_add_ps(a, a), rn), _mm512_set1_ps(0.5f));
+    __m512 q1 = _mm512_roundscale_ps(a, rn);
+    __m512 q2 = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(0.5f)), rn), _mm512_set1_ps(2.0f));
+    __m512 q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(2.0f), _CMP_GE_OQ), q0, q1);
+    q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(4.0f), _CMP_GE_OQ), q, q2);
+    q = _mm512_min_ps(q, _mm512_set1_ps(6.0f));
+    q = _mm512_or_ps(q, _mm512_andnot_ps(absmask, v));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q, v);
+}
+
+/* vec_ref.c's block round trip for one format; blk is 32 or 64. */
+TGTI void fp_roundtrip(float *x, int64_t n, int64_t blk, float qmax, float amin, int fp8) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int64_t b0 = 0; b0 < n; b0 += blk) {
+        int64_t len = n - b0 < blk ? n - b0 : blk;
+        __m512 am = _mm512_setzero_ps();
+        for (int64_t i = 0; i < len; i += 16) /* max_ps(|x|, am) keeps am when x is NaN, as fmaxf */
+            am = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(tail_mask(len - i), x + b0 + i), absmask), am);
+        float a = fmaxf(_mm512_reduce_max_ps(am), amin);
+        int e;
+        float f = frexpf(a / qmax, &e);
+        float s = ldexpf(1.0f, f == 0.5f ? e - 1 : e);
+        const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
+        for (int64_t i = 0; i < len; i += 16) {
+            __mmask16 m = tail_mask(len - i);
+            __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + b0 + i), vs);
+            /* v < -qmax ? -qmax : v > qmax ? qmax : v  (NaN stays) */
+            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), v, lo);
+            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), v, hi);
+            v = fp8 ? round_fp8(v) : round_fp4(v);
+            _mm512_mask_storeu_ps(x + b0 + i, m, _mm512_mul_ps(v, vs));
+        }
+    }
+}
+
+TGT static void fp8_rt_512(float *x, int64_t n) { fp_roundtrip(x, n, 64, 448.0f, 1e-4f, 1); }
+TGT static void fp4_rt_512(float *x, int64_t n) { fp_roundtrip(x, n, 32, 6.0f, 6.0f * 0x1p-126f, 0); }
+
+/* ---- sixteen dots at once ----------------------------------------------------- */
+
+/* Sixteen vectors A[k] -> one vector whose lane 4i + j is
+ * _mm512_reduce_add_ps(A[4j + i]), every lane by the same additions:
+ *   reduce_add_ps(v): T3 = v.hi256 + v.lo256, T6 = T3.hi128 + T3.lo128,
+ *                     T8 = (T6[0] + T6[2], T6[1] + T6[3]), T8[0] + T8[1].
+ * Done in two halves of eight (A[0..7] -> Z0, A[8..15] -> Z1). */
+TGTI __m512 reduce8(const __m512 *A) {
+    __m512 X[4], Y[2];
+    for (int m = 0; m < 4; m++) /* blocks [a0+a2, a1+a3, b0+b2, b1+b3] = [T3a, T3b] */
+        X[m] = _mm512_add_ps(_mm512_shuffle_f32x4(A[2 * m], A[2 * m + 1], 0x44),
+                             _mm512_shuffle_f32x4(A[2 * m], A[2 * m + 1], 0xEE));
+    for (int m = 0; m < 2; m++) /* blocks [T6 of A[4m], A[4m+1], A[4m+2], A[4m+3]] */
+        Y[m] = _mm512_add_ps(_mm512_shuffle_f32x4(X[2 * m], X[2 * m + 1], 0x88),
+                             _mm512_shuffle_f32x4(X[2 * m], X[2 * m + 1], 0xDD));
+    /* block i: [T8 of A[i] (2 lanes), T8 of A[4+i] (2 lanes)] */
+    return _mm512_add_ps(_mm512_shuffle_ps(Y[0], Y[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(Y[0], Y[1], _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+TGTI __m512 reduce_final(__m512 Z0, __m512 Z1) {
+    return _mm512_add_ps(_mm512_shuffle_ps(Z0, Z1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(Z0, Z1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* dot_512's accumulation for eight (q, r) pairs, pair k = qs[k / NR] · rs[k % NR]. */
+#define DEF_DOTS8(NQ, NR)                                                                            \
+    TGTI void dots8_##NQ##x##NR(const float *const *qs, const float *const *rs, int64_t n, __m512 *A) { \
+        __m512 s0[8], s1[8];                                                                         \
+        for (int k = 0; k < 8; k++) s0[k] = s1[k] = _mm512_setzero_ps();                             \
+        int64_t i = 0;                                                                               \
+        for (; i + 32 <= n; i += 32)                                                                 \
+            _Pragma("GCC unroll 8") for (int qi = 0; qi < NQ; qi++)                                  \
+                _Pragma("GCC unroll 8") for (int ri = 0; ri < NR; ri++) {                            \
+                    int k = qi * NR + ri;                                                            \
+                    s0[k] = _mm512_fmadd_ps(_mm512_loadu_ps(qs[qi] + i), _mm512_loadu_ps(rs[ri] + i), s0[k]); \
+                    s1[k] = _mm512_fmadd_ps(_mm512_loadu_ps(qs[qi] + i + 16), _mm512_loadu_ps(rs[ri] + i + 16), \
+                                            s1[k]);                                                  \
+                }                                                                                    \
+        for (; i < n; i += 16) {                                                                     \
+            __mmask16 m = tail_mask(n - i);                                                          \
+            _Pragma("GCC unroll 8") for (int qi = 0; qi < NQ; qi++)                                  \
+                _Pragma("GCC unroll 8") for (int ri = 0; ri < NR; ri++) {                            \
+                    int k = qi * NR + ri;                                                            \
+                    s0[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qs[qi] + i),                    \
+                                            _mm512_maskz_loadu_ps(m, rs[ri] + i), s0[k]);            \
+                }                                                                                    \
+        }                                                                                            \
+        for (int k = 0; k < 8; k++) A[k] = _mm512_add_ps(s0[k], s1[k]);                              \
+    }
+DEF_DOTS8(2, 4)
+DEF_DOTS8(1, 8)
+DEF_DOTS8(8, 1)
+
+/* Lane L of the result: dot(a[L], b).  Slot k of the reduction holds pair
+ * 4·(k % 4) + k / 4. */
+TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out) {
+    (void)v;
+    __m512 A[8], Z[2];
+    for (int h = 0; h < 2; h++) {
+        const float *qs[8];
+        for (int k = 0; k < 8; k++) qs[k] = a[4 * (k % 4) + k / 4 + 2 * h];
+        dots8_8x1(qs, &b, n, A);
+        Z[h] = reduce8(A);
+    }
+    _mm512_storeu_ps(out, reduce_final(Z[0], Z[1]));
+}
+
+/* Scores of one block of 16 / hg rows (pair L = r·hg + g, lane L). */
+TGTI __m512 attn_scores(int hg, const float *const *q, const float *const *rp, int64_t dh) {
+    __m512 A[8], Z[2];
+    for (int h = 0; h < 2; h++) {
+        /* slot k = 4b + a holds pair L = 4a + b + 2h */
+        if (hg == 4) { /* L = 4r + g: r = a, g = b + 2h */
+            dots8_2x4(q + 2 * h, rp, dh, A);
+        } else if (hg == 2) { /* L = 2r + g: r = 2a + h, g = b */
+            const float *rs[4] = {rp[h], rp[2 + h], rp[4 + h], rp[6 + h]};
+            dots8_2x4(q, rs, dh, A);
+        } else { /* r = L */
+            const float *rs[8];
+            for (int k = 0; k < 8; k++) rs[k] = rp[4 * (k % 4) + k / 4 + 2 * h];
+            dots8_1x8(q, rs, dh, A);
+        }
+        Z[h] = reduce8(A);
+    }
+    return reduce_final(Z[0], Z[1]);
+}
+
+/* o[g][c0 .. c0 + 16·NV) = Σ_r p[r][g]·rows[r][...] / den[g], HG heads. */
+#define DEF_ACCUM(HG, NV)                                                                             \
+    TGTI void accum_##HG##_##NV(const ds4_attn_args *a, const float *p, const float *den, int c0) {   \
+        __m512 acc[HG][NV];                                                                           \
+        for (int g = 0; g < HG; g++)                                                                  \
+            for (int v = 0; v < NV; v++) acc[g][v] = _mm512_setzero_ps();                             \
+        for (int r = 0; r < a->nrows; r++) {                                                          \
+            const float *row = a->rows[r] + c0;                                                       \
+            _Pragma("GCC unroll 4") for (int g = 0; g < HG; g++) {                                    \
+                __m512 pv = _mm512_set1_ps(p[r * HG + g]);                                            \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                 \
+                    acc[g][v] = _mm512_add_ps(acc[g][v], _mm512_mul_ps(pv, _mm512_loadu_ps(row + 16 * v))); \
+            }                                                                                         \
+        }                                                                                             \
+        for (int g = 0; g < HG; g++) {                                                                \
+            __m512 d = _mm512_set1_ps(den[g]);                                                        \
+            for (int v = 0; v < NV; v++) _mm512_storeu_ps(a->o[g] + c0 + 16 * v, _mm512_div_ps(acc[g][v], d)); \
+        }                                                                                             \
+    }
+DEF_ACCUM(4, 4)
+DEF_ACCUM(4, 1)
+DEF_ACCUM(2, 8)
+DEF_ACCUM(2, 1)
+DEF_ACCUM(1, 16)
+DEF_ACCUM(1, 1)
+
+TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
+    int hg = a->hg, dh = a->dh, nrows = a->nrows;
+    if ((hg != 1 && hg != 2 && hg != 4) || dh % 16 || nrows == 0) {
+        ds4_vec_attn_ref(v, a);
+        return;
+    }
+    int rb = 16 / hg, nblk = (nrows + rb - 1) / rb;
+    float *sc = a->scratch; /* [r][g], nblk·16 floats */
+    float sinkp[16];
+    for (int l = 0; l < 16; l++) sinkp[l] = a->sink[l % hg];
+    __m512 mxv = _mm512_loadu_ps(sinkp);
+    const __m512 vscale = _mm512_set1_ps(a->scale);
+    for (int bk = 0; bk < nblk; bk++) {
+        const float *rp[16];
+        for (int r = 0; r < rb; r++) {
+            int ri = bk * rb + r;
+            rp[r] = a->rows[ri < nrows ? ri : nrows - 1];
+        }
+        __m512 s = _mm512_mul_ps(attn_scores(hg, a->q, rp, dh), vscale);
+        int valid = (nrows - bk * rb) * hg;
+        if (valid < 16) s = _mm512_mask_blend_ps(tail_mask(valid), _mm512_set1_ps(-INFINITY), s);
+        _mm512_storeu_ps(sc + 16 * bk, s);
+        mxv = _mm512_max_ps(mxv, s);
+    }
+    /* per-head max: lanes l ≡ g (mod hg) */
+    mxv = _mm512_max_ps(mxv, _mm512_shuffle_f32x4(mxv, mxv, 0x4E));
+    mxv = _mm512_max_ps(mxv, _mm512_shuffle_f32x4(mxv, mxv, 0xB1));
+    if (hg <= 2) mxv = _mm512_max_ps(mxv, _mm512_permute_ps(mxv, 0x4E));
+    if (hg == 1) mxv = _mm512_max_ps(mxv, _mm512_permute_ps(mxv, 0xB1));
+    float mx[16], den[4];
+    _mm512_storeu_ps(mx, mxv);
+    for (int bk = 0; bk < nblk; bk++)
+        _mm512_storeu_ps(sc + 16 * bk, exp16(_mm512_sub_ps(_mm512_loadu_ps(sc + 16 * bk), mxv)));
+    for (int g = 0; g < hg; g++) {
+        float d = expf(a->sink[g] - mx[g]);
+        for (int r = 0; r < nrows; r++) d += sc[r * hg + g];
+        den[g] = d;
+    }
+    int cw = 16 * (16 / hg); /* floats of one head's slice held in registers */
+    int c0 = 0;
+    for (; c0 + cw <= dh; c0 += cw) {
+        if (hg == 4) accum_4_4(a, sc, den, c0);
+        else if (hg == 2) accum_2_8(a, sc, den, c0);
+        else accum_1_16(a, sc, den, c0);
+    }
+    for (; c0 < dh; c0 += 16) {
+        if (hg == 4) accum_4_1(a, sc, den, c0);
+        else if (hg == 2) accum_2_1(a, sc, den, c0);
+        else accum_1_1(a, sc, den, c0);
+    }
+}
+
+void ds4_vec_install_avx512(ds4_vec_ops *v) {
+    v->dot16 = dot16_512;
+    v->attn = attn_512;
+    v->exp = exp_512;
+    v->swiglu = swiglu_512;
+    v->scale_mul = scale_mul_512;
+    v->rot = rot_512;
+    v->fp8_roundtrip = fp8_rt_512;
+    v->fp4_roundtrip = fp4_rt_512;
+}
+
+#else /* not x86 */
+
+#include "quant/vec_int.h"
+void ds4_vec_install_avx512(ds4_vec_ops *v) { (void)v; }
+
+#endif

@@ -1,0 +1,17 @@
+/* Installers of the forward-pass f32 kernels (simd.h ds4_vec_ops), called
+ * by dispatch.c's build(): vec_ref.c sets every new slot to its scalar
+ * version, then a level's installer overwrites the slots it implements. */
+#ifndef DS4_QUANT_VEC_INT_H
+#define DS4_QUANT_VEC_INT_H
+
+#include "quant/simd.h"
+
+void ds4_vec_install_ref(ds4_vec_ops *v);
+void ds4_vec_install_avx512(ds4_vec_ops *v);
+
+/* The scalar versions, for kernels that fall back on them. */
+void ds4_vec_attn_ref(const ds4_vec_ops *v, const ds4_attn_args *a);
+void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out);
+void ds4_vec_fp_roundtrip_ref(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float));
+
+#endif

@@ -1,0 +1,108 @@
+/* Scalar versions of the forward-pass f32 kernels (simd.h ds4_vec_ops):
+ * the loops forward.c and engine/ops.c ran before they were dispatched,
+ * operation for operation (the dot and the axpy are the level's own). */
+#include "quant/vec_int.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out) {
+    for (int k = 0; k < 16; k++) out[k] = v->dot(a[k], b, n);
+}
+
+void ds4_vec_attn_ref(const ds4_vec_ops *v, const ds4_attn_args *a) {
+    int hg = a->hg, dh = a->dh, nrows = a->nrows;
+    float *sc = a->scratch; /* [r][g] */
+    float mx[4], den[4];
+    for (int g = 0; g < hg; g++) mx[g] = a->sink[g];
+    for (int r = 0; r < nrows; r++)
+        for (int g = 0; g < hg; g++) {
+            float s = v->dot(a->q[g], a->rows[r], dh) * a->scale;
+            sc[r * hg + g] = s;
+            mx[g] = fmaxf(mx[g], s);
+        }
+    for (int g = 0; g < hg; g++) {
+        den[g] = expf(a->sink[g] - mx[g]);
+        memset(a->o[g], 0, sizeof(float) * (size_t)dh);
+    }
+    for (int r = 0; r < nrows; r++)
+        for (int g = 0; g < hg; g++) {
+            float p = expf(sc[r * hg + g] - mx[g]);
+            den[g] += p;
+            v->axpy(a->o[g], p, a->rows[r], dh);
+        }
+    for (int g = 0; g < hg; g++)
+        for (int e = 0; e < dh; e++) a->o[g][e] /= den[g];
+}
+
+static void exp_ref(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void swiglu_ref(float *g, const float *u, int64_t n, float c, float scale) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i], ui = u[i];
+        if (c > 1e-6f) {
+            gi = fminf(gi, c);
+            ui = fminf(fmaxf(ui, -c), c);
+        }
+        g[i] = gi / (1.0f + expf(-gi)) * ui * scale;
+    }
+}
+
+static void scale_mul_ref(float *y, const float *x, float s, const float *w, int64_t n) {
+    if (w)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+    else
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * s;
+}
+
+static void rot_ref(float *t, const float *c, const float *s, int npairs) {
+    for (int i = 0; i < npairs; i++) {
+        float a = t[2 * i], b = t[2 * i + 1];
+        t[2 * i] = a * c[i] - b * s[i];
+        t[2 * i + 1] = a * s[i] + b * c[i];
+    }
+}
+
+/* 2^ceil(log2(r)) exactly, for r > 0. */
+static float pow2_ceil(float r) {
+    int e;
+    float f = frexpf(r, &e); /* r = f·2^e, f in [0.5, 1) */
+    return ldexpf(1.0f, f == 0.5f ? e - 1 : e);
+}
+
+void ds4_vec_fp_roundtrip_ref(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float)) {
+    for (int64_t b0 = 0; b0 < n; b0 += blk) {
+        int64_t b1 = b0 + blk < n ? b0 + blk : n;
+        float a = 0;
+        for (int64_t i = b0; i < b1; i++) a = fmaxf(a, fabsf(x[i]));
+        a = fmaxf(a, amin);
+        float s = pow2_ceil(a / qmax);
+        for (int64_t i = b0; i < b1; i++) {
+            float v = x[i] / s;
+            v = v < -qmax ? -qmax : v > qmax ? qmax : v;
+            x[i] = round_fn(v) * s;
+        }
+    }
+}
+
+static void fp8_rt_ref(float *x, int64_t n) {
+    ds4_vec_fp_roundtrip_ref(x, n, 64, 448.0f, 1e-4f, ds4_round_fp8_e4m3);
+}
+
+static void fp4_rt_ref(float *x, int64_t n) {
+    ds4_vec_fp_roundtrip_ref(x, n, 32, 6.0f, 6.0f * 0x1p-126f, ds4_round_fp4_e2m1);
+}
+
+void ds4_vec_install_ref(ds4_vec_ops *v) {
+    v->dot16 = ds4_vec_dot16_ref;
+    v->attn = ds4_vec_attn_ref;
+    v->exp = exp_ref;
+    v->swiglu = swiglu_ref;
+    v->scale_mul = scale_mul_ref;
+    v->rot = rot_ref;
+    v->fp8_roundtrip = fp8_rt_ref;
+    v->fp4_roundtrip = fp4_rt_ref;
+}

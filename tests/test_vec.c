@@ -1,0 +1,310 @@
+/* Forward-pass f32 kernels (simd.h ds4_vec_ops) at every SIMD level this
+ * CPU runs, against the scalar versions of vec_ref.c:
+ *   dot16, attn                bit-identical to the loops over the level's
+ *                              own dot/axpy (except exp: see below), every
+ *                              head grouping, row count and head dim shape
+ *   exp                        vs libm expf over a strided sweep of every
+ *                              float and the special values: <= 1 ulp, and
+ *                              the count of differing results printed (0 on
+ *                              x86-64 glibc, whose expf the kernel transcribes)
+ *   swiglu                     as exp (the only rounding source it adds)
+ *   scale_mul, rot             bit-identical
+ *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
+ *                              magnitude below the format maximum */
+#include "test.h"
+#include "test_rng.h"
+
+#include <stdint.h>
+
+#include "quant/quant.h"
+#include "quant/simd.h"
+#include "quant/vec_int.h"
+
+static void fill_gauss(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = rng_gauss() * scale;
+}
+
+static float bits_f(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static uint32_t f_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+
+/* distance in ulps between two floats of the same sign (or zero) */
+static int64_t ulps(float a, float b) {
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b) ? 0 : INT64_MAX;
+    int64_t ia = (int32_t)f_bits(a), ib = (int32_t)f_bits(b);
+    if (ia < 0) ia = INT32_MIN - ia;
+    if (ib < 0) ib = INT32_MIN - ib;
+    return ia > ib ? ia - ib : ib - ia;
+}
+
+#define FOR_LEVELS(v, lv)                                                      \
+    for (const char *const *lv = ds4_simd_levels(); *lv; lv++)                 \
+        if (ds4_simd_supported(*lv) && ds4_simd_vec_ops_for(*lv, &v) == 0)
+
+TEST(dot16) {
+    ds4_vec_ops v;
+    const int64_t lens[] = {16, 48, 64, 100, 256};
+    FOR_LEVELS(v, lv) {
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            rng_seed(7 + (uint64_t)n);
+            float *q = malloc(sizeof(float) * 16 * n), *b = malloc(sizeof(float) * n);
+            fill_gauss(q, 16 * n, 1.0f);
+            fill_gauss(b, n, 1.0f);
+            const float *a[16];
+            for (int k = 0; k < 16; k++) a[k] = q + k * n;
+            float out[16], ref[16];
+            v.dot16(&v, a, b, n, out);
+            ds4_vec_dot16_ref(&v, a, b, n, ref);
+            CHECKF(memcmp(out, ref, sizeof out) == 0, "%s dot16 n=%lld", *lv, (long long)n);
+            free(q);
+            free(b);
+        }
+    }
+}
+
+/* The attention kernel against the reference loop over the same level's dot
+ * and axpy.  With the vector exp the probabilities may differ from libm's in
+ * the last bit where libm is not glibc's FMA expf, so compare bits only when
+ * exp matched libm bit for bit in the sweep below (x86-64 glibc), else 1e-6. */
+static int exp_is_libm = -1;
+
+TEST(exp) {
+    ds4_vec_ops v;
+    FOR_LEVELS(v, lv) {
+        enum { CH = 4096 };
+        static float x[16384], y[16384];
+        int64_t worst = 0, diff = 0, total = 0;
+        /* every 61st bit pattern, both signs, plus the neighbourhoods of the
+         * branch thresholds */
+        uint32_t u = 0;
+        int done = 0;
+        while (!done) {
+            int n = 0;
+            for (; n < CH; n++) {
+                x[n] = bits_f(u);
+                uint32_t nu = u + 257;
+                if (nu < u) { done = 1; n++; break; }
+                u = nu;
+            }
+            v.exp(y, x, n);
+            for (int i = 0; i < n; i++) {
+                float r = expf(x[i]);
+                int64_t d = ulps(y[i], r);
+                if (d) diff++;
+                if (d > worst) worst = d;
+            }
+            total += n;
+        }
+        const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, 88.0f, 0x1.62e42ep6f,
+                                 0x1.62e430p6f, 89.0f, -87.0f, -0x1.9d1d9ep6f, -0x1.9d1da0p6f, -0x1.9fe368p6f,
+                                 -0x1.9fe36ap6f, -104.0f, -0x1.9fe366p6f, -103.5f, 1e-30f, -1e-30f, 0x1p-149f};
+        int ns = (int)(sizeof special / sizeof *special);
+        for (int i = 0; i < ns; i++) x[i] = special[i];
+        for (int b = 0; b < 2000; b++) { /* around the thresholds, bit by bit */
+            x[ns + 4 * b] = bits_f(f_bits(0x1.62e42ep6f) - 1000 + b);
+            x[ns + 4 * b + 1] = bits_f(f_bits(-0x1.9d1d9ep6f) - 1000 + b);
+            x[ns + 4 * b + 2] = bits_f(f_bits(-0x1.9fe368p6f) - 1000 + b);
+            x[ns + 4 * b + 3] = bits_f(f_bits(-87.33654f) - 1000 + b);
+        }
+        int n = ns + 8000;
+        v.exp(y, x, n);
+        for (int i = 0; i < n; i++) {
+            int64_t d = ulps(y[i], expf(x[i]));
+            if (d) diff++;
+            if (d > worst) worst = d;
+        }
+        total += n;
+        printf("  %s exp: %lld of %lld differ from libm expf, worst %lld ulp\n", *lv, (long long)diff,
+               (long long)total, (long long)worst);
+        CHECKF(worst <= 1, "%s exp: %lld ulps from libm", *lv, (long long)worst);
+        if (strcmp(*lv, "scalar") != 0 && (exp_is_libm < 0 || exp_is_libm == 1)) exp_is_libm = diff == 0;
+    }
+}
+
+TEST(attn) {
+    ds4_vec_ops v;
+    const int dhs[] = {16, 48, 64, 256};
+    const int nrs[] = {0, 1, 3, 7, 16, 17, 130, 257};
+    FOR_LEVELS(v, lv) {
+        for (size_t di = 0; di < sizeof dhs / sizeof *dhs; di++)
+            for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
+                for (int hg = 1; hg <= 4; hg++) {
+                    int dh = dhs[di], nr = nrs[ni];
+                    rng_seed((uint64_t)(dh * 1000 + nr * 10 + hg));
+                    float *rowbuf = malloc(sizeof(float) * (size_t)(nr + 1) * dh);
+                    const float **rows = malloc(sizeof(float *) * (size_t)(nr + 1));
+                    float *q = malloc(sizeof(float) * 4 * dh);
+                    float *o1 = malloc(sizeof(float) * 4 * dh), *o2 = malloc(sizeof(float) * 4 * dh);
+                    float *scratch = malloc(sizeof(float) * (size_t)ds4_attn_scratch(nr));
+                    fill_gauss(rowbuf, (int64_t)(nr + 1) * dh, 1.0f);
+                    fill_gauss(q, 4 * dh, 1.5f);
+                    for (int r = 0; r < nr; r++) rows[r] = rowbuf + (size_t)((r * 7) % (nr + 1)) * dh;
+                    ds4_attn_args a = {.hg = hg, .dh = dh, .nrows = nr, .rows = rows,
+                                       .scale = 1.0f / sqrtf((float)dh), .scratch = scratch};
+                    for (int g = 0; g < hg; g++) {
+                        a.q[g] = q + g * dh;
+                        a.sink[g] = rng_gauss();
+                    }
+                    if (nr > 3) a.sink[0] = 40.0f; /* a dominating sink: tiny probabilities */
+                    ds4_attn_args b = a;
+                    for (int g = 0; g < hg; g++) { a.o[g] = o1 + g * dh; b.o[g] = o2 + g * dh; }
+                    v.attn(&v, &a);
+                    ds4_vec_attn_ref(&v, &b);
+                    if (exp_is_libm == 1 || strcmp(*lv, "scalar") == 0) {
+                        CHECKF(memcmp(o1, o2, sizeof(float) * hg * dh) == 0, "%s attn dh=%d nrows=%d hg=%d", *lv,
+                               dh, nr, hg);
+                    } else {
+                        double worst = 0;
+                        for (int i = 0; i < hg * dh; i++) {
+                            double e = fabs((double)o1[i] - o2[i]) / (fabs((double)o2[i]) + 1e-6);
+                            if (e > worst) worst = e;
+                        }
+                        CHECKF(worst < 1e-5, "%s attn dh=%d nrows=%d hg=%d: rel err %g", *lv, dh, nr, hg, worst);
+                    }
+                    free(rowbuf); free(rows); free(q); free(o1); free(o2); free(scratch);
+                }
+    }
+}
+
+static void swiglu_loop(float *g, const float *u, int64_t n, float c, float scale) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i], ui = u[i];
+        if (c > 1e-6f) { gi = fminf(gi, c); ui = fminf(fmaxf(ui, -c), c); }
+        g[i] = gi / (1.0f + expf(-gi)) * ui * scale;
+    }
+}
+
+TEST(elementwise) {
+    ds4_vec_ops v;
+    const int64_t lens[] = {1, 15, 16, 33, 64, 200, 1024};
+    FOR_LEVELS(v, lv) {
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            rng_seed(99 + (uint64_t)n);
+            float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+            float *y1 = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+            fill_gauss(x, n, 8.0f);
+            fill_gauss(w, n, 1.0f);
+            fill_gauss(u, n, 8.0f);
+            if (n > 4) { x[0] = 1e4f; x[1] = -1e4f; x[2] = 0.0f; x[3] = -0.0f; }
+            /* swiglu, with and without the clamp */
+            for (int cl = 0; cl < 2; cl++) {
+                float c = cl ? 10.0f : 0.0f;
+                memcpy(y1, x, sizeof(float) * n);
+                memcpy(y2, x, sizeof(float) * n);
+                v.swiglu(y1, u, n, c, 0.7f);
+                swiglu_loop(y2, u, n, c, 0.7f);
+                int64_t worst = 0;
+                for (int64_t i = 0; i < n; i++) { int64_t d = ulps(y1[i], y2[i]); if (d > worst) worst = d; }
+                CHECKF(exp_is_libm == 1 ? worst == 0 : worst <= 4, "%s swiglu n=%lld c=%g: %lld ulp", *lv,
+                       (long long)n, c, (long long)worst);
+            }
+            /* scale_mul */
+            for (int ww = 0; ww < 2; ww++) {
+                v.scale_mul(y1, x, 0.37f, ww ? w : NULL, n);
+                for (int64_t i = 0; i < n; i++) y2[i] = ww ? x[i] * 0.37f * w[i] : x[i] * 0.37f;
+                CHECKF(memcmp(y1, y2, sizeof(float) * n) == 0, "%s scale_mul n=%lld w=%d", *lv, (long long)n, ww);
+            }
+            /* rot: n pairs of 2n floats */
+            if (n <= 200) {
+                float *t1 = malloc(sizeof(float) * 2 * n), *t2 = malloc(sizeof(float) * 2 * n);
+                fill_gauss(t1, 2 * n, 3.0f);
+                memcpy(t2, t1, sizeof(float) * 2 * n);
+                for (int64_t i = 0; i < n; i++) { w[i] = cosf((float)i * 0.3f); u[i] = -sinf((float)i * 0.3f); }
+                v.rot(t1, w, u, (int)n);
+                for (int64_t i = 0; i < n; i++) {
+                    float a = t2[2 * i], b = t2[2 * i + 1];
+                    t2[2 * i] = a * w[i] - b * u[i];
+                    t2[2 * i + 1] = a * u[i] + b * w[i];
+                }
+                CHECKF(memcmp(t1, t2, sizeof(float) * 2 * n) == 0, "%s rot n=%lld", *lv, (long long)n);
+                free(t1); free(t2);
+            }
+            free(x); free(w); free(u); free(y1); free(y2);
+        }
+    }
+}
+
+/* The round trips on blocks whose scales span the formats' ranges, with
+ * exact ties, zeros and NaN-free extremes; and the rounding itself over
+ * every float magnitude below the format maximum, through one-element
+ * blocks whose scale is 1 (|x| = qmax sets s = 1 for the whole block). */
+TEST(fp_roundtrips) {
+    ds4_vec_ops v, sc;
+    CHECK(ds4_simd_vec_ops_for("scalar", &sc) == 0);
+    FOR_LEVELS(v, lv) {
+        const int64_t lens[] = {1, 20, 32, 64, 100, 192, 256};
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            for (int rep = 0; rep < 20; rep++) {
+                rng_seed((uint64_t)(n * 100 + rep));
+                float *x1 = malloc(sizeof(float) * n), *x2 = malloc(sizeof(float) * n);
+                float scale = ldexpf(1.0f, rep * 6 - 60);
+                fill_gauss(x1, n, scale);
+                if (rep % 5 == 1)
+                    for (int64_t i = 0; i < n; i++) x1[i] = 0.0f;
+                if (rep % 5 == 2)
+                    for (int64_t i = 0; i < n; i++) x1[i] = (float)((int)(rng_unit() * 25) - 12) * 0.25f;
+                memcpy(x2, x1, sizeof(float) * n);
+                v.fp8_roundtrip(x1, n);
+                sc.fp8_roundtrip(x2, n);
+                CHECKF(memcmp(x1, x2, sizeof(float) * n) == 0, "%s fp8 n=%lld rep=%d", *lv, (long long)n, rep);
+                fill_gauss(x1, n, scale);
+                if (rep % 5 == 2)
+                    for (int64_t i = 0; i < n; i++) x1[i] = (float)((int)(rng_unit() * 25) - 12) * 0.25f;
+                memcpy(x2, x1, sizeof(float) * n);
+                v.fp4_roundtrip(x1, n);
+                sc.fp4_roundtrip(x2, n);
+                CHECKF(memcmp(x1, x2, sizeof(float) * n) == 0, "%s fp4 n=%lld rep=%d", *lv, (long long)n, rep);
+                free(x1);
+                free(x2);
+            }
+        }
+        /* rounding: blocks {qmax, x_1 .. x_{blk-1}} have scale 1, so every
+         * x_i is rounded as is; every STRIDE-th magnitude up to qmax */
+        const struct { float qmax; int blk; void (*rt)(float *, int64_t); float (*ref)(float); } f[2] = {
+            {448.0f, 64, v.fp8_roundtrip, ds4_round_fp8_e4m3}, {6.0f, 32, v.fp4_roundtrip, ds4_round_fp4_e2m1}};
+        uint32_t stride = getenv("DS4_TEST_VEC_STRIDE") ? (uint32_t)atoi(getenv("DS4_TEST_VEC_STRIDE")) : 61;
+        for (int k = 0; k < 2; k++) {
+            enum { NB = 1024 };
+            static float buf[NB * 64], in[NB * 64];
+            int64_t bad = 0;
+            uint32_t top = f_bits(f[k].qmax);
+            int blk = f[k].blk;
+            for (uint32_t u0 = 0, j = 0; u0 <= top;) {
+                int m = 0;
+                for (; m < NB * blk; m++) {
+                    if (m % blk == 0) { in[m] = f[k].qmax; continue; }
+                    in[m] = u0 <= top ? ((j++ & 1) ? -bits_f(u0) : bits_f(u0)) : 0.0f;
+                    u0 += stride;
+                }
+                memcpy(buf, in, sizeof(float) * m);
+                f[k].rt(buf, m);
+                for (int i = 0; i < m; i++)
+                    if (f_bits(buf[i]) != f_bits(f[k].ref(in[i]))) bad++;
+            }
+            CHECKF(bad == 0, "%s %s rounding: %lld mismatches", *lv, k ? "fp4" : "fp8", (long long)bad);
+        }
+    }
+}
+
+TEST(live_table) {
+    const ds4_vec_ops *live = ds4_vec_ops_live();
+    CHECK(live != NULL);
+    CHECK(live->attn && live->dot16 && live->exp && live->swiglu && live->scale_mul && live->rot &&
+          live->fp8_roundtrip && live->fp4_roundtrip);
+    const char *lv0 = ds4_simd_level();
+    CHECK(ds4_simd_force("scalar") == 0);
+    CHECK(ds4_vec_ops_live() == live && live->attn == ds4_vec_attn_ref);
+    CHECK(ds4_simd_force(lv0) == 0);
+}
+
+int main(void) {
+    RUN(dot16);
+    RUN(exp);
+    RUN(attn);
+    RUN(elementwise);
+    RUN(fp_roundtrips);
+    RUN(live_table);
+    TEST_END();
+}
