@@ -1,6 +1,6 @@
 /* Kernel micro-benchmark: ds4_mm per weight type at every SIMD level.
  *
- *   build/bench/kernels [matvec_MiB=256] [ne0=4096]
+ *   build/bench/kernels [matvec_MiB=256] [ne0=4096] [type,...]
  *
  * matvec: y = W·x (n = 1) over a weight matrix of ~matvec_MiB, far larger
  *   than the caches, so it measures weight bytes streamed per second (the
@@ -88,6 +88,7 @@ static double time_mm(ds4_pool *pool, const ds4_weight *wt, int64_t rows, const 
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256;
     int64_t ne0 = argc > 2 ? atol(argv[2]) : 4096;
+    const char *only = argc > 3 ? argv[3] : NULL; /* comma-separated type names */
     const int types[] = { DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_BF16, DS4_TYPE_Q8_0,
                           DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS };
     const int ntypes = (int)(sizeof types / sizeof *types);
@@ -116,6 +117,7 @@ int main(int argc, char **argv) {
     for (; lv[nlv]; nlv++) {}
     for (int ti = 0; ti < ntypes; ti++) {
         int type = types[ti];
+        if (only && !strstr(only, ds4_type_name(type))) continue;
         size_t rb = ds4_row_size(type, ne0);
         int64_t rows = (int64_t)(bytes / rb);
         fill_weights(type, ne0, rows > prows ? rows : prows, w);

@@ -107,18 +107,28 @@ DS4_DEFINE_TILE(TGT, f16_avx2, K_F16, 4, 2)
 DS4_DEFINE_TILE(TGT, bf16_avx2, K_BF16, 4, 2)
 
 /* ------------------------------------------------------------------------
- * Q8_0 · Q8_0: one block per ymm, block scales in f32 lanes.
+ * Q8_0 · Q8_0, bit-identical to the reference (canonical order, see
+ * simd_avx512.c): per block an exact int32 sum, then
+ * sum += (float)isum * (d_w * d_x) in f32, blocks in order, mul then add.
+ * The 2x2 (row, column) pairs of a tile run in the 4 lanes of one xmm
+ * chain: per block, each pair's 8 int32 partials (maddubs + madd) are
+ * folded by a hadd tree into lane c*2 + r.
  * ------------------------------------------------------------------------ */
+
+/* Lane i of the result = Σ of the 8 int32 lanes of v[i] (exact). */
+INL __m128i q8_0_sum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
 
 INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    __m128 acc = _mm_setzero_ps(); /* lane c*2 + r */
     const int64_t nb = n / QK8_0;
     for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[4], aw[4];
-        float dw[4];
+        __m256i wq[2], aw[2];
+        float dw[2] = { 0.0f, 0.0f }, dx[2] = { 0.0f, 0.0f };
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
             if (!(b & 1)) pf((const uint8_t *)wb + NR * ws, 2 * sizeof *wb);
@@ -126,18 +136,22 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
             aw[r] = _mm256_abs_epi8(wq[r]);
             dw[r] = h2f(wb->d);
         }
+        __m256i p[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                         _mm256_setzero_si256() };
         DS4_UNROLL for (int c = 0; c < NC; c++) {
             const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
             const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
-            const float dx = h2f(xb->d);
-            DS4_UNROLL for (int r = 0; r < NR; r++) {
-                const __m256i p16 = _mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xq, wq[r]));
-                const __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[r][c] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw[r] * dx), acc[r][c]);
-            }
+            dx[c] = h2f(xb->d);
+            DS4_UNROLL for (int r = 0; r < NR; r++)
+                p[c * 2 + r] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xq, wq[r])), ones);
         }
+        const __m128 d = _mm_mul_ps(_mm_setr_ps(dw[0], dw[1], dw[0], dw[1]), _mm_setr_ps(dx[0], dx[0], dx[1], dx[1]));
+        const __m128i isum = q8_0_sum4(p[0], p[1], p[2], p[3]);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), d));
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = hsum_ps(acc[r][c]);
+    float out[4];
+    _mm_storeu_ps(out, acc);
+    DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) y[c * ldy + r] = out[c * 2 + r];
 }
 DS4_DEFINE_TILE(TGT, q8_0_avx2, k_q8_0, 2, 2)
 
