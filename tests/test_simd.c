@@ -11,7 +11,8 @@
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    starting at a later panel)
  *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases
- *   ds4_mm           n = 1, 3, 17 (row offsets, expert slices, strided X)
+ *   ds4_mm           n = 1, 3, 17, 40 (row offsets, expert slices, strided X;
+ *                    17 and 40 take the panel path where there is one)
  *                    against dequantize-then-double-dot; decode == prefill
  *   f32 helpers      dot (bound), axpy (bit-identical), sumsq
  *   dispatch API     force / level / unknown names / table rewrite */
@@ -346,7 +347,7 @@ static void mm_case(ds4_pool *pool, const char *lv, int type, int64_t ne0, int64
 
 TEST(mm_vs_naive) {
     ds4_pool *pool = ds4_pool_new(2);
-    const int ns[] = { 1, 3, 17 };
+    const int ns[] = { 1, 3, 17, 40 }; /* 17, 40: the panel path where a level has one (partial panels) */
     for (const char *const *lv = levels(); *lv; lv++) {
         if (!level_ok(*lv)) continue;
         CHECK(ds4_simd_force(*lv) == 0);
@@ -354,7 +355,7 @@ TEST(mm_vs_naive) {
             int type = types[ti];
             int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 96;
             if (type == DS4_TYPE_F32) ne0 = 100; /* not a multiple of any vector width */
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < (int)(sizeof ns / sizeof *ns); k++) {
                 rng_seed((uint64_t)(type * 10 + k));
                 mm_case(pool, *lv, type, ne0, 23, ns[k]);
             }

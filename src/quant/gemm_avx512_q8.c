@@ -28,6 +28,7 @@
 #include "quant/quant.h"
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #ifdef __clang__
@@ -52,28 +53,28 @@ enum {
 
 static size_t q8_0_panel_bytes(int64_t n) { return (size_t)(n / QK8_0) * Q8P_BLOCK; }
 
-/* Block b of up to 16 tokens (x rows at stride xs) into one panel block. */
-static void q8_0_pack_block(const uint8_t *x, size_t xs, int64_t b, int cnt, uint8_t *dst) {
-    int32_t *qs = (int32_t *)dst;
-    float *dx = (float *)(dst + Q8P_QS);
-    int32_t *corr = (int32_t *)(dst + Q8P_QS + 64);
-    for (int t = 0; t < Q8P_TOK; t++) {
-        if (t >= cnt) {
-            for (int k = 0; k < 8; k++) qs[k * Q8P_TOK + t] = 0;
-            dx[t] = 0.0f;
-            corr[t] = 0;
-            continue;
-        }
-        const block_q8_0 *xb = (const block_q8_0 *)(x + (size_t)t * xs) + b;
-        int32_t sum = 0;
-        for (int j = 0; j < QK8_0; j++) sum += xb->qs[j];
-        for (int k = 0; k < 8; k++) memcpy(&qs[k * Q8P_TOK + t], xb->qs + 4 * k, 4);
-        dx[t] = ds4_fp16_to_f32(xb->d);
-        corr[t] = -128 * sum;
+/* Block b of up to 16 tokens (x rows at stride xs) into one panel block:
+ * a 16 x 8 dword transpose done by 8 masked gathers (lane t reads token t),
+ * Σx by dpbusd against 128s, the scales by a gather of the fp16 words.
+ * Missing tokens (lanes >= cnt) are zero. */
+TGT static void q8_0_pack_block(const uint8_t *x, size_t xs, int64_t b, int cnt, uint8_t *dst) {
+    const __mmask16 m = (__mmask16)((1u << cnt) - 1);
+    const __m512i tok = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)xs));
+    const uint8_t *base = x + (size_t)b * sizeof(block_q8_0);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i sum = zero;
+    for (int k = 0; k < 8; k++) {
+        const __m512i v = _mm512_mask_i32gather_epi32(zero, m, tok, base + offsetof(block_q8_0, qs) + 4 * k, 1);
+        sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), v); /* 128·Σ, exact */
+        _mm512_storeu_si512((void *)(dst + 64 * k), v);
     }
+    const __m512i d = _mm512_mask_i32gather_epi32(zero, m, tok, base + offsetof(block_q8_0, d), 1);
+    _mm512_storeu_ps((float *)(dst + Q8P_QS), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d))); /* low words: the fp16 */
+    _mm512_storeu_si512((void *)(dst + Q8P_QS + 64), _mm512_sub_epi32(zero, sum));
 }
 
-static void q8_0_panel_pack(int64_t n, const void *x, size_t xs, int ntok, void *panels) {
+TGT static void q8_0_panel_pack(int64_t n, const void *x, size_t xs, int ntok, void *panels) {
     const int64_t nb = n / QK8_0;
     uint8_t *dst = panels;
     for (int t0 = 0; t0 < ntok; t0 += Q8P_TOK) {
