@@ -38,6 +38,7 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline)) TGT
 #define UNROLL _Pragma("GCC unroll 8")
+#define UNROLL16 _Pragma("GCC unroll 16")
 
 enum {
     Q8P_TOK = 16,                        /* tokens per panel */
@@ -153,12 +154,12 @@ static const q8p_tile_fn q8p_tiles[Q8P_NR][Q8P_TP] = { Q8P_TROW(1), Q8P_TROW(2),
  * 128-bit lanes. */
 TGT static void q8_0_store_block(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
     __m512 a[16], t[16], u[16];
-    for (int i = 0; i < 16; i++) a[i] = _mm512_load_ps(buf + 16 * i);
-    for (int i = 0; i < 8; i++) {
+    UNROLL16 for (int i = 0; i < 16; i++) a[i] = _mm512_load_ps(buf + 16 * i);
+    UNROLL for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
     }
-    for (int i = 0; i < 4; i++) { /* u[4i+c], 128-bit lane L: element 4L+c of rows 4i..4i+3 */
+    UNROLL for (int i = 0; i < 4; i++) { /* u[4i+c], 128-bit lane L: element 4L+c of rows 4i..4i+3 */
         const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
         const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
         u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
@@ -167,7 +168,7 @@ TGT static void q8_0_store_block(const float *buf, int nrows, int ntok, float *y
         u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
     }
     const __mmask16 m = (__mmask16)((1u << nrows) - 1);
-    for (int c = 0; c < 4; c++) {
+    UNROLL for (int c = 0; c < 4; c++) {
         const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
         const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
         const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
@@ -176,7 +177,7 @@ TGT static void q8_0_store_block(const float *buf, int nrows, int ntok, float *y
                               _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1)),
                               _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0)),
                               _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1)) };
-        for (int L = 0; L < 4; L++) /* b[L] is token 4L + c */
+        UNROLL for (int L = 0; L < 4; L++) /* b[L] is token 4L + c */
             if (4 * L + c < ntok) _mm512_mask_storeu_ps(y + (int64_t)(4 * L + c) * ldy, m, b[L]);
     }
 }
