@@ -141,9 +141,11 @@ static void conv_task(void *ctx, int64_t task) {
                  cv->panels + (size_t)(t0 / cv->ptok) * cv->pbytes);
 }
 
-/* Fewest tokens for which the panel kernel beats the 4x4 tiles (bench/kernels
- * "pf" columns; a panel half full still wins). */
-#define MM_PANEL_MIN_TOKENS 8
+/* Fewest tokens for which the panel kernel beats the 4x4 tiles: Q8_0 on
+ * Zen 5 (1024 x 1024, 1 thread), panel vs tiles GF/s: n = 3: 116 / 117,
+ * 4: 167 / 140, 6: 232 / 109, 8: 339 / 142 (a panel a quarter full already
+ * wins). */
+#define MM_PANEL_MIN_TOKENS 4
 /* Panels per pass over a task's rows: ~512 KB, half an L2. */
 #define MM_PANEL_L2_BYTES (512u << 10)
 /* Task rows for the panel path come in multiples of this (kernels store
