@@ -7,7 +7,7 @@
  *   decode regime); 1 and 2 threads, best of 3.
  * prefill: W (ne0 x 1024 rows) times n = 8, 16, 64 and 256 tokens, 1 thread,
  *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).  ds4_mm picks the
- *   level's panel GEMM where the type has one (quant.h; from n = 8 on), else
+ *   level's panel GEMM where the type has one (quant.h; from n = 4 on), else
  *   the 4x4 vec_dot tiles, so these columns show the panel path.
  * The first line is this machine's read bandwidth (8-way unrolled 64-bit
  * loads over the same buffer), the ceiling for the matvec column.  Each
