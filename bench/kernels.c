@@ -1,12 +1,14 @@
 /* Kernel micro-benchmark: ds4_mm per weight type at every SIMD level.
  *
- *   build/bench/kernels [matvec_MiB=256] [ne0=4096]
+ *   build/bench/kernels [matvec_MiB=256] [ne0=4096] [type,...]
  *
  * matvec: y = W·x (n = 1) over a weight matrix of ~matvec_MiB, far larger
  *   than the caches, so it measures weight bytes streamed per second (the
  *   decode regime); 1 and 2 threads, best of 3.
- * prefill: W (ne0 x 1024 rows) times n = 64 and 256 tokens, 1 thread,
- *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).
+ * prefill: W (ne0 x 1024 rows) times n = 8, 16, 64 and 256 tokens, 1 thread,
+ *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).  ds4_mm picks the
+ *   level's panel GEMM where the type has one (quant.h; from n = 4 on), else
+ *   the 4x4 vec_dot tiles, so these columns show the panel path.
  * The first line is this machine's read bandwidth (8-way unrolled 64-bit
  * loads over the same buffer), the ceiling for the matvec column.  Each
  * level's numbers are followed by its ratio to the scalar level. */
@@ -88,23 +90,25 @@ static double time_mm(ds4_pool *pool, const ds4_weight *wt, int64_t rows, const 
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256;
     int64_t ne0 = argc > 2 ? atol(argv[2]) : 4096;
+    const char *only = argc > 3 ? argv[3] : NULL; /* comma-separated type names */
     const int types[] = { DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_BF16, DS4_TYPE_Q8_0,
                           DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS };
     const int ntypes = (int)(sizeof types / sizeof *types);
-    const int pn[2] = { 64, 256 };
+    enum { NPF = 4 };
+    const int pn[NPF] = { 8, 16, 64, 256 };
     const int64_t prows = 1024;
     enum { MAXLV = 4 };
-    double res[MAXLV][8][4]; /* [level][type][mv1, mv2, pf64, pf256] */
+    double res[MAXLV][8][2 + NPF]; /* [level][type][mv1, mv2, pf8, pf16, pf64, pf256] */
     memset(res, 0, sizeof res);
 
     size_t bytes = mib << 20;
     size_t pbytes = (size_t)prows * ds4_row_size(DS4_TYPE_F32, ne0); /* the largest prefill matrix */
     uint8_t *w = malloc(bytes > pbytes ? bytes : pbytes);
-    float *X = malloc(sizeof(float) * (size_t)(ne0 * pn[1]));
-    float *Y = malloc(sizeof(float) * (size_t)(bytes / 64 + prows * pn[1]));
+    float *X = malloc(sizeof(float) * (size_t)(ne0 * pn[NPF - 1]));
+    float *Y = malloc(sizeof(float) * (size_t)(bytes / 64 + prows * pn[NPF - 1]));
     if (!w || !X || !Y) { fprintf(stderr, "out of memory\n"); return 1; }
     memset(w, 1, bytes);
-    for (int64_t i = 0; i < ne0 * pn[1]; i++) X[i] = gauss();
+    for (int64_t i = 0; i < ne0 * pn[NPF - 1]; i++) X[i] = gauss();
     ds4_pool *p1 = ds4_pool_new(1), *p2 = ds4_pool_new(2);
     printf("read bandwidth (%zu MiB buffer): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", mib, membw(p1, w, bytes),
            membw(p2, w, bytes));
@@ -116,6 +120,7 @@ int main(int argc, char **argv) {
     for (; lv[nlv]; nlv++) {}
     for (int ti = 0; ti < ntypes; ti++) {
         int type = types[ti];
+        if (only && !strstr(only, ds4_type_name(type))) continue;
         size_t rb = ds4_row_size(type, ne0);
         int64_t rows = (int64_t)(bytes / rb);
         fill_weights(type, ne0, rows > prows ? rows : prows, w);
@@ -126,23 +131,23 @@ int main(int argc, char **argv) {
             time_mm(p1, &wt, rows, X, 1, Y, 1); /* warm-up, page faults */
             res[l][ti][0] = mvb / time_mm(p1, &wt, rows, X, 1, Y, 3) / 1e9;
             res[l][ti][1] = mvb / time_mm(p2, &wt, rows, X, 1, Y, 3) / 1e9;
-            for (int k = 0; k < 2; k++) {
+            for (int k = 0; k < NPF; k++) {
                 double fl = 2.0 * (double)ne0 * (double)prows * pn[k];
-                res[l][ti][2 + k] = fl / time_mm(p1, &wt, prows, X, pn[k], Y, 2) / 1e9;
+                res[l][ti][2 + k] = fl / time_mm(p1, &wt, prows, X, pn[k], Y, pn[k] < 64 ? 5 : 2) / 1e9;
             }
         }
     }
 
-    printf("%-8s %-7s %10s %10s %12s %12s   %s\n", "type", "level", "mv GB/s", "mv2 GB/s", "pf64 GF/s", "pf256 GF/s",
-           "x scalar (mv, mv2, pf64, pf256)");
+    printf("%-8s %-7s %9s %9s %9s %9s %9s %10s   %s\n", "type", "level", "mv GB/s", "mv2 GB/s", "pf8 GF/s",
+           "pf16 GF/s", "pf64 GF/s", "pf256 GF/s", "x scalar (mv, mv2, pf64, pf256)");
     for (int ti = 0; ti < ntypes; ti++)
         for (int l = 0; l < nlv && l < MAXLV; l++) {
             if (res[l][ti][0] == 0) continue;
-            printf("%-8s %-7s %10.2f %10.2f %12.2f %12.2f", ds4_type_name(types[ti]), lv[l], res[l][ti][0],
-                   res[l][ti][1], res[l][ti][2], res[l][ti][3]);
+            const double *v = res[l][ti], *v0 = res[0][ti];
+            printf("%-8s %-7s %9.2f %9.2f %9.2f %9.2f %9.2f %10.2f", ds4_type_name(types[ti]), lv[l], v[0], v[1], v[2],
+                   v[3], v[4], v[5]);
             if (l > 0)
-                printf("   %5.1fx %5.1fx %5.1fx %5.1fx", res[l][ti][0] / res[0][ti][0], res[l][ti][1] / res[0][ti][1],
-                       res[l][ti][2] / res[0][ti][2], res[l][ti][3] / res[0][ti][3]);
+                printf("   %5.1fx %5.1fx %5.1fx %5.1fx", v[0] / v0[0], v[1] / v0[1], v[4] / v0[4], v[5] / v0[5]);
             printf("\n");
         }
     ds4_pool_free(p1);

@@ -23,6 +23,11 @@ typedef struct mm_seg_job {
     int64_t ldy;
     ds4_vec_dot_fn dot;
     ds4_vec_dot_tile_fn tile; /* NULL: the scalar level, one dot per pair */
+    ds4_panel_gemm_fn pgemm;  /* set: prefill through the panel kernel */
+    ds4_panel_pack_fn pack;   /* the panel layout pgemm reads */
+    int ptok;                 /* tokens per panel */
+    size_t pbytes;            /* bytes per panel */
+    const uint8_t *panels;    /* the n tokens packed, ceil(n / ptok) panels */
     const struct mm_seg_job *mate; /* paired segment computed by the same tasks */
     void (*done)(void *ctx, int64_t r0, int64_t r1);
     void *done_ctx;
@@ -48,6 +53,15 @@ typedef struct {
  * bit-identical to the type's vec_dot (quant.h), so how rows are grouped
  * into tasks and jobs never changes a value. */
 static void mm_rows(const mm_seg_job *j, int64_t r0, int64_t r1) {
+    if (j->pgemm) { /* prefill: the level's panel kernel (quant.h), same bits as vec_dot */
+        const uint8_t *w = j->base + (size_t)(j->row0 + r0) * j->row_bytes;
+        for (int t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
+            int t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
+            j->pgemm(j->ne0, w, j->row_bytes, (int)(r1 - r0), j->panels + (size_t)(t0 / j->ptok) * j->pbytes,
+                     t1 - t0, j->Y + (int64_t)t0 * j->ldy + r0, j->ldy);
+        }
+        return;
+    }
     if (!j->tile) {
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
@@ -81,7 +95,9 @@ static void mm_task(void *ctx, int64_t task) {
 }
 
 /* Activation conversion, spread over the pool when there is enough of it
- * (prefill): one task per block of rows of one distinct input. */
+ * (prefill): one task per block of rows of one distinct input.  An input
+ * read by a panel kernel is also packed into that kernel's panels, by the
+ * same task (its rows are whole panels). */
 typedef struct {
     int type;                 /* weight type: selects the conversion */
     const float *X;
@@ -89,6 +105,11 @@ typedef struct {
     int n;
     uint8_t *xq;
     size_t xq_bytes;
+    ds4_panel_pack_fn pack;   /* NULL: no panels */
+    int ptok;
+    size_t pbytes;
+    uint8_t *panels;
+    int rows;                 /* rows per conversion task (whole panels) */
 } mm_conv;
 
 typedef struct {
@@ -98,18 +119,40 @@ typedef struct {
 
 #define CONV_ROWS 16
 
+/* Conversion task rows: CONV_ROWS, rounded up to whole panels. */
+static int conv_rows(int ptok) { return ptok > 0 ? (CONV_ROWS + ptok - 1) / ptok * ptok : CONV_ROWS; }
+
 static void conv_task(void *ctx, int64_t task) {
     const mm_conv_job *cj = ctx;
     int c = 0;
     int64_t first = 0, blocks;
     /* blocks are numbered input by input */
-    while (task >= first + (blocks = (cj->conv[c].n + CONV_ROWS - 1) / CONV_ROWS)) { first += blocks; c++; }
+    while (task >= first + (blocks = (cj->conv[c].n + cj->conv[c].rows - 1) / cj->conv[c].rows)) {
+        first += blocks;
+        c++;
+    }
     const mm_conv *cv = &cj->conv[c];
-    int t0 = (int)(task - first) * CONV_ROWS;
-    int t1 = t0 + CONV_ROWS < cv->n ? t0 + CONV_ROWS : cv->n;
+    int t0 = (int)(task - first) * cv->rows;
+    int t1 = t0 + cv->rows < cv->n ? t0 + cv->rows : cv->n;
     for (int t = t0; t < t1; t++)
         ds4_quantize_row_for(cv->type, cv->X + (int64_t)t * cv->ldx, cv->xq + (size_t)t * cv->xq_bytes, cv->ne0);
+    if (cv->pack)
+        cv->pack(cv->ne0, cv->xq + (size_t)t0 * cv->xq_bytes, cv->xq_bytes, t1 - t0,
+                 cv->panels + (size_t)(t0 / cv->ptok) * cv->pbytes);
 }
+
+/* Fewest tokens for which the panel kernel beats the 4x4 tiles: Q8_0 on
+ * Zen 5 (1024 x 1024, 1 thread), panel vs tiles GF/s: n = 3: 116 / 117,
+ * 4: 167 / 140, 6: 232 / 109, 8: 339 / 142 (a panel a quarter full already
+ * wins). */
+#define MM_PANEL_MIN_TOKENS 4
+/* Panels per pass over a task's rows: ~512 KB, half an L2. */
+#define MM_PANEL_L2_BYTES (512u << 10)
+/* Task rows for the panel path come in multiples of this (kernels store
+ * 16-row blocks). */
+#define MM_PANEL_ROWS 16
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 #define MM_SEGS_STACK 32
 
@@ -149,10 +192,21 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         j->dot = tt->vec_dot;
         j->tile = tt->vec_dot_tile;
         j->xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
-        /* ~512 KB of activations per chunk: half an L2, the rest for weights */
-        size_t chunk = j->xq_bytes ? (512u << 10) / j->xq_bytes : (size_t)s->n;
-        chunk = chunk / DS4_TILE * DS4_TILE;
-        j->tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)s->n ? s->n : (int)chunk;
+        if (tt->panel_gemm && s->n >= MM_PANEL_MIN_TOKENS) {
+            j->pgemm = tt->panel_gemm;
+            j->pack = tt->panel_pack;
+            j->ptok = tt->panel_tokens;
+            j->pbytes = tt->panel_bytes(ne0);
+            /* whole panels per chunk, ~half an L2 of them */
+            size_t np = j->pbytes ? MM_PANEL_L2_BYTES / j->pbytes : 1;
+            size_t chunk = (np > 0 ? np : 1) * (size_t)j->ptok;
+            j->tok_chunk = chunk > (size_t)s->n ? s->n : (int)chunk;
+        } else {
+            /* ~512 KB of activations per chunk: half an L2, the rest for weights */
+            size_t chunk = j->xq_bytes ? (512u << 10) / j->xq_bytes : (size_t)s->n;
+            chunk = chunk / DS4_TILE * DS4_TILE;
+            j->tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)s->n ? s->n : (int)chunk;
+        }
         if (j->tok_chunk < 1) j->tok_chunk = 1;
         j->done = s->done;
         j->done_ctx = s->done_ctx;
@@ -162,28 +216,36 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         /* Segments sharing an input (gate and up of an expert, the projections
          * of x̂) share its conversion: it depends only on the input and the
          * vec_dot type. */
+        /* A panel segment also shares the panels, so it needs an input packed
+         * by the same kernel family (same pack function, hence layout). */
         for (int c = 0; c < nconv && conv_of[i] < 0; c++) {
             const ds4_type_traits *ct = ds4_type_traits_get(conv[c].type);
             if (conv[c].X == s->X && conv[c].ldx == s->ldx && conv[c].ne0 == ne0 && conv[c].n >= s->n &&
-                ct->vec_dot_type == tt->vec_dot_type)
+                ct->vec_dot_type == tt->vec_dot_type && (!j->pack || conv[c].pack == j->pack))
                 conv_of[i] = c;
         }
         if (conv_of[i] >= 0) continue;
-        conv[nconv] = (mm_conv){s->w->type, s->X, s->ldx, ne0, s->n, NULL, j->xq_bytes};
-        conv_bytes += j->xq_bytes * (size_t)s->n;
+        conv[nconv] = (mm_conv){s->w->type, s->X, s->ldx, ne0, s->n, NULL, j->xq_bytes,
+                                j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok)};
+        conv_bytes += align64(j->xq_bytes * (size_t)s->n);
+        if (j->pack) conv_bytes += align64(j->pbytes * (size_t)((s->n + j->ptok - 1) / j->ptok));
         conv_work += ne0 * (int64_t)s->n;
         conv_of[i] = nconv++;
     }
     uint8_t *xq = NULL;
     if (nconv) {
-        xq = malloc(conv_bytes);
+        xq = aligned_alloc(64, conv_bytes); /* panels are read as aligned 64-byte rows */
         if (!xq) abort(); /* activation buffers are tiny next to the weights */
         size_t off = 0;
         int64_t nblocks = 0;
         for (int c = 0; c < nconv; c++) {
             conv[c].xq = xq + off;
-            off += conv[c].xq_bytes * (size_t)conv[c].n;
-            nblocks += (conv[c].n + CONV_ROWS - 1) / CONV_ROWS;
+            off += align64(conv[c].xq_bytes * (size_t)conv[c].n);
+            if (conv[c].pack) {
+                conv[c].panels = xq + off;
+                off += align64(conv[c].pbytes * (size_t)((conv[c].n + conv[c].ptok - 1) / conv[c].ptok));
+            }
+            nblocks += (conv[c].n + conv[c].rows - 1) / conv[c].rows;
         }
         mm_conv_job cj = {conv, nconv};
         if (conv_work >= (1 << 16) && nblocks > 1) {
@@ -192,8 +254,11 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
             for (int64_t b = 0; b < nblocks; b++) conv_task(&cj, b);
         }
     }
-    for (int i = 0; i < nseg; i++)
+    for (int i = 0; i < nseg; i++) {
         job[i].xq = conv_of[i] >= 0 ? conv[conv_of[i]].xq : (const uint8_t *)segs[i].X;
+        job[i].panels = conv_of[i] >= 0 ? conv[conv_of[i]].panels : NULL;
+        if (!job[i].panels) job[i].pgemm = NULL; /* (an F32 input used in place has no panels) */
+    }
 
     /* Guided cutting: tasks are handed out in index order, each claimed by
      * whichever thread is free, so the first tasks are large (1/(2·threads)
@@ -222,7 +287,8 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
                 int64_t target = remaining / (2 * (int64_t)threads);
                 if (target < 65536) target = 65536;
                 int64_t rows = (target + wpr - 1) / wpr;
-                if (j->tile) rows = (rows + DS4_TILE - 1) / DS4_TILE * DS4_TILE;
+                int gran = j->pgemm ? MM_PANEL_ROWS : j->tile ? DS4_TILE : 1;
+                rows = (rows + gran - 1) / gran * gran;
                 if (rows > j->nrows - r) rows = j->nrows - r;
                 if (piece) piece[k] = (mm_piece){i, r, r + rows};
                 k++;

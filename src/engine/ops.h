@@ -2,8 +2,11 @@
  *
  * Matrix products go through ds4_mm(), the one place that turns a weight of
  * any storage type into y = W·x: it converts each activation row once to the
- * weight type's vec_dot_type and then calls the type's dot kernel per row,
- * spreading rows over the thread pool.  Weights are used in place (mmap).
+ * weight type's vec_dot_type and then calls the type's dot kernels (4x4
+ * tiles), or, for prefill batches of >= 4 tokens where the SIMD level has
+ * one, its panel GEMM over the activations packed into panels (quant.h),
+ * spreading rows over the thread pool.  Both give the bits of vec_dot, so
+ * prefill and decode agree exactly.  Weights are used in place (mmap).
  *
  * The QAT helpers simulate the official FP8 / FP4 kernels (MODEL.md §2.4);
  * the forward pass calls them only in the default "model" numerics. */

@@ -9,7 +9,9 @@
  *
  *   weight type              vec_dot_type   (activation format)
  *   F32, F16, BF16           F32            exact f32 activations
- *   Q8_0                     Q8_0           int8, 32-blocks (as ds4/ggml CPU)
+ *   Q8_0                     Q8_0           int8, 32-blocks (as ds4/ggml CPU);
+ *                                           every level sums in the scalar
+ *                                           reference's order (simd.h)
  *   Q2_K, Q4_K, IQ2_XXS      Q8_K           int8, 256-blocks with block sums
  *
  * This file defines the interface; quant_ref.c holds the portable scalar

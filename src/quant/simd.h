@@ -12,8 +12,10 @@
  *   Q2_K, Q4_K, IQ2_XXS · Q8_K   bit-identical (integer block sums are exact
  *                                and the per-block float steps run in the
  *                                reference's order)
- *   Q8_0 · Q8_0                  integer block sums exact; the block scales
- *                                are applied in f32 lanes (order differs)
+ *   Q8_0 · Q8_0                  bit-identical: the canonical order, per
+ *                                block an exact int32 sum, then
+ *                                sum += (float)isum * (d_w * d_x) in f32,
+ *                                blocks in order, mul then add (no FMA)
  *   F32, F16, BF16 · F32         exact products summed in double lanes: only
  *                                the order of the double sum differs
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical

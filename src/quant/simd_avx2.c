@@ -107,18 +107,73 @@ DS4_DEFINE_TILE(TGT, f16_avx2, K_F16, 4, 2)
 DS4_DEFINE_TILE(TGT, bf16_avx2, K_BF16, 4, 2)
 
 /* ------------------------------------------------------------------------
- * Q8_0 · Q8_0: one block per ymm, block scales in f32 lanes.
+ * Q8_0 · Q8_0, bit-identical to the reference (canonical order, see
+ * simd_avx512.c): per block an exact int32 sum, then
+ * sum += (float)isum * (d_w * d_x) in f32, blocks in order, mul then add.
+ * The 2x2 (row, column) pairs of a tile run in the 4 lanes of one xmm
+ * chain: per block, each pair's 8 int32 partials (maddubs + madd) are
+ * folded by a hadd tree into lane c*2 + r.  One column (decode, vec_dot)
+ * puts two blocks in the lanes instead (k_q8_0_col).
  * ------------------------------------------------------------------------ */
+
+/* Lane i of the result = Σ of the 8 int32 lanes of v[i] (exact). */
+INL __m128i q8_0_sum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* Row r's block b against the column's block: the 8 int32 partials. */
+INL __m256i q8_0_part(const block_q8_0 *wb, __m256i xq, __m256i ones) {
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)wb->qs);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq)), ones);
+}
+
+/* One column (decode): the 4 lanes are (row, block) for NR <= 2 rows and
+ * the blocks b, b+1; the chain adds block b's lanes, then block b+1's. */
+INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, float *y, const int NR) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i z = _mm256_setzero_si256();
+    const block_q8_0 *w0 = (const block_q8_0 *)w, *w1 = (const block_q8_0 *)(w + ws), *xb = (const block_q8_0 *)x;
+    __m128 acc = _mm_setzero_ps(); /* lanes 0, 1: rows 0, 1 */
+    const int64_t nb = n / QK8_0;
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        pf((const uint8_t *)(w0 + b) + NR * ws, 2 * sizeof *w0);
+        if (NR > 1) pf((const uint8_t *)(w1 + b) + NR * ws, 2 * sizeof *w1);
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[b].qs);
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)xb[b + 1].qs);
+        const __m128i isum = q8_0_sum4(q8_0_part(w0 + b, x0, ones), NR > 1 ? q8_0_part(w1 + b, x0, ones) : z,
+                                       q8_0_part(w0 + b + 1, x1, ones), NR > 1 ? q8_0_part(w1 + b + 1, x1, ones) : z);
+        const float dx0 = h2f(xb[b].d), dx1 = h2f(xb[b + 1].d);
+        const __m128 dw = _mm_setr_ps(h2f(w0[b].d), NR > 1 ? h2f(w1[b].d) : 0.0f, h2f(w0[b + 1].d),
+                                      NR > 1 ? h2f(w1[b + 1].d) : 0.0f);
+        const __m128 s = _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, _mm_setr_ps(dx0, dx0, dx1, dx1)));
+        acc = _mm_add_ps(acc, s);                    /* block b (lanes 2, 3: unused) */
+        acc = _mm_add_ps(acc, _mm_movehl_ps(s, s)); /* then block b+1 */
+    }
+    if (b < nb) { /* odd count: the last block alone */
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[b].qs);
+        const __m128i isum = q8_0_sum4(q8_0_part(w0 + b, x0, ones), NR > 1 ? q8_0_part(w1 + b, x0, ones) : z, z, z);
+        const float dx0 = h2f(xb[b].d);
+        const __m128 dw = _mm_setr_ps(h2f(w0[b].d), NR > 1 ? h2f(w1[b].d) : 0.0f, 0.0f, 0.0f);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, _mm_set1_ps(dx0))));
+    }
+    y[0] = _mm_cvtss_f32(acc);
+    if (NR > 1) y[1] = _mm_cvtss_f32(_mm_shuffle_ps(acc, acc, 1));
+}
 
 INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
+    if (NC == 1) { /* decode: fill the lanes with block pairs instead */
+        k_q8_0_col(n, w, ws, x, y, NR);
+        return;
+    }
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    __m128 acc = _mm_setzero_ps(); /* lane c*2 + r */
     const int64_t nb = n / QK8_0;
     for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[4], aw[4];
-        float dw[4];
+        __m256i wq[2], aw[2];
+        float dw[2] = { 0.0f, 0.0f }, dx[2] = { 0.0f, 0.0f };
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
             if (!(b & 1)) pf((const uint8_t *)wb + NR * ws, 2 * sizeof *wb);
@@ -126,18 +181,22 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
             aw[r] = _mm256_abs_epi8(wq[r]);
             dw[r] = h2f(wb->d);
         }
+        __m256i p[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                         _mm256_setzero_si256() };
         DS4_UNROLL for (int c = 0; c < NC; c++) {
             const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
             const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
-            const float dx = h2f(xb->d);
-            DS4_UNROLL for (int r = 0; r < NR; r++) {
-                const __m256i p16 = _mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xq, wq[r]));
-                const __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[r][c] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw[r] * dx), acc[r][c]);
-            }
+            dx[c] = h2f(xb->d);
+            DS4_UNROLL for (int r = 0; r < NR; r++)
+                p[c * 2 + r] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[r], _mm256_sign_epi8(xq, wq[r])), ones);
         }
+        const __m128 d = _mm_mul_ps(_mm_setr_ps(dw[0], dw[1], dw[0], dw[1]), _mm_setr_ps(dx[0], dx[0], dx[1], dx[1]));
+        const __m128i isum = q8_0_sum4(p[0], p[1], p[2], p[3]);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), d));
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = hsum_ps(acc[r][c]);
+    float out[4];
+    _mm_storeu_ps(out, acc);
+    DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) y[c * ldy + r] = out[c * 2 + r];
 }
 DS4_DEFINE_TILE(TGT, q8_0_avx2, k_q8_0, 2, 2)
 

@@ -19,6 +19,7 @@ void ds4_simd_install_avx512_vbmi(ds4_type_traits *table);
  * gemm_avx512_q8.c (Q8_0) and gemm_avx512_k.c (Q2_K, Q4_K, IQ2_XXS). */
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
 void ds4_gemm_install_avx512_k(ds4_type_traits *table);
+void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
 
 /* IQ2_XXS sign patterns as ±1 bytes (index: 7-bit sign code), for kernels
  * without mask registers; filled by dispatch.c before any installer runs. */

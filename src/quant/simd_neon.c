@@ -3,7 +3,7 @@
  * Compiled only on aarch64 (AdvSIMD is part of the base ISA there, so no
  * runtime check is needed); elsewhere this file reduces to an empty
  * installer.  Covered: F32/F16/BF16 · f32 (double lanes), Q8_0 · Q8_0
- * (exact int32 block sums via SDOT when the compiler targets +dotprod, else
+ * (bit-identical: exact int32 block sums via SDOT when the compiler targets +dotprod, else
  * widening multiplies), the f32 -> Q8_0 / Q8_K quantizers (bit-identical:
  * FCVTAS rounds ties away from zero like roundf, FCVTNS ties to even like
  * the reference's nearest_int) and the f32 helpers.  Q2_K, Q4_K and IQ2_XXS
@@ -87,22 +87,29 @@ INL int32x4_t dot32_s8(const int8_t *a, const int8_t *b) {
 #endif
 }
 
+/* Bit-identical to the reference (canonical Q8_0 order, simd.h): per block
+ * the exact int32 sum (SDOT or widening products, then an integer
+ * horizontal add), then sum += (float)isum * (d_w * d_x) in f32 scalars, in
+ * block order, mul then add (FP_CONTRACT off above; GCC in ISO C mode does
+ * not contract). */
 INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
-    float32x4_t acc[4][4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_f32(0.0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
     for (int64_t b = 0; b < n / QK8_0; b++) {
         DS4_UNROLL for (int c = 0; c < NC; c++) {
             const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
             const float dx = h2f(xb->d);
             DS4_UNROLL for (int r = 0; r < NR; r++) {
                 const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-                const float32x4_t s = vcvtq_f32_s32(dot32_s8(wb->qs, xb->qs));
-                acc[r][c] = vfmaq_f32(acc[r][c], s, vdupq_n_f32(h2f(wb->d) * dx));
+                const int32_t isum = vaddvq_s32(dot32_s8(wb->qs, xb->qs));
+                const float d = h2f(wb->d) * dx;
+                const float p = (float)isum * d;
+                sum[r][c] = sum[r][c] + p;
             }
         }
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = vaddvq_f32(acc[r][c]);
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
 }
 DS4_DEFINE_TILE(, q8_0_neon, k_q8_0, 4, 2)
 
