@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "quant/quant.h"
+#include "quant/simd.h"
 #include "quant/vec.h"
 
 /* One segment of a ds4_mm_multi() job, prepared: the weight slice, its
@@ -370,35 +371,11 @@ void ds4_rope(float *x, int d, int rope_dim, const float *inv_freq, int64_t pos,
     }
 }
 
-/* 2^ceil(log2(r)) exactly, for r > 0. */
-static float pow2_ceil(float r) {
-    int e;
-    float f = frexpf(r, &e); /* r = f·2^e, f in [0.5, 1) */
-    return ldexpf(1.0f, f == 0.5f ? e - 1 : e);
-}
+/* The QAT round trips are the live level's vector kernels (vec_ref.c holds
+ * the scalar definition; every level is bit-identical to it, test_vec). */
+void ds4_fp8_roundtrip(float *x, int64_t n) { ds4_vec_ops_live()->fp8_roundtrip(x, n); }
 
-static void block_roundtrip(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float)) {
-    for (int64_t b0 = 0; b0 < n; b0 += blk) {
-        int64_t b1 = b0 + blk < n ? b0 + blk : n;
-        float a = 0;
-        for (int64_t i = b0; i < b1; i++) a = fmaxf(a, fabsf(x[i]));
-        a = fmaxf(a, amin);
-        float s = pow2_ceil(a / qmax);
-        for (int64_t i = b0; i < b1; i++) {
-            float v = x[i] / s;
-            v = v < -qmax ? -qmax : v > qmax ? qmax : v;
-            x[i] = round_fn(v) * s;
-        }
-    }
-}
-
-void ds4_fp8_roundtrip(float *x, int64_t n) {
-    block_roundtrip(x, n, 64, 448.0f, 1e-4f, ds4_round_fp8_e4m3);
-}
-
-void ds4_fp4_roundtrip(float *x, int64_t n) {
-    block_roundtrip(x, n, 32, 6.0f, 6.0f * 0x1p-126f, ds4_round_fp4_e2m1);
-}
+void ds4_fp4_roundtrip(float *x, int64_t n) { ds4_vec_ops_live()->fp4_roundtrip(x, n); }
 
 void ds4_hadamard(float *x, int n) {
     for (int h = 1; h < n; h *= 2)
