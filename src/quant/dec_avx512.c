@@ -67,14 +67,14 @@ TGT static void q2k_rows4(int64_t nb, const block_q2_K *const a[4], size_t pfo, 
     for (int64_t i = 0; i < nb; i++) {
         const block_q8_K *xb = x + i;
         __m512i xq[4];
-        for (int j = 0; j < 4; j++)
+        DS4_UNROLL for (int j = 0; j < 4; j++)
             xq[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j))),
                                        _mm256_loadu_si256((const __m256i *)(xb->qs + 128 + 32 * j)), 1);
         const __m512i bs2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->bsums));
         __m512i acc[4], mins[2];
         __m256i mn[4];
         uint32_t dd[4];
-        for (int r = 0; r < 4; r++) {
+        DS4_UNROLL for (int r = 0; r < 4; r++) {
             const block_q2_K *b = a[r] + i;
             pf2((const uint8_t *)b + pfo);
             const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
