@@ -136,6 +136,103 @@ TGT static float q2k_dot(int64_t n, const void *w, const void *x) {
     return out[0];
 }
 
+/* ------------------------------------------------------------------------
+ * F16 · F32 in double lanes.
+ *
+ * The level's kernel converts each weight with cvtph2ps + cvtps2pd; those
+ * conversions issue at one per cycle on Zen 5 and were the limit: 0.057 ns
+ * per element with the rows in L2 (one thread).  Here a weight's double is
+ * built with integer ops instead.  For the f16 bits h = s|e(5)|m(10), the
+ * 64-bit pattern  s << 63 | (h & 0x7fff) << 42  is a double with the f16's
+ * sign, its 5-bit exponent in the low exponent bits and its mantissa on top
+ * of the double's: exactly w·2^-1008, subnormal f16 included (they land on
+ * double subnormals).  Per 32 weights: word A = (h >>arith 6) & 0x81FF (the
+ * sign and the top 9 bits, for bits 48-63) and word B = h << 10 (the low 6
+ * bits, for bits 32-47); one two-source word permute with zero masking per
+ * 8 weights drops them into words 3 and 2 of each qword.  That is 3 ops per
+ * 32 weights plus one shuffle per 8 (vpmovsxwq + shift + and, 3 ops per 8,
+ * measured 0.046 ns; this: 0.040 ns).
+ *
+ * Exactness: the activations are converted once per row block and scaled by
+ * 2^200, so every product w·2^-1008 · x·2^200 is exact (11 x 24 significant
+ * bits) and lies in [2^-981, 2^-662]; every partial sum is then a multiple
+ * of 2^-981 (a normal double) or zero and far from overflow, so each
+ * addition rounds exactly as the unscaled one would, and the final double
+ * times 2^808 is the unscaled sum in this order.  It is rounded once to
+ * float, as the reference; only the order of the double additions differs
+ * (two accumulators per pair, then a tree).
+ * Infinite or NaN weights (exponent 31) are not representable this way: they
+ * are detected per row with a u16 max of 2h (>= 0xF800) and such a row is
+ * recomputed by the level's kernel, so it still gives inf/NaN.
+ * ------------------------------------------------------------------------ */
+
+static ds4_vec_dot_fn f16_base_dot;
+
+/* Word permutes: qword q of result k <- B[8k + q] in word 2, A[8k + q] in
+ * word 3 (index 32 + i selects the second source); words 0, 1 zeroed. */
+static const uint16_t f16_perm[4][32] __attribute__((aligned(64))) = {
+    { 0, 0, 32, 0, 0, 0, 33, 1, 0, 0, 34, 2, 0, 0, 35, 3, 0, 0, 36, 4, 0, 0, 37, 5, 0, 0, 38, 6, 0, 0, 39, 7 },
+    { 0, 0, 40, 8, 0, 0, 41, 9, 0, 0, 42, 10, 0, 0, 43, 11, 0, 0, 44, 12, 0, 0, 45, 13, 0, 0, 46, 14, 0, 0, 47, 15 },
+    { 0, 0, 48, 16, 0, 0, 49, 17, 0, 0, 50, 18, 0, 0, 51, 19, 0, 0, 52, 20, 0, 0, 53, 21, 0, 0, 54, 22, 0, 0, 55, 23 },
+    { 0, 0, 56, 24, 0, 0, 57, 25, 0, 0, 58, 26, 0, 0, 59, 27, 0, 0, 60, 28, 0, 0, 61, 29, 0, 0, 62, 30, 0, 0, 63, 31 },
+};
+
+/* 8 halves -> doubles times 2^-1008 (the tail's form; same values) */
+INL __m512d f16x8(__m128i h) {
+    const __m512i q = _mm512_slli_epi64(_mm512_cvtepi16_epi64(h), 42);
+    return _mm512_castsi512_pd(_mm512_and_si512(q, _mm512_set1_epi64((long long)0x81FFFFFFFFFFFFFFull)));
+}
+
+INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+               const int NR, const int NC) {
+    const __m512d sx = _mm512_set1_pd(0x1p200);
+    const __m512i amask = _mm512_set1_epi16((short)0x81FF);
+    __m512d acc[4][2][2];
+    __m512i mx[4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) {
+        mx[r] = _mm512_setzero_si512();
+        DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][0] = acc[r][c][1] = _mm512_setzero_pd();
+    }
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512d xd[2][4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const float *xp = (const float *)(x + c * xs) + i;
+            DS4_UNROLL for (int k = 0; k < 4; k++) xd[c][k] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xp + 8 * k)), sx);
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m512i h = _mm512_loadu_si512((const void *)((const uint16_t *)(w + r * ws) + i));
+            mx[r] = _mm512_max_epu16(mx[r], _mm512_add_epi16(h, h));
+            const __m512i A = _mm512_and_si512(_mm512_srai_epi16(h, 6), amask);
+            const __m512i B = _mm512_slli_epi16(h, 10);
+            DS4_UNROLL for (int k = 0; k < 4; k++) {
+                const __m512i ctl = _mm512_load_si512((const void *)f16_perm[k]);
+                const __m512d wd = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi16(0xCCCCCCCCu, A, ctl, B));
+                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][k & 1] = _mm512_fmadd_pd(wd, xd[c][k], acc[r][c][k & 1]);
+            }
+        }
+    }
+    for (; i < n; i += 8) { /* tail, 8 at a time; lanes past n load as zeros */
+        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512d xd[2];
+        DS4_UNROLL for (int c = 0; c < NC; c++)
+            xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float *)(x + c * xs) + i)), sx);
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m128i h = _mm_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ws) + i);
+            mx[r] = _mm512_max_epu16(mx[r], _mm512_castsi128_si512(_mm_add_epi16(h, h)));
+            const __m512d wd = f16x8(h);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][(i >> 3) & 1] = _mm512_fmadd_pd(wd, xd[c], acc[r][c][(i >> 3) & 1]);
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) {
+        const int special = _mm512_cmpge_epu16_mask(mx[r], _mm512_set1_epi16((short)0xF800)) != 0;
+        DS4_UNROLL for (int c = 0; c < NC; c++)
+            y[c * ldy + r] = special ? f16_base_dot(n, w + r * ws, x + c * xs)
+                                     : (float)(_mm512_reduce_add_pd(_mm512_add_pd(acc[r][c][0], acc[r][c][1])) * 0x1p808);
+    }
+}
+DS4_DEFINE_TILE(TGT, f16d, k_f16, 4, 2)
+
 void ds4_simd_install_avx512_dec(ds4_type_traits *t) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw") ||
@@ -146,11 +243,127 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *t) {
         t[DS4_TYPE_Q2_K].vec_dot = q2k_dot;
         t[DS4_TYPE_Q2_K].vec_dot_tile = q2k_tile;
     }
+    if (t[DS4_TYPE_F16].vec_dot != f16d_dot) f16_base_dot = t[DS4_TYPE_F16].vec_dot;
+    if (f16_base_dot) {
+        t[DS4_TYPE_F16].vec_dot = f16d_dot;
+        t[DS4_TYPE_F16].vec_dot_tile = f16d_tile;
+    }
 }
 
 #else
 
 #include "quant/simd_int.h"
+/* ------------------------------------------------------------------------
+ * F16 · F32 in double lanes.
+ *
+ * The level's kernel converts each weight with cvtph2ps + cvtps2pd (two
+ * conversions per 8 doubles, per row and column); on Zen 5 these are the
+ * limit (0.12 ns per element, 17 GB/s of f16 weights, one thread).  Here a
+ * weight's double is built with integer ops instead: the f16 bits
+ * sign-extended to 64 (vpmovsxwq, from memory), shifted left by 42 and
+ * masked (bit 63 and bits 0..56) give a double with the f16's sign, the
+ * 5-bit exponent in the low exponent bits and the 10-bit mantissa on top of
+ * the double's: exactly w·2^-1008, for subnormal f16 too (they map onto
+ * double subnormals).  The activations are converted once per row block and
+ * scaled by 2^200, so every product w·2^-1008 · x·2^200 is exact (35
+ * significant bits) and lies in [2^-981, 2^-662]: normal, and every partial
+ * sum is a multiple of 2^-981, so no step underflows or overflows and the
+ * scaled sum equals the unscaled one times 2^-808 exactly, step by step.
+ * The result is the double sum times 2^808, rounded once to float, as the
+ * reference; only the order of the double additions differs (two
+ * accumulators per pair, elements i%16 < 8 and >= 8, then a tree).
+ * Infinite or NaN weights (exponent 31), which this encoding cannot
+ * represent, are detected per row with a u16 max of 2h (>= 0xF800) and that
+ * row is recomputed by the level's kernel, so they still give inf/NaN.
+ * ------------------------------------------------------------------------ */
+
+static ds4_vec_dot_fn f16_base_dot;
+
+/* 8 halves -> doubles times 2^-1008 */
+INL __m512d f16x8(__m128i h) {
+    const __m512i q = _mm512_slli_epi64(_mm512_cvtepi16_epi64(h), 42);
+    return _mm512_castsi512_pd(_mm512_and_si512(q, _mm512_set1_epi64((long long)0x81FFFFFFFFFFFFFFull)));
+}
+
+INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+               const int NR, const int NC) {
+    const __m512d sx = _mm512_set1_pd(0x1p200);
+#ifdef F16PERM
+    __m512i pctl[4];
+    for (int k = 0; k < 4; k++) {
+        uint16_t t[32];
+        for (int q = 0; q < 8; q++) { t[4*q] = 0; t[4*q+1] = 0; t[4*q+2] = (uint16_t)(32 + 8*k + q); t[4*q+3] = (uint16_t)(8*k + q); }
+        pctl[k] = _mm512_loadu_si512(t);
+    }
+#endif
+    __m512d acc[4][2][4];
+    __m512i mx[4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) {
+        mx[r] = _mm512_setzero_si512();
+        DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][0] = acc[r][c][1] = acc[r][c][2] = acc[r][c][3] = _mm512_setzero_pd();
+    }
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512d xd[2][4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const float *xp = (const float *)(x + c * xs) + i;
+            DS4_UNROLL for (int k = 0; k < 4; k++) xd[c][k] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xp + 8 * k)), sx);
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const uint16_t *wp = (const uint16_t *)(w + r * ws) + i;
+            const __m512i h = _mm512_loadu_si512((const void *)wp);
+            mx[r] = _mm512_max_epu16(mx[r], _mm512_add_epi16(h, h));
+#ifdef F16PERM
+            {
+                const __m512i A = _mm512_and_si512(_mm512_srai_epi16(h, 6), _mm512_set1_epi16((short)0x81FF));
+                const __m512i B = _mm512_slli_epi16(h, 10);
+                DS4_UNROLL for (int k = 0; k < 4; k++) {
+                    const __m512d wd = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi16(0xCCCCCCCCu, A, pctl[k], B));
+                    DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][k & 1] = _mm512_fmadd_pd(wd, xd[c][k], acc[r][c][k & 1]);
+                }
+            }
+            if (0) for (int k = 0; k < 4; k++) {
+#elif defined(F16MIX)
+            {
+                const __m512 wf = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+                const __m512d w0 = _mm512_cvtps_pd(_mm512_castps512_ps256(wf));
+                const __m512d w1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(wf, 1));
+                DS4_UNROLL for (int c = 0; c < NC; c++) {
+                    acc[r][c][2] = _mm512_fmadd_pd(w0, xd[c][0], acc[r][c][2]);
+                    acc[r][c][3] = _mm512_fmadd_pd(w1, xd[c][1], acc[r][c][3]);
+                }
+            }
+            DS4_UNROLL for (int k = 2; k < 4; k++) {
+#else
+            DS4_UNROLL for (int k = 0; k < 4; k++) {
+#endif
+                const __m512d wd = f16x8(_mm_loadu_si128((const __m128i *)(wp + 8 * k)));
+                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][k & 1] = _mm512_fmadd_pd(wd, xd[c][k], acc[r][c][k & 1]);
+            }
+        }
+    }
+    for (; i < n; i += 8) { /* tail, 8 at a time; lanes past n load as zeros */
+        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512d xd[2];
+        DS4_UNROLL for (int c = 0; c < NC; c++)
+            xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float *)(x + c * xs) + i)), sx);
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const __m128i h = _mm_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ws) + i);
+            mx[r] = _mm512_max_epu16(mx[r], _mm512_castsi128_si512(_mm_add_epi16(h, h)));
+            const __m512d wd = f16x8(h);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][(i >> 3) & 1] = _mm512_fmadd_pd(wd, xd[c], acc[r][c][(i >> 3) & 1]);
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) {
+        const int special = _mm512_cmpge_epu16_mask(mx[r], _mm512_set1_epi16((short)0xF800)) != 0;
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            y[c * ldy + r] = special ? f16_base_dot(n, w + r * ws, x + c * xs)
+                                     : (float)(_mm512_reduce_add_pd(_mm512_add_pd(_mm512_mul_pd(_mm512_add_pd(acc[r][c][0], acc[r][c][1]), _mm512_set1_pd(0x1p808)), _mm512_mul_pd(_mm512_add_pd(acc[r][c][2], acc[r][c][3]), _mm512_set1_pd(0x1p-200)))));
+        }
+    }
+}
+DS4_DEFINE_TILE(TGT, f16d, k_f16, 4, 2)
+
 void ds4_simd_install_avx512_dec(ds4_type_traits *t) { (void)t; }
 
 #endif
