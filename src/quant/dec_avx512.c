@@ -72,14 +72,12 @@ TGT static void q2k_rows4(int64_t nb, const block_q2_K *const a[4], size_t pfo, 
                                        _mm256_loadu_si256((const __m256i *)(xb->qs + 128 + 32 * j)), 1);
         const __m512i bs2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->bsums));
         __m512i acc[4], mins[2];
-        __m256i mn[4];
         uint32_t dd[4];
         DS4_UNROLL for (int r = 0; r < 4; r++) {
             const block_q2_K *b = a[r] + i;
             pf2((const uint8_t *)b + pfo);
             const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
             const __m512i tab = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_and_si128(s, m4), sperm)), mulc);
-            mn[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
             const __m512i v = _mm512_loadu_si512((const void *)b->qs);
             const __m512i i0 = _mm512_and_si512(v, m3);
             const __m512i i1 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 2), m3, c4, 0xEA); /* (a & b) | c */
@@ -92,8 +90,12 @@ TGT static void q2k_rows4(int64_t nb, const block_q2_K *const a[4], size_t pfo, 
             acc[r] = _mm512_add_epi32(s0, s1);
             memcpy(&dd[r], &b->d, 4); /* d, dmin */
         }
-        mins[0] = _mm512_madd_epi16(bs2, _mm512_inserti64x4(_mm512_castsi256_si512(mn[0]), mn[1], 1));
-        mins[1] = _mm512_madd_epi16(bs2, _mm512_inserti64x4(_mm512_castsi256_si512(mn[2]), mn[3], 1));
+        /* mins of two rows per zmm: the whole scale byte widened to a word, >> 4 */
+        DS4_UNROLL for (int h = 0; h < 2; h++) {
+            const __m256i s2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a[2 * h][i].scales)),
+                                                       _mm_loadu_si128((const __m128i *)a[2 * h + 1][i].scales), 1);
+            mins[h] = _mm512_madd_epi16(bs2, _mm512_srli_epi16(_mm512_cvtepu8_epi16(s2), 4));
+        }
         /* [i0 (8) | i1 (8)], [i2 | i3] */
         const __m512i u01 = _mm512_add_epi32(_mm512_shuffle_i64x2(acc[0], acc[1], 0x44), _mm512_shuffle_i64x2(acc[0], acc[1], 0xEE));
         const __m512i u23 = _mm512_add_epi32(_mm512_shuffle_i64x2(acc[2], acc[3], 0x44), _mm512_shuffle_i64x2(acc[2], acc[3], 0xEE));
