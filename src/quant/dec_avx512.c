@@ -1,5 +1,6 @@
-/* Decode (matvec) kernels for AVX-512 CPUs with VNNI (the avx512 level): Q2_K · Q8_K and F16 · F32 for tiles of one column, the
- * two types that made the q2 recipe's decode compute-bound.
+/* Decode (matvec) kernels for AVX-512 CPUs with VNNI (the avx512 level):
+ * Q2_K · Q8_K and F16 · F32 for tiles of one column, the two types that
+ * made the q2 recipe's decode compute-bound.
  *
  * Contract: as simd.h.  Q2_K is bit-identical to quant_ref.c (exact int32
  * isum and msum per block, then the reference's float step per block, in
@@ -7,8 +8,8 @@
  * order of the double sum differs from the reference.  Every tile result is
  * bit-identical to the same kernel's vec_dot.  Tiles with nc > 1 (prefill
  * without a panel kernel) keep the level's base tile for Q2_K (bit-identical
- * anyway); F16 runs its own kernel there too, since its summation order is
- * its own.
+ * anyway); F16 runs its own kernel there too (4 x 2 instances), since its
+ * summation order is its own.
  *
  * Q2_K, per block and row (4 rows per call, as ops.c hands decode tiles):
  *   planes  the 64 quant bytes are one zmm; plane j = (v >> 2j) & 3 holds
@@ -26,7 +27,14 @@
  *           transpose-add tree (~20 ops per block instead of 8 separate
  *           horizontal sums), and the float step runs for the 4 rows in
  *           SIMD lanes with the reference's operations and order.
- * F16: see f16_kernel below.
+ * Measured on Zen 5, one thread, 4096 x 4096 Q2_K (L3), nr = 4, nc = 1:
+ * 6.4 ns per block for the level's kernel, 4.2 with this scheme, 3.2 with
+ * the row loop unrolled, 2.9 with the two-row mins (28-29 GB/s).  Tried and
+ * not kept: index q·4 + j tables for planes 1 and 3 (saves two shifts, costs
+ * a shuffle: no change), one dpbusd chain per row (slower: latency),
+ * unrolling two blocks (no change).
+ *
+ * F16: see the section below; 0.054 -> 0.038 ns per element (rows in L2).
  */
 #if defined(__x86_64__)
 
