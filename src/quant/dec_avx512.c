@@ -193,7 +193,11 @@ TGT_GF static float q2k_dot(int64_t n, const void *w, const void *x) {
  * (two accumulators per pair, then a tree).
  * Infinite or NaN weights (exponent 31) are not representable this way: they
  * are detected per row with a u16 max of 2h (>= 0xF800) and such a row is
- * recomputed by the level's kernel, so it still gives inf/NaN.
+ * recomputed by the level's kernel, so it still gives inf/NaN (this check
+ * costs ~3%).
+ * Tiles of more columns run 4 x 2 instances (4 x 4 spills registers: 0.034
+ * ns per element and column); for nc = 4 that is 0.029 ns against the
+ * level's 0.027, a small prefill cost for these small matrices.
  * ------------------------------------------------------------------------ */
 
 static ds4_vec_dot_fn f16_base_dot;
