@@ -15,6 +15,9 @@ void ds4_simd_install_neon(ds4_type_traits *table, ds4_vec_ops *vec);
 /* IQ2_XXS decode dot for AVX-512 CPUs that also have VBMI and BITALG
  * (iq2_avx512.c); a no-op elsewhere. */
 void ds4_simd_install_avx512_vbmi(ds4_type_traits *table);
+/* Q2_K and F16 decode (one-column tile) kernels (dec_avx512.c), installed
+ * after the vbmi ones; a no-op elsewhere. */
+void ds4_simd_install_avx512_dec(ds4_type_traits *table);
 /* Panel GEMM kernels (quant.h), installed after the level's dots:
  * gemm_avx512_q8.c (Q8_0) and gemm_avx512_k.c (Q2_K, Q4_K, IQ2_XXS). */
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
