@@ -4,6 +4,13 @@
 #
 #   scripts/cuda_device_test.sh build     make all + make cuda (CUDA_ARCH=90)
 #   scripts/cuda_device_test.sh bw        HBM / PCIe bandwidth (ds4-cuda-bw)
+#   scripts/cuda_device_test.sh mma       Q8_0 tensor-core prefill: the gate and
+#                                         its self-test (vs CPU reference: bitwise
+#                                         expected; vs dp4a), GF/s of both paths on
+#                                         4096 x 4096 x {64,512,2048} (ds4-cuda-mma);
+#                                         DS4_CUDA_MMA=0 turns the gate off; q8_0
+#                                         synthetic CUDA-vs-CPU logits with the
+#                                         path on and off
 #   scripts/cuda_device_test.sh golden    tiny-b / tiny-d (f32, bf16 recipes) on
 #                                         --backend cuda vs shared/golden: full
 #                                         prefill, chunked prefill (134), decode
@@ -43,6 +50,17 @@ phase_build() {
 }
 
 phase_bw() { run bandwidth build-cuda/bin/ds4-cuda-bw; }
+
+phase_mma() {
+    run mma build-cuda/bin/ds4-cuda-mma
+    grep -h "gate\|self-test\|GF/s" "$OUT/mma.log" | sed 's/^/    /' >> "$SUM"
+    run mma-gate-off bash -c "DS4_CUDA_MMA=0 build-cuda/bin/ds4-cuda-mma 512 4096 64 | tee /dev/stderr | grep -q 'gate (DS4_CUDA_MMA=0): OFF'"
+    local sb=build-cuda/bin/ds4-synthbench
+    local q8="--preset small --layers 6 --recipe q8_0 --ctx 2048 --prefill 700 --decode 8 --compare cpu --backend cuda"
+    run mma-parity-q8-on $sb $q8
+    run mma-parity-q8-off env DS4_CUDA_MMA=0 $sb $q8
+    grep -h "compare vs\|tok/s" "$OUT"/mma-parity-*.log | sed 's/^/    /' >> "$SUM"
+}
 
 phase_golden() {
     local ids
@@ -98,11 +116,12 @@ phase_flash() {
 case "${1:-all}" in
 build) phase_build ;;
 bw) phase_bw ;;
+mma) phase_mma ;;
 golden) phase_golden ;;
 parity) phase_parity ;;
 flash) phase_flash ;;
-all) phase_build; phase_bw; phase_golden; phase_parity; phase_flash ;;
-*) echo "usage: $0 build|bw|golden|parity|flash|all" >&2; exit 2 ;;
+all) phase_build; phase_bw; phase_mma; phase_golden; phase_parity; phase_flash ;;
+*) echo "usage: $0 build|bw|mma|golden|parity|flash|all" >&2; exit 2 ;;
 esac
 echo "---- summary ($OUT/summary.txt) ----"
 tail -40 "$SUM"

@@ -60,9 +60,34 @@ void cu_mm_seg(cudaStream_t st, int wt, int64_t ne0, int64_t nrows, const uint8_
                int nseg, int max_cnt, const float *X, int64_t ldx, int n_rows_x, float *Y, int64_t ldy, uint8_t *xq);
 /* out[t*ldo + :] = row ids[t] of w as f32 (embedding lookup). */
 void cu_get_rows(cudaStream_t st, const dmat *w, const int32_t *ids, int n, float *out, int64_t ldo);
-/* Tensor-core prefill paths (cu_mma.cu); return 0 when they do not apply. */
+/* cu_mm without the tensor-core attempt: the dp4a / FMA tiles only (the
+ * tensor-core self-test's control, benchmarks). */
+void cu_mm_dp4a(cudaStream_t st, const dmat *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
+                int64_t ldx, int n, float *Y, int64_t ldy, uint8_t *xq);
+/* Tensor-core prefill paths (cu_mma.cu); return 0 when they do not apply
+ * (type, alignment, DS4_CUDA_MMA=0, or a failed device self-test). */
 int cu_mm_tc(cudaStream_t st, const dmat *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
              int64_t ldx, int n, float *Y, int64_t ldy, uint8_t *xq);
+/* The Q8_0 tensor-core product without the gate (benchmarks, the
+ * self-test): 0 if it does not apply to w (type, alignment). */
+int cu_mm_q8_0_tc(cudaStream_t st, const dmat *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
+                  int64_t ldx, int n, float *Y, int64_t ldy, uint8_t *xq);
+/* Result of the tensor-core self-test (cu_mma.cu). */
+typedef struct cu_mma_selftest_result {
+    int pass;           /* the gate's verdict */
+    double rel_ref;     /* max |tc - cpu| / max |cpu| (CPU: quant_ref.c's vec_dot on the device's xq) */
+    double rel_dp4a;    /* max |tc - dp4a| / max |dp4a| */
+    long bitwise;       /* outputs bitwise equal to the CPU reference ... */
+    long total;         /* ... out of this many */
+    long stray;         /* Y entries outside the product that were written (must be 0) */
+    int xq_equal;       /* device activation quantization == quant_ref.c's bytes */
+} cu_mma_selftest_result;
+/* Runs the self-test now (needs a device; not during stream capture). */
+void cu_mma_selftest(cu_mma_selftest_result *r);
+/* 1: tensor-core Q8_0 path on, -1: off, 0: not decided yet (no call so far). */
+int cu_mma_state(void);
+/* Decides the gate now (cu_mm_init calls it: session creation, no capture). */
+void cu_mma_init(void);
 /* Activation quantizers (used by cu_mm; exposed for cu_mm_tc). */
 void cu_quant_q8_0(cudaStream_t st, const float *X, int64_t ldx, int n, int64_t ne0, uint8_t *out);
 void cu_quant_q8_K(cudaStream_t st, const float *X, int64_t ldx, int n, int64_t ne0, uint8_t *out);

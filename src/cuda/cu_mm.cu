@@ -40,7 +40,10 @@ static void iq2_tables_init(void) {
     done = 1;
 }
 
-void cu_mm_init(void) { iq2_tables_init(); }
+void cu_mm_init(void) {
+    iq2_tables_init();
+    cu_mma_init(); /* tensor-core self-test, outside any capture */
+}
 
 /* ------------------------------------------------------------------------ */
 /* Unaligned little loads                                                    */
@@ -448,6 +451,12 @@ void cu_mm(cudaStream_t st, const dmat *w, int64_t expert, int64_t row0, int64_t
            int64_t ldx, int n, float *Y, int64_t ldy, uint8_t *xq) {
     if (n <= 0 || nrows <= 0) return;
     if (n >= 16 && cu_mm_tc(st, w, expert, row0, nrows, X, ldx, n, Y, ldy, xq)) return;
+    cu_mm_dp4a(st, w, expert, row0, nrows, X, ldx, n, Y, ldy, xq);
+}
+
+void cu_mm_dp4a(cudaStream_t st, const dmat *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
+                int64_t ldx, int n, float *Y, int64_t ldy, uint8_t *xq) {
+    if (n <= 0 || nrows <= 0) return;
     mm_args a = {};
     a.w = w->d + (size_t)expert * (size_t)w->ne1 * w->row_bytes;
     a.row_bytes = w->row_bytes;
