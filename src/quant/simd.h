@@ -45,6 +45,10 @@ const char *const *ds4_simd_levels(void);  /* all level names, NULL-terminated *
  *   s[g][r] = dot(q[g], rows[r], dh)·scale,  mx = max(sink[g], s[g][·]),
  *   den = expf(sink - mx) + Σ_r p,  p = expf(s - mx),
  *   o[g] = (Σ_r p·rows[r]) / den   (0 + p_0·row_0 + p_1·row_1 ..., mul then add)
+ * That is the scalar level's order; the avx512 kernel uses its own fixed
+ * order (FMA, one chain per dot: vec_avx512.c), within rounding of it.  At
+ * every level a head's result does not depend on hg or on the other heads
+ * of the call (bit for bit), so batching never changes a logit.
  * scratch: at least ds4_attn_scratch(nrows) floats. */
 typedef struct ds4_attn_args {
     int hg, dh, nrows;
