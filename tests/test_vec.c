@@ -163,23 +163,24 @@ TEST(attn) {
     ds4_vec_ops v;
     const int dhs[] = {16, 48, 64, 256};
     const int nrs[] = {0, 1, 3, 7, 16, 17, 130, 257};
+    const int hgs[] = {1, 2, 3, 4, 7, 8, 16};
     FOR_LEVELS(v, lv) {
         int reordered = strcmp(*lv, "avx512") == 0;
         double worst_rel = 0;
         for (size_t di = 0; di < sizeof dhs / sizeof *dhs; di++)
             for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
-                for (int hg = 1; hg <= 4; hg++) {
-                    int dh = dhs[di], nr = nrs[ni];
+                for (size_t hi = 0; hi < sizeof hgs / sizeof *hgs; hi++) {
+                    int dh = dhs[di], nr = nrs[ni], hg = hgs[hi];
                     rng_seed((uint64_t)(dh * 1000 + nr * 10 + hg));
                     float *rowbuf = malloc(sizeof(float) * (size_t)(nr + 1) * dh);
                     const float **rows = malloc(sizeof(float *) * (size_t)(nr + 1));
-                    float *q = malloc(sizeof(float) * 4 * dh);
-                    float *o1 = malloc(sizeof(float) * 4 * dh), *o2 = malloc(sizeof(float) * 4 * dh);
-                    float *o3 = malloc(sizeof(float) * 4 * dh);
-                    double *mag = malloc(sizeof(double) * 4 * dh);
+                    float *q = malloc(sizeof(float) * hg * dh);
+                    float *o1 = malloc(sizeof(float) * hg * dh), *o2 = malloc(sizeof(float) * hg * dh);
+                    float *o3 = malloc(sizeof(float) * hg * dh);
+                    double *mag = malloc(sizeof(double) * hg * dh);
                     float *scratch = malloc(sizeof(float) * (size_t)ds4_attn_scratch(nr));
                     fill_gauss(rowbuf, (int64_t)(nr + 1) * dh, 1.0f);
-                    fill_gauss(q, 4 * dh, 1.5f);
+                    fill_gauss(q, (int64_t)hg * dh, 1.5f);
                     for (int r = 0; r < nr; r++) rows[r] = rowbuf + (size_t)((r * 7) % (nr + 1)) * dh;
                     ds4_attn_args a = {.hg = hg, .dh = dh, .nrows = nr, .rows = rows,
                                        .scale = 1.0f / sqrtf((float)dh), .scratch = scratch};

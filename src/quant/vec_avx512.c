@@ -1,8 +1,9 @@
 /* AVX-512 forward-pass f32 kernels (simd.h ds4_vec_ops), "avx512" level.
  *
  * Per-function target attributes, like simd_avx512.c: dispatch.c installs
- * them only after its CPUID checks.  Every kernel reproduces its scalar
- * version (vec_ref.c, with the level's dot_512 / axpy_512) bit for bit:
+ * them only after its CPUID checks.  Every kernel but attention reproduces
+ * its scalar version (vec_ref.c, with the level's dot_512 / axpy_512) bit
+ * for bit (attention: its own fixed order, see attn_512):
  *
  *   dots     each result is dot_512's: two FMA accumulators over 32-float
  *            steps (the 16-float tail into the first), added, then the
@@ -402,13 +403,13 @@ static inline int head_tile(int left) { return left >= 4 ? 4 : left >= 2 ? 2 : 1
 
 TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
     int hg = a->hg, dh = a->dh, nrows = a->nrows;
-    if (hg < 1 || hg > 4 || dh % 16 || nrows == 0) {
+    if (hg < 1 || hg > DS4_ATTN_HG_MAX || dh % 16 || nrows == 0) {
         ds4_vec_attn_ref(v, a);
         return;
     }
     int nrp = (nrows + 15) & ~15;
     float *sc = a->scratch; /* [g][r], row stride nrp */
-    float den[4];
+    float den[DS4_ATTN_HG_MAX];
 
     /* Scores: each block of 16 rows is scored against every head while it
      * is in L1. */
