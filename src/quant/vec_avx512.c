@@ -317,10 +317,35 @@ TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const flo
 
 #define ATTN_RB 32 /* rows per output block: 32 KiB at d_h = 256 */
 
+/* Lane L: hsum(acc[L]) = the _mm512_reduce_add_ps tree of acc[L] (lanes
+ * i + 8, then i + 4, i + 2, i + 1 added; addition commutes exactly), for
+ * sixteen vectors at once: each stage adds a blend of two inputs to the
+ * complementary halves swapped, half the cross-lane shuffles of
+ * reduce8/reduce_final. */
+TGTI __m512 hsum16(const __m512 *acc) {
+    __m512 B[16], X[8], Y[4], Z[2];
+    /* stage 4 below leaves lanes 4j + (0, 2, 1, 3): feed them swapped */
+    _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) B[k] = acc[(k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)];
+    /* X[k]: lanes 0-7 B[k] (i + i+8), lanes 8-15 B[k+8] */
+    _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+        X[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, B[k], B[k + 8]), _mm512_shuffle_f32x4(B[k], B[k + 8], 0x4E));
+    /* Y[k]: 128-bit blocks B[k], B[k+4], B[k+8], B[k+12] (i + i+4) */
+    const __m512i sw4 = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+        Y[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, X[k], X[k + 4]), _mm512_permutex2var_ps(X[k], sw4, X[k + 4]));
+    /* Z[k]: per block j, lanes 0-1 B[k+4j], 2-3 B[k+2+4j] (i + i+2) */
+    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++)
+        Z[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, Y[k], Y[k + 2]),
+                             _mm512_shuffle_ps(Y[k], Y[k + 2], _MM_SHUFFLE(1, 0, 3, 2)));
+    /* lanes 4j + (B[4j], B[4j+2], B[4j+1], B[4j+3]) (i + i+1) */
+    return _mm512_add_ps(_mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* Lane g·R + r: score of head q[g] against row rp[r], unscaled, G·R = 16. */
 #define DEF_SCORES(G, R)                                                                              \
     TGTI __m512 scores_##G##x##R(const float *const *q, const float *const *rp, int dh) {            \
-        __m512 acc[16], A[16];                                                                        \
+        __m512 acc[16];                                                                               \
         _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();          \
         for (int i = 0; i < dh; i += 16) {                                                            \
             __m512 qv[G];                                                                             \
@@ -331,9 +356,7 @@ TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const flo
                     acc[g * R + r] = _mm512_fmadd_ps(qv[g], rv, acc[g * R + r]);                      \
             }                                                                                         \
         }                                                                                             \
-        /* reduce8/reduce_final put hsum(A[4j + i]) in lane 4i + j */                                 \
-        _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) A[k] = acc[4 * (k % 4) + k / 4];       \
-        return reduce_final(reduce8(A), reduce8(A + 8));                                              \
+        return hsum16(acc);                                                                           \
     }
 DEF_SCORES(4, 4)
 DEF_SCORES(2, 8)
