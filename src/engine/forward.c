@@ -651,7 +651,6 @@ typedef struct {
  * for the hg heads, while each head's scores and sums run in the same order
  * as a head on its own: the result does not depend on hg (bit-identical),
  * so prefill, chunked prefill and decode agree. */
-#define ATTN_HG_MAX 4
 
 static void attn_task(void *ctx, int64_t task) {
     const attn_job *j = ctx;
@@ -756,9 +755,11 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     if (L->ratio > 0) run_compressors(s, b, L, st);
     if (L->ratio == 4) run_indexer(s, b, st);
 
-    /* Heads per task: as many as share rows, while leaving >= 4 tasks per thread. */
-    int hg = ATTN_HG_MAX;
-    while (hg > 1 && (nh % hg || (int64_t)b->n * (nh / hg) < 4 * ds4_pool_size(s->pool))) hg /= 2;
+    /* Heads per task: as many as share rows, while leaving >= 4 tasks per
+     * thread; below 4 heads (the kernel's widest head tile, much faster
+     * than 2 or 1) only to give every thread a task. */
+    int hg = DS4_ATTN_HG_MAX, nt = ds4_pool_size(s->pool);
+    while (hg > 1 && (nh % hg || (int64_t)b->n * (nh / hg) < (hg > 4 ? 4 * nt : nt))) hg /= 2;
     attn_job j = {s, b, L, st, rope_tab, hg};
     ds4_pool_run(s->pool, (int64_t)b->n * (nh / hg), attn_task, &j);
 

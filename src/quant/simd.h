@@ -41,22 +41,27 @@ int ds4_simd_supported(const char *level); /* 1 if this build and CPU run it */
 int ds4_simd_force(const char *level);     /* 0, or -1 if unsupported/unknown */
 const char *const *ds4_simd_levels(void);  /* all level names, NULL-terminated */
 
-/* Attention of hg heads (1 <= hg <= 4) of one query over the same rows
+/* Attention of hg heads (1 <= hg <= DS4_ATTN_HG_MAX) of one query over the same rows
  * (MODEL.md §6.7, without the inverse RoPE):
  *   s[g][r] = dot(q[g], rows[r], dh)·scale,  mx = max(sink[g], s[g][·]),
  *   den = expf(sink - mx) + Σ_r p,  p = expf(s - mx),
  *   o[g] = (Σ_r p·rows[r]) / den   (0 + p_0·row_0 + p_1·row_1 ..., mul then add)
+ * That is the scalar level's order; the avx512 kernel uses its own fixed
+ * order (FMA, one chain per dot: vec_avx512.c), within rounding of it.  At
+ * every level a head's result does not depend on hg or on the other heads
+ * of the call (bit for bit), so batching never changes a logit.
  * scratch: at least ds4_attn_scratch(nrows) floats. */
+#define DS4_ATTN_HG_MAX 16
 typedef struct ds4_attn_args {
     int hg, dh, nrows;
     const float *const *rows;
-    const float *q[4];
-    float *o[4];
-    float sink[4];
+    const float *q[DS4_ATTN_HG_MAX];
+    float *o[DS4_ATTN_HG_MAX];
+    float sink[DS4_ATTN_HG_MAX];
     float scale;
     float *scratch;
 } ds4_attn_args;
-#define ds4_attn_scratch(nrows) ((int64_t)((nrows) + 16) * 4)
+#define ds4_attn_scratch(nrows) ((int64_t)((nrows) + 16) * DS4_ATTN_HG_MAX)
 
 /* f32 helpers for the forward pass, dispatched like the table.  Every slot
  * is set at every level (vec_ref.c holds the scalar ones); the kernels of

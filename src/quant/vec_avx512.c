@@ -1,8 +1,9 @@
 /* AVX-512 forward-pass f32 kernels (simd.h ds4_vec_ops), "avx512" level.
  *
  * Per-function target attributes, like simd_avx512.c: dispatch.c installs
- * them only after its CPUID checks.  Every kernel reproduces its scalar
- * version (vec_ref.c, with the level's dot_512 / axpy_512) bit for bit:
+ * them only after its CPUID checks.  Every kernel but attention reproduces
+ * its scalar version (vec_ref.c, with the level's dot_512 / axpy_512) bit
+ * for bit (attention: its own fixed order, see attn_512):
  *
  *   dots     each result is dot_512's: two FMA accumulators over 32-float
  *            steps (the 16-float tail into the first), added, then the
@@ -274,8 +275,6 @@ TGTI __m512 reduce_final(__m512 Z0, __m512 Z1) {
         }                                                                                            \
         for (int k = 0; k < 8; k++) A[k] = _mm512_add_ps(s0[k], s1[k]);                              \
     }
-DEF_DOTS8(2, 4)
-DEF_DOTS8(1, 8)
 DEF_DOTS8(8, 1)
 
 /* Lane L of the result: dot(a[L], b).  Slot k of the reduction holds pair
@@ -292,43 +291,127 @@ TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const flo
     _mm512_storeu_ps(out, reduce_final(Z[0], Z[1]));
 }
 
-/* Scores of one block of 16 / hg rows (pair L = r·hg + g, lane L). */
-TGTI __m512 attn_scores(int hg, const float *const *q, const float *const *rp, int64_t dh) {
-    __m512 A[8], Z[2];
-    for (int h = 0; h < 2; h++) {
-        /* slot k = 4b + a holds pair L = 4a + b + 2h */
-        if (hg == 4) { /* L = 4r + g: r = a, g = b + 2h */
-            dots8_2x4(q + 2 * h, rp, dh, A);
-        } else if (hg == 2) { /* L = 2r + g: r = 2a + h, g = b */
-            const float *rs[4] = {rp[h], rp[2 + h], rp[4 + h], rp[6 + h]};
-            dots8_2x4(q, rs, dh, A);
-        } else { /* r = L */
-            const float *rs[8];
-            for (int k = 0; k < 8; k++) rs[k] = rp[4 * (k % 4) + k / 4 + 2 * h];
-            dots8_1x8(q, rs, dh, A);
-        }
-        Z[h] = reduce8(A);
-    }
-    return reduce_final(Z[0], Z[1]);
+/* ---- attention ------------------------------------------------------------------ */
+
+/* attn_512 computes every (query, head) by one fixed sequence of operations
+ * that does not depend on hg, on which other heads share the call, or on
+ * how rows and heads are tiled, so the engine's results do not depend on
+ * its batching (one prefill == chunked prefill == decode, bit for bit):
+ *
+ *   score    s[r] = hsum(acc)·scale, acc = one FMA chain over the 16-float
+ *            chunks of q·row in order, hsum = the _mm512_reduce_add_ps tree
+ *            (done sixteen at a time by reduce8/reduce_final, every lane by
+ *            the same additions);
+ *   softmax  mx = max(sink, s[·]); p = exp16(s - mx) (libm's expf);
+ *            den = expf(sink - mx) + hsum(Σ over 16-row chunks of p, in
+ *            order, rows past nrows counting 0);
+ *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per row,
+ *            rows in order) / den.
+ *
+ * It is not the scalar level's operation order (v->dot's two accumulators,
+ * mul-then-add axpy, a sequential den): the levels differ by rounding only
+ * (tests/test_vec.c bounds it).  Heads are taken in tiles of 4, 2 or 1
+ * (G heads x 16/G rows per score tile, G heads x 256/G floats per output
+ * tile), and rows in blocks that stay in L1 while every tile of the call
+ * uses them: rows are read from L2 about twice per call, whatever hg. */
+
+#define ATTN_RB 32 /* rows per output block: 32 KiB at d_h = 256 */
+
+/* Lane L: hsum(acc[L]) = the _mm512_reduce_add_ps tree of acc[L] (lanes
+ * i + 8, then i + 4, i + 2, i + 1 added; addition commutes exactly), for
+ * sixteen vectors at once: each stage adds a blend of two inputs to the
+ * complementary halves swapped, half the cross-lane shuffles of
+ * reduce8/reduce_final. */
+TGTI __m512 hsum16(const __m512 *acc) {
+    __m512 B[16], X[8], Y[4], Z[2];
+    /* stage 4 below leaves lanes 4j + (0, 2, 1, 3): feed them swapped */
+    _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) B[k] = acc[(k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)];
+    /* X[k]: lanes 0-7 B[k] (i + i+8), lanes 8-15 B[k+8] */
+    _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+        X[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, B[k], B[k + 8]), _mm512_shuffle_f32x4(B[k], B[k + 8], 0x4E));
+    /* Y[k]: 128-bit blocks B[k], B[k+4], B[k+8], B[k+12] (i + i+4) */
+    const __m512i sw4 = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+        Y[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, X[k], X[k + 4]), _mm512_permutex2var_ps(X[k], sw4, X[k + 4]));
+    /* Z[k]: per block j, lanes 0-1 B[k+4j], 2-3 B[k+2+4j] (i + i+2) */
+    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++)
+        Z[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, Y[k], Y[k + 2]),
+                             _mm512_shuffle_ps(Y[k], Y[k + 2], _MM_SHUFFLE(1, 0, 3, 2)));
+    /* lanes 4j + (B[4j], B[4j+2], B[4j+1], B[4j+3]) (i + i+1) */
+    return _mm512_add_ps(_mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/* o[g][c0 .. c0 + 16·NV) = Σ_r p[r][g]·rows[r][...] / den[g], HG heads. */
-#define DEF_ACCUM(HG, NV)                                                                             \
-    TGTI void accum_##HG##_##NV(const ds4_attn_args *a, const float *p, const float *den, int c0) {   \
-        __m512 acc[HG][NV];                                                                           \
-        for (int g = 0; g < HG; g++)                                                                  \
-            for (int v = 0; v < NV; v++) acc[g][v] = _mm512_setzero_ps();                             \
-        for (int r = 0; r < a->nrows; r++) {                                                          \
-            const float *row = a->rows[r] + c0;                                                       \
-            _Pragma("GCC unroll 4") for (int g = 0; g < HG; g++) {                                    \
-                __m512 pv = _mm512_set1_ps(p[r * HG + g]);                                            \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                 \
-                    acc[g][v] = _mm512_add_ps(acc[g][v], _mm512_mul_ps(pv, _mm512_loadu_ps(row + 16 * v))); \
+/* Lane g·R + r: score of head q[g] against row rp[r], unscaled, G·R = 16. */
+#define DEF_SCORES(G, R)                                                                              \
+    TGTI __m512 scores_##G##x##R(const float *const *q, const float *const *rp, int dh) {            \
+        __m512 acc[16];                                                                               \
+        _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();          \
+        for (int i = 0; i < dh; i += 16) {                                                            \
+            __m512 qv[G];                                                                             \
+            _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) qv[g] = _mm512_loadu_ps(q[g] + i);  \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                    \
+                __m512 rv = _mm512_loadu_ps(rp[r] + i);                                               \
+                _Pragma("GCC unroll 16") for (int g = 0; g < G; g++)                                  \
+                    acc[g * R + r] = _mm512_fmadd_ps(qv[g], rv, acc[g * R + r]);                      \
             }                                                                                         \
         }                                                                                             \
-        for (int g = 0; g < HG; g++) {                                                                \
-            __m512 d = _mm512_set1_ps(den[g]);                                                        \
-            for (int v = 0; v < NV; v++) _mm512_storeu_ps(a->o[g] + c0 + 16 * v, _mm512_div_ps(acc[g][v], d)); \
+        return hsum16(acc);                                                                           \
+    }
+DEF_SCORES(4, 4)
+DEF_SCORES(2, 8)
+DEF_SCORES(1, 16)
+
+/* Heads g0 .. g0+G-1 against rows [r0, r0 + 16/G) (clamped to nrows - 1;
+ * the caller overwrites the scores of rows >= nrows), scaled, into
+ * sc[g·nrp + r]. */
+TGTI void score_tile(const ds4_attn_args *a, int g0, int G, int r0, float *sc, int nrp) {
+    int R = 16 / G;
+    const float *rp[16];
+    for (int r = 0; r < R; r++) rp[r] = a->rows[r0 + r < a->nrows ? r0 + r : a->nrows - 1];
+    const float *const *q = a->q + g0;
+    const __m512 vscale = _mm512_set1_ps(a->scale);
+    float *d = sc + (size_t)g0 * nrp + r0;
+    if (G == 4) {
+        __m512 s = _mm512_mul_ps(scores_4x4(q, rp, a->dh), vscale);
+        _mm_storeu_ps(d, _mm512_extractf32x4_ps(s, 0));
+        _mm_storeu_ps(d + nrp, _mm512_extractf32x4_ps(s, 1));
+        _mm_storeu_ps(d + 2 * nrp, _mm512_extractf32x4_ps(s, 2));
+        _mm_storeu_ps(d + 3 * nrp, _mm512_extractf32x4_ps(s, 3));
+    } else if (G == 2) {
+        __m512 s = _mm512_mul_ps(scores_2x8(q, rp, a->dh), vscale);
+        _mm256_storeu_ps(d, _mm512_castps512_ps256(s));
+        _mm256_storeu_ps(d + nrp, _mm512_extractf32x8_ps(s, 1));
+    } else {
+        _mm512_storeu_ps(d, _mm512_mul_ps(scores_1x16(q, rp, a->dh), vscale));
+    }
+}
+
+/* Output tile: heads g0 .. g0+G-1, floats [c0, c0 + 16·NV), rows [r0, r1):
+ * acc = (r0 == 0 ? 0 : o) + Σ p·row by FMA in row order, stored to o,
+ * divided by den[g] when r1 == nrows. */
+#define DEF_ACCUM(G, NV)                                                                              \
+    TGTI void accum_##G##_##NV(const ds4_attn_args *a, int g0, const float *p, int nrp, const float *den, \
+                               int c0, int r0, int r1) {                                              \
+        __m512 acc[G][NV];                                                                            \
+        _Pragma("GCC unroll 16") for (int g = 0; g < G; g++)                                          \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                     \
+                acc[g][v] = r0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(a->o[g0 + g] + c0 + 16 * v); \
+        for (int r = r0; r < r1; r++) {                                                               \
+            const float *row = a->rows[r] + c0;                                                       \
+            __m512 rv[NV];                                                                            \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) rv[v] = _mm512_loadu_ps(row + 16 * v); \
+            _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) {                                    \
+                __m512 pv = _mm512_set1_ps(p[(size_t)(g0 + g) * nrp + r]);                            \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                 \
+                    acc[g][v] = _mm512_fmadd_ps(pv, rv[v], acc[g][v]);                                \
+            }                                                                                         \
+        }                                                                                             \
+        int last = r1 == a->nrows;                                                                    \
+        _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) {                                        \
+            __m512 d = _mm512_set1_ps(den[g0 + g]);                                                   \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                     \
+                _mm512_storeu_ps(a->o[g0 + g] + c0 + 16 * v, last ? _mm512_div_ps(acc[g][v], d) : acc[g][v]); \
         }                                                                                             \
     }
 DEF_ACCUM(4, 4)
@@ -338,55 +421,62 @@ DEF_ACCUM(2, 1)
 DEF_ACCUM(1, 16)
 DEF_ACCUM(1, 1)
 
+/* Heads of the call in tiles: 4 while >= 4 remain, then 2, then 1. */
+static inline int head_tile(int left) { return left >= 4 ? 4 : left >= 2 ? 2 : 1; }
+
 TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
     int hg = a->hg, dh = a->dh, nrows = a->nrows;
-    if ((hg != 1 && hg != 2 && hg != 4) || dh % 16 || nrows == 0) {
+    if (hg < 1 || hg > DS4_ATTN_HG_MAX || dh % 16 || nrows == 0) {
         ds4_vec_attn_ref(v, a);
         return;
     }
-    int rb = 16 / hg, nblk = (nrows + rb - 1) / rb;
-    float *sc = a->scratch; /* [r][g], nblk·16 floats */
-    float sinkp[16];
-    for (int l = 0; l < 16; l++) sinkp[l] = a->sink[l % hg];
-    __m512 mxv = _mm512_loadu_ps(sinkp);
-    const __m512 vscale = _mm512_set1_ps(a->scale);
-    for (int bk = 0; bk < nblk; bk++) {
-        const float *rp[16];
-        for (int r = 0; r < rb; r++) {
-            int ri = bk * rb + r;
-            rp[r] = a->rows[ri < nrows ? ri : nrows - 1];
+    int nrp = (nrows + 15) & ~15;
+    float *sc = a->scratch; /* [g][r], row stride nrp */
+    float den[DS4_ATTN_HG_MAX];
+
+    /* Scores: each block of 16 rows is scored against every head while it
+     * is in L1. */
+    for (int r0 = 0; r0 < nrows; r0 += 16)
+        for (int g0 = 0, G; g0 < hg; g0 += G) {
+            G = head_tile(hg - g0);
+            for (int r = r0; r < r0 + 16; r += 16 / G) score_tile(a, g0, G, r, sc, nrp);
         }
-        __m512 s = _mm512_mul_ps(attn_scores(hg, a->q, rp, dh), vscale);
-        int valid = (nrows - bk * rb) * hg;
-        if (valid < 16) s = _mm512_mask_blend_ps(tail_mask(valid), _mm512_set1_ps(-INFINITY), s);
-        _mm512_storeu_ps(sc + 16 * bk, s);
-        mxv = _mm512_max_ps(mxv, s);
-    }
-    /* per-head max: lanes l ≡ g (mod hg) */
-    mxv = _mm512_max_ps(mxv, _mm512_shuffle_f32x4(mxv, mxv, 0x4E));
-    mxv = _mm512_max_ps(mxv, _mm512_shuffle_f32x4(mxv, mxv, 0xB1));
-    if (hg <= 2) mxv = _mm512_max_ps(mxv, _mm512_permute_ps(mxv, 0x4E));
-    if (hg == 1) mxv = _mm512_max_ps(mxv, _mm512_permute_ps(mxv, 0xB1));
-    float mx[16], den[4];
-    _mm512_storeu_ps(mx, mxv);
-    for (int bk = 0; bk < nblk; bk++)
-        _mm512_storeu_ps(sc + 16 * bk, exp16(_mm512_sub_ps(_mm512_loadu_ps(sc + 16 * bk), mxv)));
+
+    /* Softmax with the sink. */
+    const __mmask16 tail = (__mmask16)(0xFFFFu >> (nrp - nrows));
     for (int g = 0; g < hg; g++) {
-        float d = expf(a->sink[g] - mx[g]);
-        for (int r = 0; r < nrows; r++) d += sc[r * hg + g];
-        den[g] = d;
+        float *s = sc + (size_t)g * nrp;
+        __m512 pad = _mm512_mask_blend_ps(tail, _mm512_set1_ps(-INFINITY), _mm512_loadu_ps(s + nrp - 16));
+        _mm512_storeu_ps(s + nrp - 16, pad);
+        __m512 m = _mm512_set1_ps(a->sink[g]);
+        for (int r = 0; r < nrp; r += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(s + r));
+        __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+        __m512 dsum = _mm512_setzero_ps();
+        for (int r = 0; r < nrp; r += 16) {
+            __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + r), mx));
+            _mm512_storeu_ps(s + r, p);
+            dsum = _mm512_add_ps(dsum, p);
+        }
+        den[g] = expf(a->sink[g] - _mm512_cvtss_f32(mx)) + _mm512_reduce_add_ps(dsum);
     }
-    int cw = 16 * (16 / hg); /* floats of one head's slice held in registers */
-    int c0 = 0;
-    for (; c0 + cw <= dh; c0 += cw) {
-        if (hg == 4) accum_4_4(a, sc, den, c0);
-        else if (hg == 2) accum_2_8(a, sc, den, c0);
-        else accum_1_16(a, sc, den, c0);
-    }
-    for (; c0 < dh; c0 += 16) {
-        if (hg == 4) accum_4_1(a, sc, den, c0);
-        else if (hg == 2) accum_2_1(a, sc, den, c0);
-        else accum_1_1(a, sc, den, c0);
+
+    /* Weighted sum, in blocks of ATTN_RB rows reused from L1 by every tile. */
+    for (int r0 = 0; r0 < nrows; r0 += ATTN_RB) {
+        int r1 = r0 + ATTN_RB < nrows ? r0 + ATTN_RB : nrows;
+        for (int g0 = 0, G; g0 < hg; g0 += G) {
+            G = head_tile(hg - g0);
+            int cw = 256 / G, c0 = 0;
+            for (; c0 + cw <= dh; c0 += cw) {
+                if (G == 4) accum_4_4(a, g0, sc, nrp, den, c0, r0, r1);
+                else if (G == 2) accum_2_8(a, g0, sc, nrp, den, c0, r0, r1);
+                else accum_1_16(a, g0, sc, nrp, den, c0, r0, r1);
+            }
+            for (; c0 < dh; c0 += 16) {
+                if (G == 4) accum_4_1(a, g0, sc, nrp, den, c0, r0, r1);
+                else if (G == 2) accum_2_1(a, g0, sc, nrp, den, c0, r0, r1);
+                else accum_1_1(a, g0, sc, nrp, den, c0, r0, r1);
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float 
 void ds4_vec_attn_ref(const ds4_vec_ops *v, const ds4_attn_args *a) {
     int hg = a->hg, dh = a->dh, nrows = a->nrows;
     float *sc = a->scratch; /* [r][g] */
-    float mx[4], den[4];
+    float mx[DS4_ATTN_HG_MAX], den[DS4_ATTN_HG_MAX];
     for (int g = 0; g < hg; g++) mx[g] = a->sink[g];
     for (int r = 0; r < nrows; r++)
         for (int g = 0; g < hg; g++) {
