@@ -40,20 +40,8 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 
-#include "quant/quant.h"
-#include "quant/simd_int.h"
+#include "quant/simd_x86.h"
 #include "quant/iq2_tables.h"
-
-#include <immintrin.h>
-#include <string.h>
-
-#ifdef __clang__
-#pragma STDC FP_CONTRACT OFF /* GCC in ISO C mode already keeps a*b+c unfused */
-#endif
-
-#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-#define INL static inline __attribute__((always_inline)) TGT
-#define UNROLL _Pragma("GCC unroll 8")
 
 enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
 

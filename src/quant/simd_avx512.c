@@ -15,20 +15,9 @@
  *           the 16-bit (sub-)block scales while accumulating in int32. */
 #if defined(__x86_64__) || defined(__i386__)
 
-#include "quant/quant.h"
-#include "quant/simd_int.h"
+#include "quant/simd_x86.h"
 #include "quant/simd_tile.h"
 #include "quant/iq2_tables.h"
-
-#include <immintrin.h>
-#include <string.h>
-
-#ifdef __clang__
-#pragma STDC FP_CONTRACT OFF /* GCC in ISO C mode already keeps a*b+c unfused */
-#endif
-
-#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-#define INL static inline __attribute__((always_inline)) TGT
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
 
