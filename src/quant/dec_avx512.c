@@ -155,7 +155,7 @@ TGT_GF static void q2k_tile(int64_t n, const void *w, size_t ws, int nr, const v
     const block_q2_K *a[4];
     for (int r = 0; r < 4; r++) a[r] = (const block_q2_K *)((const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws);
     float out[4];
-    q2k_rows4(n / QK_K, a, (size_t)nr * ws, x, out);
+    q2k_rows4(n / QK_K, a, 2 * (size_t)nr * ws, x, out); /* prefetch 2 row blocks ahead, as Q8_0 */
     for (int r = 0; r < nr; r++) y[r] = out[r];
 }
 
