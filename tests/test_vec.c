@@ -12,7 +12,7 @@
  *                              the count of differing results printed (0 on
  *                              x86-64 glibc, whose expf the kernel transcribes)
  *   swiglu                     as exp (the only rounding source it adds)
- *   scale_mul, rot             bit-identical
+ *   scale_mul, rot, hc mixes   bit-identical
  *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
  *                              magnitude below the format maximum */
 #include "test.h"
@@ -290,6 +290,44 @@ TEST(elementwise) {
     }
 }
 
+/* The hyper-connection mixes against their scalar versions over the same
+ * level's axpy/scale_mul: bit-identical, for the stream counts the kernels
+ * specialise (4), others they loop over, and one past their register limit
+ * (the fallback), with tails. */
+TEST(hc_mixes) {
+    ds4_vec_ops v;
+    const int64_t lens[] = {1, 16, 37, 1024};
+    const int hs[] = {1, 3, 4, 8, 9, 16};
+    FOR_LEVELS(v, lv) {
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+            for (size_t hi = 0; hi < sizeof hs / sizeof *hs; hi++) {
+                int64_t n = lens[li];
+                int H = hs[hi];
+                rng_seed(1000 + 31 * (uint64_t)n + (uint64_t)H);
+                size_t hn = (size_t)H * (size_t)n;
+                float *X1 = malloc(sizeof(float) * hn), *X2 = malloc(sizeof(float) * hn);
+                float *scr = malloc(sizeof(float) * hn), *o = malloc(sizeof(float) * n);
+                float *x1 = malloc(sizeof(float) * n), *x2 = malloc(sizeof(float) * n);
+                float w[16], post[16], C[256];
+                fill_gauss(X1, (int64_t)hn, 3.0f);
+                fill_gauss(o, n, 2.0f);
+                fill_gauss(w, H, 1.0f);
+                fill_gauss(post, H, 1.0f);
+                fill_gauss(C, H * H, 0.5f);
+                X1[0] = 0.0f; /* 0·w and -0 sums: the fixed start matters */
+                if (H > 1) w[1] = -0.0f;
+                memcpy(X2, X1, sizeof(float) * hn);
+                v.hc_collapse(&v, x1, X1, w, H, n);
+                ds4_vec_hc_collapse_ref(&v, x2, X2, w, H, n);
+                CHECKF(memcmp(x1, x2, sizeof(float) * n) == 0, "%s hc_collapse H=%d n=%lld", *lv, H, (long long)n);
+                v.hc_expand(&v, X1, o, post, C, H, n, scr);
+                ds4_vec_hc_expand_ref(&v, X2, o, post, C, H, n, scr);
+                CHECKF(memcmp(X1, X2, sizeof(float) * hn) == 0, "%s hc_expand H=%d n=%lld", *lv, H, (long long)n);
+                free(X1); free(X2); free(scr); free(o); free(x1); free(x2);
+            }
+    }
+}
+
 /* The round trips on blocks whose scales span the formats' ranges, with
  * exact ties, zeros and NaN-free extremes; and the rounding itself over
  * every float magnitude below the format maximum, through one-element
@@ -357,7 +395,8 @@ TEST(live_table) {
     const ds4_vec_ops *live = ds4_vec_ops_live();
     CHECK(live != NULL);
     CHECK(live->attn && live->dot16 && live->exp && live->swiglu && live->scale_mul && live->rot &&
-          live->fp8_roundtrip && live->fp4_roundtrip);
+          live->fp8_roundtrip && live->fp4_roundtrip &&
+          live->hc_collapse && live->hc_expand);
     const char *lv0 = ds4_simd_level();
     CHECK(ds4_simd_force("scalar") == 0);
     CHECK(ds4_vec_ops_live() == live && live->attn == ds4_vec_attn_ref);
@@ -369,6 +408,7 @@ int main(void) {
     RUN(exp);
     RUN(attn);
     RUN(elementwise);
+    RUN(hc_mixes);
     RUN(fp_roundtrips);
     RUN(live_table);
     TEST_END();

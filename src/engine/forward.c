@@ -416,8 +416,7 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     }
     for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
     sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
-    for (int64_t d = 0; d < D; d++) x[d] = 0;
-    for (int j = 0; j < H; j++) b->V->axpy(x, pre[j], X + j * D, D);
+    b->V->hc_collapse(b->V, x, X, pre, H, D);
 }
 
 /* HCPre: computes post/comb per token and the collapsed input b->x. */
@@ -427,23 +426,15 @@ static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *
     for_tokens(s, b, hc_pre_token, &a);
 }
 
-/* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j].  The old
- * streams are copied to b->flat (free until the next HCPre) so each output
- * stream is one SIMD axpy pass per j, summed in the same order. */
+/* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place (the
+ * kernel's scratch is b->flat, free until the next HCPre). */
 static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
     (void)arg;
     const ds4_hparams *hp = &s->model->hp;
     int H = (int)hp->hc_mult;
     int64_t D = hp->n_embd;
-    float *X = b->X + t * H * D, *old = b->flat + t * H * D;
-    const float *o = b->out + t * D, *post = b->post + t * H, *C = b->comb + t * H * H;
-    memcpy(old, X, sizeof(float) * (size_t)(H * D));
-    for (int k = 0; k < H; k++) {
-        float *y = X + k * D;
-        float pk = post[k];
-        b->V->scale_mul(y, o, pk, NULL, D); /* o·pk == pk·o */
-        for (int j = 0; j < H; j++) b->V->axpy(y, C[j * H + k], old + j * D, D);
-    }
+    b->V->hc_expand(b->V, b->X + t * H * D, b->out + t * D, b->post + t * H, b->comb + t * H * H, H, D,
+                    b->flat + t * H * D);
 }
 
 static void hc_post(ds4_session *s, batch *b) {
@@ -1021,12 +1012,9 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
         const float *X = b->X + (size_t)t * HD;
         rmsnorm_v(b, X, NULL, HD, hp->rms_eps, b->flat);
         ds4_mm(s->pool, &m->out_hc_fn, 0, 0, H, b->flat, HD, 1, mix, H);
-        float *y = b->xn + (size_t)(t - t0) * D;
-        memset(y, 0, sizeof(float) * D);
-        for (int j = 0; j < H; j++) {
-            float w = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
-            for (int64_t d = 0; d < D; d++) y[d] += w * X[j * D + d];
-        }
+        float *y = b->xn + (size_t)(t - t0) * D, w[16];
+        for (int j = 0; j < H; j++) w[j] = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
+        b->V->hc_collapse(b->V, y, X, w, H, D);
         rmsnorm_v(b, y, m->out_norm, D, hp->rms_eps, y);
     }
     ds4_mm(s->pool, &m->output, 0, 0, hp->n_vocab, b->xn, D, nt, logits, hp->n_vocab);

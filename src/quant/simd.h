@@ -85,6 +85,17 @@ typedef struct ds4_vec_ops {
     void (*rot)(float *t, const float *c, const float *s, int npairs);
     void (*fp8_roundtrip)(float *x, int64_t n); /* = ds4_fp8_roundtrip (engine/ops.h) */
     void (*fp4_roundtrip)(float *x, int64_t n); /* = ds4_fp4_roundtrip */
+    /* Hyper-connection mixes over H streams X_j (rows of n floats at stride
+     * n), every element in the order of the loops they replace: start from
+     * 0 (collapse) or o·post_k (expand), then add w·X_j for j = 0, 1, ...,
+     * each a mul then an add.
+     *   hc_collapse  x = Σ_j w[j]·X_j
+     *   hc_expand    X_k <- o·post[k] + Σ_j C[j·H + k]·X_j for every k, all
+     *                from the old streams; scratch: H·n floats (the scalar
+     *                version copies the old streams there) */
+    void (*hc_collapse)(const struct ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
+    void (*hc_expand)(const struct ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
+                      int H, int64_t n, float *scratch);
 } ds4_vec_ops;
 
 /* The live helper set (implies ds4_simd_init()); stays valid, and follows

@@ -12,6 +12,9 @@ void ds4_vec_install_avx512(ds4_vec_ops *v);
 /* The scalar versions, for kernels that fall back on them. */
 void ds4_vec_attn_ref(const ds4_vec_ops *v, const ds4_attn_args *a);
 void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out);
+void ds4_vec_hc_collapse_ref(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
+void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C, int H,
+                           int64_t n, float *scratch);
 void ds4_vec_fp_roundtrip_ref(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float));
 
 #endif

@@ -96,6 +96,21 @@ static void fp4_rt_ref(float *x, int64_t n) {
     ds4_vec_fp_roundtrip_ref(x, n, 32, 6.0f, 6.0f * 0x1p-126f, ds4_round_fp4_e2m1);
 }
 
+void ds4_vec_hc_collapse_ref(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n) {
+    memset(x, 0, sizeof(float) * (size_t)n);
+    for (int j = 0; j < H; j++) v->axpy(x, w[j], X + (size_t)j * n, n);
+}
+
+void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C, int H,
+                           int64_t n, float *scratch) {
+    memcpy(scratch, X, sizeof(float) * (size_t)H * (size_t)n);
+    for (int k = 0; k < H; k++) {
+        float *y = X + (size_t)k * n;
+        v->scale_mul(y, o, post[k], NULL, n); /* o·post_k */
+        for (int j = 0; j < H; j++) v->axpy(y, C[j * H + k], scratch + (size_t)j * n, n);
+    }
+}
+
 void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->dot16 = ds4_vec_dot16_ref;
     v->attn = ds4_vec_attn_ref;
@@ -105,4 +120,6 @@ void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->rot = rot_ref;
     v->fp8_roundtrip = fp8_rt_ref;
     v->fp4_roundtrip = fp4_rt_ref;
+    v->hc_collapse = ds4_vec_hc_collapse_ref;
+    v->hc_expand = ds4_vec_hc_expand_ref;
 }
