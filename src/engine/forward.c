@@ -230,6 +230,8 @@ struct batch {
     int32_t *eslot;  /* [n·k] */
     float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
+    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_pre), grown on demand */
+    size_t hc_scratch_bytes;
 };
 
 static void batch_free(batch *b) {
@@ -238,6 +240,7 @@ static void batch_free(batch *b) {
                     &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
     free(b->sel); free(b->eid); free(b->etok); free(b->eslot);
+    free(b->hc_scratch); b->hc_scratch = NULL; b->hc_scratch_bytes = 0;
 }
 
 static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
@@ -362,14 +365,6 @@ static void rmsnorm_tokens(ds4_session *s, batch *b, const float *x, const float
     for_tokens(s, b, norm_token, &a);
 }
 
-/* Normalises each token's flattened streams into b->flat, then mix = fn·flat. */
-static void hc_mix(ds4_session *s, batch *b, const ds4_weight *fn, float *mix, int nmix) {
-    const ds4_hparams *hp = &s->model->hp;
-    int64_t HD = ds4_hc_dim(hp);
-    rmsnorm_tokens(s, b, b->X, NULL, HD, HD, b->flat);
-    ds4_mm(s->pool, fn, 0, 0, nmix, b->flat, HD, b->n, mix, nmix);
-}
-
 static void sinkhorn(float *C, int H, int iters, float eps) {
     for (int j = 0; j < H; j++) {
         float *row = C + j * H, mx = row[0], sum = 0;
@@ -393,6 +388,7 @@ static void sinkhorn(float *C, int H, int iters, float eps) {
 }
 
 typedef struct {
+    const ds4_weight *fn;
     const float *scale, *base;
 } hc_arg;
 
@@ -419,11 +415,47 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     b->V->hc_collapse(b->V, x, X, pre, H, D);
 }
 
+/* HCPre over tokens [t0, t1) by one task: each token's flattened streams
+ * normalised into b->flat, mix = fn·flat (ds4_mm_local: the same bits as
+ * a pool-wide ds4_mm), then the per-token rest.  A block of HC_BLOCK
+ * tokens keeps its streams (16 KB a token at embd 1024) in L2 from the
+ * norm to the collapse; as separate pool-wide passes over the batch they
+ * went through memory four times, ~9% of a 512-token prefill. */
+#define HC_BLOCK 16
+
+typedef struct {
+    ds4_session *s;
+    batch *b;
+    const hc_arg *a;
+    size_t scratch;  /* bytes of b->hc_scratch per block */
+} hc_job;
+
+static void hc_pre_block(void *ctx, int64_t blk) {
+    const hc_job *j = ctx;
+    ds4_session *s = j->s;
+    batch *b = j->b;
+    const ds4_hparams *hp = &s->model->hp;
+    int64_t HD = ds4_hc_dim(hp), NM = ds4_hc_mix(hp);
+    int t0 = (int)blk * HC_BLOCK, t1 = t0 + HC_BLOCK < b->n ? t0 + HC_BLOCK : b->n;
+    for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
+    ds4_mm_local(j->a->fn, b->flat + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM,
+                 b->hc_scratch + (size_t)blk * j->scratch);
+    for (int t = t0; t < t1; t++) hc_pre_token(s, b, j->a, t);
+}
+
 /* HCPre: computes post/comb per token and the collapsed input b->x. */
 static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *scale, const float *base) {
-    hc_mix(s, b, fn, b->mix, (int)ds4_hc_mix(&s->model->hp));
-    hc_arg a = {scale, base};
-    for_tokens(s, b, hc_pre_token, &a);
+    hc_arg a = {fn, scale, base};
+    int nblk = (b->n + HC_BLOCK - 1) / HC_BLOCK;
+    size_t per = (ds4_mm_local_scratch(fn, HC_BLOCK) + 63) & ~(size_t)63;
+    if (per * (size_t)nblk > b->hc_scratch_bytes) {
+        free(b->hc_scratch);
+        b->hc_scratch_bytes = per * (size_t)nblk;
+        b->hc_scratch = aligned_alloc(64, b->hc_scratch_bytes);
+        if (!b->hc_scratch) abort(); /* as the other per-eval buffers: tiny next to the weights */
+    }
+    hc_job j = {s, b, &a, per};
+    ds4_pool_run(s->pool, nblk, hc_pre_block, &j);
 }
 
 /* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place (the
@@ -779,11 +811,13 @@ static float sqrt_softplus(float z) {
     return sqrtf(sp);
 }
 
-/* Top-k (or hash) selection from the router logits in b->router. */
-static void route(ds4_session *s, batch *b, const ds4_layer *L) {
+/* Top-k (or hash) selection from the router logits in b->router, for
+ * token t (one pool task per token: tokens are independent). */
+static void route_token(ds4_session *s, batch *b, const void *arg, int t) {
+    const ds4_layer *L = arg;
     const ds4_hparams *hp = &s->model->hp;
     int E = (int)hp->n_expert, k = (int)hp->n_expert_used;
-    for (int t = 0; t < b->n; t++) {
+    {
         float *sc = b->router + (size_t)t * E;
         int32_t *ids = b->eid + t * k;
         float *w = b->ew + t * k;
@@ -812,6 +846,10 @@ static void route(ds4_session *s, batch *b, const ds4_layer *L) {
         }
         for (int i = 0; i < k; i++) w[i] *= hp->expert_weights_scale;
     }
+}
+
+static void route(ds4_session *s, batch *b, const ds4_layer *L) {
+    for_tokens(s, b, route_token, L);
 }
 
 /* SwiGLU epilogue of a gate/up pair: g ← w_t · SwiGLU(g, u) on rows [r0, r1)
@@ -914,6 +952,20 @@ static int moe_streamed(ds4_session *s, batch *b, const ds4_layer *L, uint32_t l
     return 0;
 }
 
+typedef struct {
+    const int *cnt; /* entries per token */
+    int k;
+} moe_sum_arg;
+
+/* out[t] += yg[c] for token t's entries c, in ascending c (1·y is exact:
+ * a plain SIMD add). */
+static void moe_sum_token(ds4_session *s, batch *b, const void *arg, int t) {
+    const moe_sum_arg *a = arg;
+    int64_t D = s->model->hp.n_embd;
+    for (int i = 0; i < a->cnt[t]; i++)
+        b->V->axpy(b->out + (size_t)t * D, 1.0f, b->yg + (size_t)b->eslot[t * a->k + i] * D, D);
+}
+
 /* MoE half of a layer.  Resident weights: three pool jobs in all,
  *   1. router + shared gate/up (+SwiGLU)   (all read x̂)
  *   2. gate/up (+SwiGLU) of every selected routed expert
@@ -991,8 +1043,18 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
             seg[ns++] = ds4_seg(&L->down_exps, e, 0, D, b->g + (size_t)c0 * Fe, Fe, cnt, b->yg + (size_t)c0 * D, D);
     }
     ds4_mm_multi(s->pool, seg, ns);
-    for (int c = 0; c < first[E]; c++) /* ascending expert order; 1·y is exact: a plain SIMD add */
-        b->V->axpy(b->out + (size_t)b->etok[c] * D, 1.0f, b->yg + (size_t)c * D, D);
+    /* Each token adds its routed outputs in ascending expert order (the
+     * streaming path's order): its entries' indices c, listed in ascending
+     * order per token, then one pool task per token. */
+    int *cnt = calloc((size_t)n, sizeof *cnt);
+    if (!cnt) abort();
+    for (int c = 0; c < first[E]; c++) {
+        int t = b->etok[c];
+        b->eslot[t * k + cnt[t]++] = c; /* eslot is free again: the weights were gathered */
+    }
+    moe_sum_arg ma = {cnt, k};
+    for_tokens(s, b, moe_sum_token, &ma);
+    free(cnt);
     free(seg);
     free(sc);
     free(first);

@@ -219,6 +219,47 @@ static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 #define MM_CHUNKS_PER_THREAD 16
 #define MM_CHUNK_MIN_WORK 32768
 
+/* The job of one segment: weight slice, kernels, chunking (no inputs yet). */
+static void seg_setup(const ds4_mm_seg *s, mm_seg_job *j) {
+    const ds4_type_traits *tt = ds4_type_traits_get(s->w->type);
+    int64_t ne0 = s->w->ne[0];
+    memset(j, 0, sizeof *j);
+    j->row_bytes = ds4_row_size(s->w->type, ne0);
+    j->base = (const uint8_t *)s->w->data + (size_t)s->expert * (size_t)s->w->ne[1] * j->row_bytes;
+    j->row0 = s->row0;
+    j->nrows = s->nrows;
+    j->ne0 = ne0;
+    j->n = s->n;
+    j->Y = s->Y;
+    j->ldy = s->ldy;
+    j->dot = tt->vec_dot;
+    j->tile = tt->vec_dot_tile;
+    j->xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
+    if (tt->panel_gemm && s->n >= MM_PANEL_MIN_TOKENS) {
+        j->pgemm = tt->panel_gemm;
+        j->pack = tt->panel_pack;
+        j->ptok = tt->panel_tokens;
+        j->pbytes = tt->panel_bytes(ne0);
+        /* whole panels per chunk, ~half an L2 of them */
+        size_t np = j->pbytes ? MM_PANEL_L2_BYTES / j->pbytes : 1;
+        size_t chunk = (np > 0 ? np : 1) * (size_t)j->ptok;
+        j->tok_chunk = chunk > (size_t)s->n ? s->n : (int)chunk;
+    } else {
+        /* ~512 KB of activations per chunk: half an L2, the rest for weights */
+        size_t chunk = j->xq_bytes ? (512u << 10) / j->xq_bytes : (size_t)s->n;
+        chunk = chunk / DS4_TILE * DS4_TILE;
+        j->tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)s->n ? s->n : (int)chunk;
+    }
+    if (j->tok_chunk < 1) j->tok_chunk = 1;
+    j->done = s->done;
+    j->done_ctx = s->done_ctx;
+}
+
+/* Whether a segment's input is read in place (already the dot's type). */
+static bool seg_in_place(const ds4_mm_seg *s) {
+    return ds4_type_traits_get(s->w->type)->vec_dot_type == DS4_TYPE_F32 && s->ldx == s->w->ne[0];
+}
+
 void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     if (nseg <= 0) return;
     mm_seg_job job_st[MM_SEGS_STACK];
@@ -243,39 +284,10 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         const ds4_type_traits *tt = ds4_type_traits_get(s->w->type);
         mm_seg_job *j = &job[i];
         int64_t ne0 = s->w->ne[0];
-        memset(j, 0, sizeof *j);
-        j->row_bytes = ds4_row_size(s->w->type, ne0);
-        j->base = (const uint8_t *)s->w->data + (size_t)s->expert * (size_t)s->w->ne[1] * j->row_bytes;
-        j->row0 = s->row0;
-        j->nrows = s->nrows;
-        j->ne0 = ne0;
-        j->n = s->n;
-        j->Y = s->Y;
-        j->ldy = s->ldy;
-        j->dot = tt->vec_dot;
-        j->tile = tt->vec_dot_tile;
-        j->xq_bytes = ds4_row_size(tt->vec_dot_type, ne0);
-        if (tt->panel_gemm && s->n >= MM_PANEL_MIN_TOKENS) {
-            j->pgemm = tt->panel_gemm;
-            j->pack = tt->panel_pack;
-            j->ptok = tt->panel_tokens;
-            j->pbytes = tt->panel_bytes(ne0);
-            /* whole panels per chunk, ~half an L2 of them */
-            size_t np = j->pbytes ? MM_PANEL_L2_BYTES / j->pbytes : 1;
-            size_t chunk = (np > 0 ? np : 1) * (size_t)j->ptok;
-            j->tok_chunk = chunk > (size_t)s->n ? s->n : (int)chunk;
-        } else {
-            /* ~512 KB of activations per chunk: half an L2, the rest for weights */
-            size_t chunk = j->xq_bytes ? (512u << 10) / j->xq_bytes : (size_t)s->n;
-            chunk = chunk / DS4_TILE * DS4_TILE;
-            j->tok_chunk = chunk < DS4_TILE ? DS4_TILE : chunk > (size_t)s->n ? s->n : (int)chunk;
-        }
-        if (j->tok_chunk < 1) j->tok_chunk = 1;
-        j->done = s->done;
-        j->done_ctx = s->done_ctx;
+        seg_setup(s, j);
         total_work += s->nrows * ne0 * (int64_t)s->n;
         conv_of[i] = -1;
-        if (tt->vec_dot_type == DS4_TYPE_F32 && s->ldx == ne0) continue; /* already in the right form */
+        if (seg_in_place(s)) continue; /* already in the right form */
         /* Segments sharing an input (gate and up of an expert, the projections
          * of x̂) share its conversion: it depends only on the input and the
          * vec_dot type. */
@@ -398,6 +410,37 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     free(piece_heap);
     free(xq_heap);
     free(heap);
+}
+
+size_t ds4_mm_local_scratch(const ds4_weight *w, int n) {
+    ds4_mm_seg s = ds4_seg(w, 0, 0, w->ne[1], NULL, w->ne[0] + 1, n, NULL, 0); /* ldx: never in place */
+    mm_seg_job j;
+    seg_setup(&s, &j);
+    size_t bytes = align64(j.xq_bytes * (size_t)n);
+    if (j.pgemm) bytes += align64(j.pbytes * (size_t)((n + j.ptok - 1) / j.ptok));
+    return bytes;
+}
+
+void ds4_mm_local(const ds4_weight *w, const float *X, int64_t ldx, int n, float *Y, int64_t ldy, void *scratch) {
+    if (n <= 0) return;
+    ds4_mm_seg s = ds4_seg(w, 0, 0, w->ne[1], X, ldx, n, Y, ldy);
+    mm_seg_job j;
+    seg_setup(&s, &j);
+    if (seg_in_place(&s)) {
+        j.xq = (const uint8_t *)X;
+        j.pgemm = NULL; /* an F32 input used in place has no panels */
+    } else {
+        uint8_t *xq = scratch;
+        for (int t = 0; t < n; t++)
+            ds4_quantize_row_for(w->type, X + (int64_t)t * ldx, xq + (size_t)t * j.xq_bytes, j.ne0);
+        j.xq = xq;
+        if (j.pgemm) {
+            uint8_t *panels = xq + align64(j.xq_bytes * (size_t)n);
+            j.pack(j.ne0, xq, j.xq_bytes, n, panels);
+            j.panels = panels;
+        }
+    }
+    mm_rows(&j, 0, j.nrows);
 }
 
 void ds4_mm(ds4_pool *pool, const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows,

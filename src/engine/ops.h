@@ -52,6 +52,13 @@ typedef struct ds4_mm_seg {
 } ds4_mm_seg;
 void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg);
 
+/* ds4_mm() of a whole 2-D weight for n tokens on the calling thread alone
+ * (inside a pool task, over a block of tokens whose data is in cache):
+ * the same kernels, hence the same bits.  scratch: 64-byte aligned, at
+ * least ds4_mm_local_scratch(w, n) bytes. */
+size_t ds4_mm_local_scratch(const ds4_weight *w, int n);
+void ds4_mm_local(const ds4_weight *w, const float *X, int64_t ldx, int n, float *Y, int64_t ldy, void *scratch);
+
 /* A plain segment (no pair, no epilogue); arguments as ds4_mm(). */
 static inline ds4_mm_seg ds4_seg(const ds4_weight *w, int64_t expert, int64_t row0, int64_t nrows, const float *X,
                                  int64_t ldx, int n, float *Y, int64_t ldy) {
