@@ -427,35 +427,45 @@ typedef struct {
     ds4_session *s;
     batch *b;
     const hc_arg *a;
+    bool post;       /* first the HCPost of the sublayer just run */
     size_t scratch;  /* bytes of b->hc_scratch per block */
 } hc_job;
 
-static void hc_pre_block(void *ctx, int64_t blk) {
+static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t);
+
+static void hc_block(void *ctx, int64_t blk) {
     const hc_job *j = ctx;
     ds4_session *s = j->s;
     batch *b = j->b;
     const ds4_hparams *hp = &s->model->hp;
     int64_t HD = ds4_hc_dim(hp), NM = ds4_hc_mix(hp);
     int t0 = (int)blk * HC_BLOCK, t1 = t0 + HC_BLOCK < b->n ? t0 + HC_BLOCK : b->n;
+    if (j->post)
+        for (int t = t0; t < t1; t++) hc_post_token(s, b, NULL, t);
+    if (!j->a->fn) return;
     for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
     ds4_mm_local(j->a->fn, b->flat + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM,
                  b->hc_scratch + (size_t)blk * j->scratch);
     for (int t = t0; t < t1; t++) hc_pre_token(s, b, j->a, t);
 }
 
-/* HCPre: computes post/comb per token and the collapsed input b->x. */
-static void hc_pre(ds4_session *s, batch *b, const ds4_weight *fn, const float *scale, const float *base) {
+/* Between two sublayers: when `post`, the HCPost of the one just run
+ * (from b->out, b->post, b->comb); then, unless fn is NULL, the HCPre of the
+ * next one: post/comb per token and its collapsed input b->x.  Both in the
+ * same block task, so the streams are read from memory once. */
+static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, const float *scale,
+                    const float *base) {
     hc_arg a = {fn, scale, base};
     int nblk = (b->n + HC_BLOCK - 1) / HC_BLOCK;
-    size_t per = (ds4_mm_local_scratch(fn, HC_BLOCK) + 63) & ~(size_t)63;
+    size_t per = fn ? (ds4_mm_local_scratch(fn, HC_BLOCK) + 63) & ~(size_t)63 : 0;
     if (per * (size_t)nblk > b->hc_scratch_bytes) {
         free(b->hc_scratch);
         b->hc_scratch_bytes = per * (size_t)nblk;
         b->hc_scratch = aligned_alloc(64, b->hc_scratch_bytes);
         if (!b->hc_scratch) abort(); /* as the other per-eval buffers: tiny next to the weights */
     }
-    hc_job j = {s, b, &a, per};
-    ds4_pool_run(s->pool, nblk, hc_pre_block, &j);
+    hc_job j = {s, b, &a, post, per};
+    ds4_pool_run(s->pool, nblk, hc_block, &j);
 }
 
 /* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place (the
@@ -467,10 +477,6 @@ static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
     int64_t D = hp->n_embd;
     b->V->hc_expand(b->V, b->X + t * H * D, b->out + t * D, b->post + t * H, b->comb + t * H * H, H, D,
                     b->flat + t * H * D);
-}
-
-static void hc_post(ds4_session *s, batch *b) {
-    for_tokens(s, b, hc_post_token, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1099,13 +1105,12 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     }
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
-        hc_pre(s, b, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base);
+        hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base);
         attention(s, b, L, &s->ls[l]);
-        hc_post(s, b);
-        hc_pre(s, b, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
+        hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
         if (moe(s, b, L, l, err)) return -1;
-        hc_post(s, b);
     }
+    hc_step(s, b, true, NULL, NULL, NULL);
     return 0;
 }
 
