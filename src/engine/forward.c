@@ -558,10 +558,18 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
 /* ------------------------------------------------------------------------ */
 /* Lightning indexer (§6.6)                                                  */
 
+/* Work of one indexer call.  Scores go to sc (token t's at
+ * sc + t·stride), from per-token tasks in prefill, or, when the batch has
+ * fewer tokens than the pool has threads (decode), from tasks over blocks
+ * of rows so every thread scores; a row's score does not depend on who
+ * computes it. */
 typedef struct {
     ds4_session *s;
     batch *b;
     const ds4_layer_state *st;
+    float *sc;
+    size_t stride;
+    int blocks;  /* row blocks per token (1: per-token tasks) */
 } idx_job;
 
 /* Keeps the K largest scores; ties prefer the lower index.  Min-heap on
@@ -586,35 +594,36 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void indexer_task(void *ctx, int64_t t) {
-    const idx_job *j = ctx;
+/* Rows visible to token t's query (compressed rows i < (p+1)/4). */
+static int idx_nvis(const batch *b, int t) { return (int)((b->p0 + t + 1) / 4); }
+
+/* Token t's query heads: RoPE, then (model numerics) Hadamard + FP4; its
+ * head weights scaled. */
+static void indexer_query(ds4_session *s, batch *b, int t) {
+    const ds4_hparams *hp = &s->model->hp;
+    int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
+    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
+    float wscale = 1.0f / sqrtf((float)dI * (float)nI);
+    for (int h = 0; h < nI; h++) {
+        float *qh = b->iq + ((size_t)t * nI + h) * dI;
+        rope_t(b, b->rope_c, t, qh, dI, dr, 1);
+        if (qat) { ds4_hadamard(qh, dI); b->V->fp4_roundtrip(qh, dI); }
+    }
+    for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
+}
+
+/* score[i] = Σ_h w_h·relu(q_h·k_i) for rows [i0, i1) of token t. */
+static void indexer_scores(const idx_job *j, int t, int i0, int i1) {
     const ds4_hparams *hp = &j->s->model->hp;
     batch *b = j->b;
-    int K = (int)hp->idx_topk, nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
-    int64_t pos = b->p0 + t;
-    /* This token's query heads: RoPE, then (model numerics) Hadamard + FP4;
-     * its head weights scaled. */
-    {
-        int dr = (int)hp->rope_dim;
-        bool qat = j->s->opts.numerics == DS4_NUMERICS_MODEL;
-        float wscale = 1.0f / sqrtf((float)dI * (float)nI);
-        for (int h = 0; h < nI; h++) {
-            float *qh = b->iq + ((size_t)t * nI + h) * dI;
-            rope_t(b, b->rope_c, (int)t, qh, dI, dr, 1);
-            if (qat) { ds4_hadamard(qh, dI); b->V->fp4_roundtrip(qh, dI); }
-        }
-        for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
-    }
-    int nvis = (int)((pos + 1) / 4);
-    int32_t *sel = b->sel + t * (K + 1);
-    if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
-    float *score = malloc(sizeof(float) * (size_t)nvis + sizeof(float) * (size_t)(nI + 16));
-    if (!score) abort();
-    float *dots = score + nvis;
-    const float *q = b->iq + t * nI * dI, *w = b->iw + t * nI;
+    int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
+    const float *q = b->iq + (size_t)t * nI * dI, *w = b->iw + (size_t)t * nI;
+    float *score = j->sc + (size_t)t * j->stride;
     const ds4_vec_ops *V = b->V;
     const float *qp[16];
-    for (int i = 0; i < nvis; i++) {
+    float dots_st[256], *dots = nI <= 256 ? dots_st : malloc(sizeof(float) * (size_t)nI);
+    if (!dots) abort();
+    for (int i = i0; i < i1; i++) {
         const float *k = j->st->idx + (size_t)i * dI;
         int h = 0;
         for (; h + 16 <= nI; h += 16) { /* sixteen heads' dots at once, each exactly V->dot */
@@ -627,6 +636,17 @@ static void indexer_task(void *ctx, int64_t t) {
             if (dots[h] > 0) acc += w[h] * dots[h];
         score[i] = acc;
     }
+    if (dots != dots_st) free(dots);
+}
+
+/* Token t's top-K rows, in ascending order, into b->sel. */
+static void indexer_select(const idx_job *j, int t) {
+    const ds4_hparams *hp = &j->s->model->hp;
+    batch *b = j->b;
+    int K = (int)hp->idx_topk, nvis = idx_nvis(b, t);
+    int32_t *sel = b->sel + t * (K + 1);
+    if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
+    const float *score = j->sc + (size_t)t * j->stride;
     int n = 0;
     for (int32_t i = 0; i < nvis; i++) {
         if (n < K) {
@@ -640,8 +660,27 @@ static void indexer_task(void *ctx, int64_t t) {
     }
     qsort(sel, (size_t)K, sizeof *sel, cmp_i32); /* row order: deterministic summation */
     sel[K] = -1;
-    free(score);
 }
+
+static void indexer_token_task(void *ctx, int64_t t) {
+    const idx_job *j = ctx;
+    indexer_query(j->s, j->b, (int)t);
+    int nvis = idx_nvis(j->b, (int)t);
+    if (nvis > (int)j->s->model->hp.idx_topk) indexer_scores(j, (int)t, 0, nvis);
+    indexer_select(j, (int)t);
+}
+
+static void indexer_block_task(void *ctx, int64_t task) {
+    const idx_job *j = ctx;
+    int t = (int)(task / j->blocks), blk = (int)(task % j->blocks);
+    int nvis = idx_nvis(j->b, t);
+    if (nvis <= (int)j->s->model->hp.idx_topk) return;
+    int per = (nvis + j->blocks - 1) / j->blocks;
+    int i0 = blk * per, i1 = i0 + per < nvis ? i0 + per : nvis;
+    if (i0 < i1) indexer_scores(j, t, i0, i1);
+}
+
+static void indexer_select_task(void *ctx, int64_t t) { indexer_select(ctx, (int)t); }
 
 /* Whether some query of the batch sees more compressed rows than the
  * indexer keeps (otherwise it is skipped: every visible row is used). */
@@ -657,8 +696,23 @@ static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
         for (int t = 0; t < b->n; t++) b->sel[t * (hp->idx_topk + 1)] = -1;
         return;
     }
-    idx_job j = {s, b, st};
-    ds4_pool_run(s->pool, b->n, indexer_task, &j);
+    size_t stride = (size_t)idx_nvis(b, b->n - 1); /* the last token sees the most rows */
+    float *sc = malloc(sizeof(float) * stride * (size_t)b->n);
+    if (!sc) abort();
+    int threads = ds4_pool_size(s->pool);
+    idx_job j = {s, b, st, sc, stride, 1};
+    if (b->n >= 2 * threads) {
+        ds4_pool_run(s->pool, b->n, indexer_token_task, &j);
+    } else {
+        /* a few tokens: ~4 row blocks per thread and token, each >= 16 rows */
+        int blocks = 4 * threads;
+        while (blocks > 1 && (int64_t)stride / blocks < 16) blocks /= 2;
+        j.blocks = blocks;
+        for (int t = 0; t < b->n; t++) indexer_query(s, b, t);
+        ds4_pool_run(s->pool, (int64_t)b->n * blocks, indexer_block_task, &j);
+        ds4_pool_run(s->pool, b->n, indexer_select_task, &j);
+    }
+    free(sc);
 }
 
 /* ------------------------------------------------------------------------ */
