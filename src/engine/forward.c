@@ -31,6 +31,7 @@
 #define NEG_INF (-INFINITY)
 
 typedef struct batch batch;
+#define HC_BLOCK 16 /* tokens per HCPre task (hc_step) */
 static void batch_free(batch *b);
 
 void ds4_engine_opts_default(ds4_engine_opts *o) {
@@ -230,8 +231,8 @@ struct batch {
     int32_t *eslot;  /* [n·k] */
     float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
-    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_pre), grown on demand */
-    size_t hc_scratch_bytes;
+    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_step): ceil(n / HC_BLOCK) x hc_per bytes */
+    size_t hc_per;
 };
 
 static void batch_free(batch *b) {
@@ -240,7 +241,7 @@ static void batch_free(batch *b) {
                     &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
     free(b->sel); free(b->eid); free(b->etok); free(b->eslot);
-    free(b->hc_scratch); b->hc_scratch = NULL; b->hc_scratch_bytes = 0;
+    free(b->hc_scratch); b->hc_scratch = NULL;
 }
 
 static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
@@ -421,14 +422,12 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
  * tokens keeps its streams (16 KB a token at embd 1024) in L2 from the
  * norm to the collapse; as separate pool-wide passes over the batch they
  * went through memory four times, ~9% of a 512-token prefill. */
-#define HC_BLOCK 16
 
 typedef struct {
     ds4_session *s;
     batch *b;
     const hc_arg *a;
     bool post;       /* first the HCPost of the sublayer just run */
-    size_t scratch;  /* bytes of b->hc_scratch per block */
 } hc_job;
 
 static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t);
@@ -445,7 +444,7 @@ static void hc_block(void *ctx, int64_t blk) {
     if (!j->a->fn) return;
     for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
     ds4_mm_local(j->a->fn, b->flat + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM,
-                 b->hc_scratch + (size_t)blk * j->scratch);
+                 b->hc_scratch + (size_t)blk * b->hc_per);
     for (int t = t0; t < t1; t++) hc_pre_token(s, b, j->a, t);
 }
 
@@ -457,14 +456,7 @@ static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, c
                     const float *base) {
     hc_arg a = {fn, scale, base};
     int nblk = (b->n + HC_BLOCK - 1) / HC_BLOCK;
-    size_t per = fn ? (ds4_mm_local_scratch(fn, HC_BLOCK) + 63) & ~(size_t)63 : 0;
-    if (per * (size_t)nblk > b->hc_scratch_bytes) {
-        free(b->hc_scratch);
-        b->hc_scratch_bytes = per * (size_t)nblk;
-        b->hc_scratch = aligned_alloc(64, b->hc_scratch_bytes);
-        if (!b->hc_scratch) abort(); /* as the other per-eval buffers: tiny next to the weights */
-    }
-    hc_job j = {s, b, &a, post, per};
+    hc_job j = {s, b, &a, post};
     ds4_pool_run(s->pool, nblk, hc_block, &j);
 }
 
@@ -1175,6 +1167,17 @@ static batch *session_batch(ds4_session *s, int n) {
     if (s->scratch) { batch_free(s->scratch); free(s->scratch); s->scratch = NULL; }
     batch *b = malloc(sizeof *b);
     if (!b || batch_alloc(b, &s->model->hp, n)) { free(b); return NULL; }
+    /* HCPre blocks' scratch, for the largest of the layers' mix weights */
+    size_t per = 0;
+    for (uint32_t l = 0; l < s->model->hp.n_layer; l++) {
+        const ds4_layer *L = &s->model->layers[l];
+        size_t a = ds4_mm_local_scratch(&L->hc_attn_fn, HC_BLOCK), f = ds4_mm_local_scratch(&L->hc_ffn_fn, HC_BLOCK);
+        if (a > per) per = a;
+        if (f > per) per = f;
+    }
+    b->hc_per = (per + 63) & ~(size_t)63;
+    b->hc_scratch = aligned_alloc(64, b->hc_per * (size_t)((n + HC_BLOCK - 1) / HC_BLOCK) + 64);
+    if (!b->hc_scratch) { batch_free(b); free(b); return NULL; }
     s->scratch = b;
     return b;
 }
