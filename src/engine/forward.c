@@ -475,33 +475,43 @@ static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
 /* Compressors (§6.4)                                                        */
 
 /* Feeds one token's (a, z) rows (width c·d) into a frontier; if it completes
- * a block, pools it into `row` (width d) and returns 1. */
-static int compressor_push(float *st_kv, float *st_sc, int m, int d, int64_t pos, const float *a,
-                           const float *z, float *row) {
+ * a block, pools it into `row` (width d) and returns 1.  The pooling is a
+ * softmax over the block's rows per column e: row[e] = Σ_r p_r·kv_r / Σ_r p_r,
+ * p_r = expf(sc_r - max), in double, rows in order (ratio 4: the previous
+ * block's Ca rows, then this block's Cb rows).  It runs a row at a time
+ * across the columns (the live vector expf equals libm's; every column's
+ * sums keep their order), not column by column with scalar expf. */
+static int compressor_push(const ds4_vec_ops *V, float *st_kv, float *st_sc, int m, int d, int64_t pos,
+                           const float *a, const float *z, float *row) {
     int c = m == 4 ? 2 : 1, w = c * d;
     int slot = m == 4 ? m + (int)(pos % m) : (int)(pos % m);
     memcpy(st_kv + (size_t)slot * w, a, sizeof(float) * w);
     memcpy(st_sc + (size_t)slot * w, z, sizeof(float) * w);
     if ((pos + 1) % m != 0) return 0;
-    for (int e = 0; e < d; e++) {
-        /* ratio 4: previous block's Ca (rows 0..3, col e) + this block's Cb (rows 4..7, col d+e) */
-        float mx = NEG_INF;
-        int rows = c * m;
-        for (int r = 0; r < rows; r++) {
-            int col = m == 4 ? (r < m ? e : d + e) : e;
-            mx = fmaxf(mx, st_sc[(size_t)r * w + col]);
-        }
-        double num = 0, den = 0;
-        for (int r = 0; r < rows; r++) {
-            int col = m == 4 ? (r < m ? e : d + e) : e;
-            float sc = st_sc[(size_t)r * w + col];
-            if (sc == NEG_INF) continue;
-            float p = expf(sc - mx);
-            den += p;
-            num += (double)p * st_kv[(size_t)r * w + col];
-        }
-        row[e] = den > 0 ? (float)(num / den) : 0.0f;
+    double *num = malloc((sizeof(double) * 2 + sizeof(float) * 2) * (size_t)d);
+    if (!num) abort();
+    double *den = num + d;
+    float *mx = (float *)(den + d), *p = mx + d;
+    int rows = c * m;
+    for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
+    /* ratio 4: previous block's Ca (rows 0..3, cols 0..d) + this block's Cb (rows 4..7, cols d..2d) */
+    for (int r = 0; r < rows; r++) {
+        const float *sc = st_sc + (size_t)r * w + (m == 4 && r >= m ? d : 0);
+        for (int e = 0; e < d; e++) mx[e] = fmaxf(mx[e], sc[e]);
     }
+    for (int r = 0; r < rows; r++) {
+        int col = m == 4 && r >= m ? d : 0;
+        const float *sc = st_sc + (size_t)r * w + col, *kv = st_kv + (size_t)r * w + col;
+        for (int e = 0; e < d; e++) p[e] = sc[e] - mx[e];
+        V->exp(p, p, d);
+        for (int e = 0; e < d; e++) {
+            if (sc[e] == NEG_INF) continue;
+            den[e] += p[e];
+            num[e] += (double)p[e] * kv[e];
+        }
+    }
+    for (int e = 0; e < d; e++) row[e] = den[e] > 0 ? (float)(num[e] / den[e]) : 0.0f;
+    free(num);
     if (m == 4) {
         memcpy(st_kv, st_kv + (size_t)m * w, sizeof(float) * m * w);
         memcpy(st_sc, st_sc + (size_t)m * w, sizeof(float) * m * w);
@@ -527,7 +537,7 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
         const float *ape = L->comp_ape + (size_t)(pos % m) * wc;
         for (int i = 0; i < wc; i++) z[i] += ape[i];
         float *row = st->comp + (size_t)st->n_comp * dh;
-        if (compressor_push(st->comp_kv, st->comp_sc, m, dh, pos, b->ca + (size_t)t * wc, z, row)) {
+        if (compressor_push(b->V, st->comp_kv, st->comp_sc, m, dh, pos, b->ca + (size_t)t * wc, z, row)) {
             rmsnorm_v(b, row, L->comp_norm, dh, hp->rms_eps, row);
             ds4_rope(row, dh, dr, s->rope_comp, (int64_t)st->n_comp * m, 1);
             if (qat) b->V->fp8_roundtrip(row, dh - dr);
@@ -538,7 +548,7 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
         const float *iape = L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI;
         for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
         float *irow = st->idx + (size_t)st->n_idx * dI;
-        if (compressor_push(st->idx_kv, st->idx_sc, 4, dI, pos, b->ia + (size_t)t * 2 * dI, iz, irow)) {
+        if (compressor_push(b->V, st->idx_kv, st->idx_sc, 4, dI, pos, b->ia + (size_t)t * 2 * dI, iz, irow)) {
             rmsnorm_v(b, irow, L->idx_comp_norm, dI, hp->rms_eps, irow);
             ds4_rope(irow, dI, dr, s->rope_comp, (int64_t)st->n_idx * 4, 1);
             if (qat) { ds4_hadamard(irow, dI); b->V->fp4_roundtrip(irow, dI); }
