@@ -231,7 +231,7 @@ struct batch {
     int32_t *eslot;  /* [n·k] */
     float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
-    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_step): ceil(n / HC_BLOCK) x hc_per bytes */
+    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_step): ceil(n / HC_BLOCK) x hc_per bytes; head() uses the first */
     size_t hc_per;
 };
 
@@ -1135,7 +1135,7 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
     for (int t = t0; t < t0 + nt; t++) {
         const float *X = b->X + (size_t)t * HD;
         rmsnorm_v(b, X, NULL, HD, hp->rms_eps, b->flat);
-        ds4_mm(s->pool, &m->out_hc_fn, 0, 0, H, b->flat, HD, 1, mix, H);
+        ds4_mm_local(&m->out_hc_fn, b->flat, HD, 1, mix, H, b->hc_scratch); /* 4 rows: not worth a pool job */
         float *y = b->xn + (size_t)(t - t0) * D, w[16];
         for (int j = 0; j < H; j++) w[j] = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
         b->V->hc_collapse(b->V, y, X, w, H, D);
@@ -1178,7 +1178,7 @@ static batch *session_batch(ds4_session *s, int n) {
     batch *b = malloc(sizeof *b);
     if (!b || batch_alloc(b, &s->model->hp, n)) { free(b); return NULL; }
     /* HCPre blocks' scratch, for the largest of the layers' mix weights */
-    size_t per = 0;
+    size_t per = ds4_mm_local_scratch(&s->model->out_hc_fn, 1); /* head() */
     for (uint32_t l = 0; l < s->model->hp.n_layer; l++) {
         const ds4_layer *L = &s->model->layers[l];
         size_t a = ds4_mm_local_scratch(&L->hc_attn_fn, HC_BLOCK), f = ds4_mm_local_scratch(&L->hc_ffn_fn, HC_BLOCK);
