@@ -156,16 +156,20 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
     __m128 acc[4];
     DS4_UNROLL for (int c = 0; c < NC; c++) acc[c] = _mm_setzero_ps();
     const int64_t nb = n / QK8_0;
+    /* Prefetch distance: two row blocks ahead, and at least ~8 KB.  One
+     * block ahead (the other kernels' distance) left decode at ~0.62 of a
+     * 64 GB/s machine, two reached 0.72 (ds4-bench, q8_0 small model);
+     * three or four were in between.  Short rows need more rows for the
+     * same distance in bytes: 512-wide rows streamed at 29.7 GB/s on one
+     * Zen 5 core with two row blocks (4.4 KB) ahead, against 35 for
+     * 1024-wide ones. */
+    const size_t pfd = (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
     for (int64_t b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
         __m512i wu[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-            /* two row blocks ahead: one block ahead (the other kernels'
-             * distance) left decode at ~0.62 of a 64 GB/s machine, two
-             * reached 0.72 (ds4-bench, q8_0 small model); three or four
-             * were in between */
-            pf((const uint8_t *)wb + 2 * NR * ws, 2 * sizeof(block_q8_0));
+            pf((const uint8_t *)wb + pfd, 2 * sizeof(block_q8_0));
             wu[r] = _mm512_xor_si512(q8_0_qs2(wb, two), k80); /* w + 128 as u8 */
         }
         const __m256 dw = q8_0_row_scales(w, ws, b, NR, two);
