@@ -484,36 +484,86 @@ TGT static void q8_0_from_float_512(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* f32 -> Q8_K: scale from the first element of largest magnitude (signed),
- * q = RNE(iscale·x) clamped to 127 (the conversion's default rounding is the
- * reference's nearest_int), sums of 16. */
-TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
-    block_q8_K *b = dst;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const float *x = src + i * QK_K;
-        __m512 vmax = _mm512_setzero_ps();
-        for (int j = 0; j < QK_K; j += 16) vmax = _mm512_max_ps(vmax, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)));
-        const float amax = _mm512_reduce_max_ps(vmax);
-        if (amax == 0.0f) {
-            memset(&b[i], 0, sizeof b[i]);
-            continue;
-        }
-        float max = 0.0f;
+/* f32 -> Q8_K, per block as the reference: iscale = -127/max for the
+ * first element of largest magnitude (signed), q = RNE(iscale·x) clamped to
+ * 127 (the conversion's default rounding is the reference's nearest_int),
+ * d = 1/iscale, sums of 16.  In chunks of 16 blocks (16 KB, still in L1 for
+ * the second pass): first the scales, then the quants, so that the next
+ * block's quants never wait on a scale's reductions and division. */
+
+/* iscale of one block, 0 for an all-zero block.  The signed extreme comes
+ * from the block's max and min: only when both reach the largest magnitude
+ * (+a and -a in one block, rare) does the first position decide, and only
+ * then is it searched for. */
+INL float q8_K_iscale(const float *x) {
+    __m512 hi[4], lo[4];
+    DS4_UNROLL for (int k = 0; k < 4; k++) hi[k] = lo[k] = _mm512_loadu_ps(x + 16 * k);
+    _Pragma("GCC unroll 16") for (int j = 4; j < 16; j++) {
+        const __m512 v = _mm512_loadu_ps(x + 16 * j);
+        hi[j & 3] = _mm512_max_ps(hi[j & 3], v);
+        lo[j & 3] = _mm512_min_ps(lo[j & 3], v);
+    }
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3])));
+    const float mn = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3])));
+    const float amax = mx > -mn ? mx : -mn;
+    if (amax == 0.0f) return 0.0f;
+    float max = mx == amax ? mx : mn;
+    if (mx == -mn)
         for (int j = 0; j < QK_K; j += 16) {
-            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)),
-                                                   _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
             if (m) { max = x[j + __builtin_ctz(m)]; break; }
         }
-        const float iscale = -127.0f / max;
-        const __m512 vs = _mm512_set1_ps(iscale);
-        for (int j = 0; j < QK_K; j += 16) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + j)));
-            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
-            _mm_storeu_si128((__m128i *)(b[i].qs + j), _mm512_cvtsepi32_epi8(q));
-            b[i].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+    return -127.0f / max;
+}
+
+/* Quants and sums of one block.  Four quant vectors at a time go to bytes
+ * with the in-lane saturating packs (as one int32 -> int8 saturation; |q| <=
+ * 127 anyway), which leave dword 4L + k holding bytes 4L..4L+3 of vector k:
+ * a permute puts them in order for the store, and before it VPDPBUSD with
+ * ones sums each dword's 4 bytes, so the 4 dwords of vector k across the
+ * 128-bit lanes add up to sum k; two transpose steps over the four 64-byte
+ * groups give all 16 sums in order. */
+INL void q8_K_quant(const float *x, float iscale, block_q8_K *b) {
+    const __m512 vs = _mm512_set1_ps(iscale);
+    __m512i s[4];
+    DS4_UNROLL for (int g = 0; g < 4; g++) {
+        __m512i q[4];
+        DS4_UNROLL for (int k = 0; k < 4; k++)
+            q[k] = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 64 * g + 16 * k))),
+                                    _mm512_set1_epi32(127));
+        const __m512i p = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
+        _mm512_storeu_si512(b->qs + 64 * g,
+                            _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), p));
+        s[g] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), p);
+    }
+    __m512i u[2]; /* 128-bit lanes 0,1: group 2h, 2,3: group 2h+1 */
+    DS4_UNROLL for (int h = 0; h < 2; h++)
+        u[h] = _mm512_add_epi32(_mm512_mask_blend_epi32(0xFF00, s[2 * h], s[2 * h + 1]),
+                                _mm512_shuffle_i32x4(s[2 * h], s[2 * h + 1], _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512i sums = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm256_storeu_si256((__m256i *)b->bsums, _mm512_cvtepi32_epi16(sums));
+    b->d = 1.0f / iscale;
+}
+
+TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    const int64_t nb = n / QK_K;
+    for (int64_t c = 0; c < nb; c += 16) {
+        const int cn = nb - c < 16 ? (int)(nb - c) : 16;
+        float is[16];
+        for (int i = 0; i < cn; i++) is[i] = q8_K_iscale(src + (c + i) * QK_K);
+        for (int i = 0; i < cn; i++) {
+            if (is[i] != 0.0f && !__builtin_isinf(is[i])) {
+                q8_K_quant(src + (c + i) * QK_K, is[i], b + c + i);
+                continue;
+            }
+            /* An all-zero block; or |max| < 127/FLT_MAX, where iscale
+             * overflows: the reference's nearest_int then gives 0 for every
+             * element (the 1.5·2^23 trick on ±inf or NaN), and d = ±0. */
+            memset(b + c + i, 0, sizeof b[c + i]);
+            if (is[i] != 0.0f) b[c + i].d = 1.0f / is[i];
         }
-        b[i].d = 1.0f / iscale;
     }
 }
 
