@@ -305,7 +305,7 @@ TEST(quantizers_bit_exact) {
  * byte is compared (the outputs start different), and nothing may be written
  * past the row.  Left out on purpose: blocks whose largest magnitude lies in
  * about (2^-143, 2^-121), where 1/d overflows to inf and the reference's
- * float -> int8 conversion is undefined (Q8_0) or wraps (Q8_K). */
+ * float -> int8 conversion is undefined (Q8_0; Q8_K has its own rows). */
 static void fill_edge_blocks(float *x, int64_t n) {
     for (int64_t b0 = 0; b0 < n; b0 += 32) {
         float *v = x + b0;
@@ -340,6 +340,33 @@ static void fill_edge_blocks(float *x, int64_t n) {
     }
 }
 
+/* Q8_K rows, block by block (256 floats): +a and -a both at the largest
+ * magnitude (the first decides), one sign only, zeros, x.5 ties at
+ * iscale = ±1, huge, and |max| < 127/FLT_MAX, where iscale overflows and the
+ * reference's nearest_int gives 0 for every element. */
+static void fill_edge_blocks_k(float *x, int64_t n) {
+    for (int64_t b0 = 0; b0 < n; b0 += 256) {
+        float *v = x + b0;
+        const int kind = (int)(rng_next() % 7);
+        for (int j = 0; j < 256; j++) v[j] = rng_gauss();
+        const int p1 = (int)(rng_next() % 256), p2 = (int)(rng_next() % 256);
+        switch (kind) {
+        case 0: break;
+        case 1: v[p1] = 30.0f; v[p2] = -30.0f; break; /* p1 == p2: one sign only */
+        case 2: v[p1] = -7.5f; v[p2] = 7.5f; v[(p1 + 1) % 256] = 7.5f; break;
+        case 3: for (int j = 0; j < 256; j++) v[j] = rng_next() % 5 ? 0.0f : -0.0f; break;
+        case 4: /* max -127 or +127: iscale = 1 or -1, x.5 ties to even */
+            for (int j = 0; j < 256; j++) v[j] = (float)((int)(rng_next() % 254) - 127) + 0.5f;
+            v[p1] = rng_next() & 1 ? -127.0f : 127.0f;
+            break;
+        case 5: v[p1] = 3.0e38f; if (rng_next() & 1) v[p2] = -3.0e38f; break;
+        case 6: /* tiny: iscale overflows to ±inf (or stays finite near 2^-121) */
+            for (int j = 0; j < 256; j++) v[j] = ldexpf(v[j], -124 - (int)(rng_next() % 26));
+            break;
+        }
+    }
+}
+
 static int check_quantizer_exact(const char *lv, int qtype, const float *x, int64_t n) {
     ds4_type_traits s;
     ds4_simd_traits_for(lv, qtype, &s);
@@ -362,9 +389,9 @@ static int check_quantizer_exact(const char *lv, int qtype, const float *x, int6
 }
 
 TEST(quantizers_edge_blocks) {
-    const int64_t lens[] = { 32, 64, 96, 512, 512 + 32, 4096, 4096 + 5 * 32, 7168, 8192 + 256 };
+    const int64_t lens[] = { 32, 64, 96, 256, 512, 512 + 32, 4096, 4096 + 5 * 32, 7168, 8192 + 256 };
     float *x = malloc(sizeof(float) * 8448);
-    int cases = 0;
+    int cases = 0; /* Q8_K: 16 blocks per chunk on avx512, so 8448 = two chunks + 1 */
     for (const char *const *lv = levels(); *lv; lv++) {
         if (!level_ok(*lv) || strcmp(*lv, "scalar") == 0) continue;
         for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
@@ -373,7 +400,11 @@ TEST(quantizers_edge_blocks) {
                 rng_seed(1000 + 10 * (uint64_t)k + (uint64_t)rep);
                 fill_edge_blocks(x, n);
                 cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_0, x, n);
-                if (n % 256 == 0) cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_K, x, n);
+                if (n % 256 == 0) {
+                    cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_K, x, n);
+                    fill_edge_blocks_k(x, n);
+                    cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_K, x, n);
+                }
             }
     }
     printf("  %d (level, type, row) cases bit-identical\n", cases);
