@@ -9,6 +9,8 @@
  *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).  ds4_mm picks the
  *   level's panel GEMM where the type has one (quant.h; from n = 4 on), else
  *   the 4x4 vec_dot tiles, so these columns show the panel path.
+ * act: the activation quantizers (f32 -> Q8_0, Q8_K) on one ne0-float row in
+ *   cache, ns per 1024 floats, 1 thread.
  * The first line is this machine's read bandwidth (8-way unrolled 64-bit
  * loads over the same buffer), the ceiling for the matvec column.  Each
  * level's numbers are followed by its ratio to the scalar level. */
@@ -150,6 +152,32 @@ int main(int argc, char **argv) {
                 printf("   %5.1fx %5.1fx %5.1fx %5.1fx", v[0] / v0[0], v[1] / v0[1], v[4] / v0[4], v[5] / v0[5]);
             printf("\n");
         }
+
+    /* Activation quantizers (ds4_mm runs one per token row before the dots):
+     * one ne0-float row, in cache, best of 5 runs of ~4M floats each. */
+    printf("\n%-8s %-7s %14s   %s\n", "act", "level", "ns/1024 floats", "x scalar");
+    const int qtypes[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q8_K };
+    for (int qi = 0; qi < 2; qi++) {
+        if (ne0 % (qtypes[qi] == DS4_TYPE_Q8_0 ? 32 : 256) != 0) continue;
+        double ns0 = 0;
+        for (int l = 0; l < nlv; l++) {
+            ds4_type_traits q;
+            if (ds4_simd_traits_for(lv[l], qtypes[qi], &q) != 0) continue;
+            const int reps = (int)(4194304 / ne0) + 1;
+            double best = 1e30;
+            for (int r = 0; r < 5; r++) {
+                double t0 = now();
+                for (int k = 0; k < reps; k++) q.from_float(X, w, ne0);
+                double dt = (now() - t0) / reps;
+                if (dt < best) best = dt;
+            }
+            const double ns = best * 1e9 * 1024.0 / (double)ne0;
+            if (l == 0) ns0 = ns;
+            printf("%-8s %-7s %14.1f", ds4_type_name(qtypes[qi]), lv[l], ns);
+            if (l > 0 && ns0 > 0) printf("   %5.1fx", ns0 / ns);
+            printf("\n");
+        }
+    }
     ds4_pool_free(p1);
     ds4_pool_free(p2);
     free(w);

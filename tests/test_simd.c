@@ -10,7 +10,9 @@
  *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    starting at a later panel)
- *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases
+ *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases;
+ *                    rows of edge-case blocks (zeros, huge, tiny, denormal,
+ *                    ties) at lengths around the 16-block groups
  *   ds4_mm           n = 1, 3, 17, 40 (row offsets, expert slices, strided X;
  *                    17 and 40 take the panel path where there is one)
  *                    against dequantize-then-double-dot; decode == prefill
@@ -296,6 +298,119 @@ TEST(quantizers_bit_exact) {
     free(x);
 }
 
+/* Activation rows built block by block (32 floats) from edge cases: the
+ * avx512 Q8_0 quantizer works on 16 blocks at once in chunks of 128, so the
+ * lengths cover one block, a partial group, group + 1 block, whole chunks and
+ * a chunk tail; Q8_K gets the lengths that are whole 256-blocks.  Every
+ * byte is compared (the outputs start different), and nothing may be written
+ * past the row.  Left out on purpose: blocks whose largest magnitude lies in
+ * about (2^-143, 2^-121), where 1/d overflows to inf and the reference's
+ * float -> int8 conversion is undefined (Q8_0; Q8_K has its own rows). */
+static void fill_edge_blocks(float *x, int64_t n) {
+    for (int64_t b0 = 0; b0 < n; b0 += 32) {
+        float *v = x + b0;
+        const int kind = (int)(rng_next() % 10);
+        for (int j = 0; j < 32; j++) v[j] = rng_gauss();
+        switch (kind) {
+        case 0: break; /* plain gaussian */
+        case 1: for (int j = 0; j < 32; j++) v[j] = 0.0f; break;
+        case 2: for (int j = 0; j < 32; j++) v[j] = j & 1 ? -0.0f : 0.0f; break;
+        case 3: v[rng_next() % 32] = (rng_next() & 1 ? 1.0f : -1.0f) * 3.0e38f; break; /* fp16 d overflows */
+        case 4: v[rng_next() % 32] = (float)(65504 + rng_next() % 32) * 127.0f; break; /* d at the fp16 top */
+        case 5: for (int j = 0; j < 32; j++) v[j] *= 1e-30f; break; /* tiny, still normal d */
+        case 6: /* denormals: under a normal max, or alone (|x| <= 63·2^-149: d underflows to 0) */
+            for (int j = 0; j < 32; j++) v[j] = (float)((int)(rng_next() % 127) - 63) * 0x1p-149f;
+            if (rng_next() & 1) v[rng_next() % 32] = 0.25f;
+            break;
+        case 7: /* amax 127 -> d = 1: x.5 ties; doubled, amax 254 -> d = 2 and odd values tie */
+            for (int j = 0; j < 32; j++) v[j] = (float)((int)(rng_next() % 254) - 127) + 0.5f;
+            v[rng_next() % 32] = rng_next() & 1 ? 127.0f : -127.0f;
+            if (rng_next() & 1) /* or one ulp short of the tie: must round towards zero */
+                for (int j = 0; j < 32; j++) v[j] = fabsf(v[j]) == 127.0f ? v[j] : nextafterf(v[j], 0.0f);
+            if (rng_next() & 1) for (int j = 0; j < 32; j++) v[j] *= 2.0f;
+            break;
+        case 8: /* wide dynamic range inside the block */
+            for (int j = 0; j < 32; j++) v[j] = ldexpf(v[j], (int)(rng_next() % 80) - 40);
+            break;
+        case 9: /* equal magnitudes of both signs at the max (Q8_K: the first wins) */
+            v[rng_next() % 32] = 9.0f;
+            v[rng_next() % 32] = -9.0f;
+            break;
+        }
+    }
+}
+
+/* Q8_K rows, block by block (256 floats): +a and -a both at the largest
+ * magnitude (the first decides), one sign only, zeros, x.5 ties at
+ * iscale = ±1, huge, and |max| < 127/FLT_MAX, where iscale overflows and the
+ * reference's nearest_int gives 0 for every element. */
+static void fill_edge_blocks_k(float *x, int64_t n) {
+    for (int64_t b0 = 0; b0 < n; b0 += 256) {
+        float *v = x + b0;
+        const int kind = (int)(rng_next() % 7);
+        for (int j = 0; j < 256; j++) v[j] = rng_gauss();
+        const int p1 = (int)(rng_next() % 256), p2 = (int)(rng_next() % 256);
+        switch (kind) {
+        case 0: break;
+        case 1: v[p1] = 30.0f; v[p2] = -30.0f; break; /* p1 == p2: one sign only */
+        case 2: v[p1] = -7.5f; v[p2] = 7.5f; v[(p1 + 1) % 256] = 7.5f; break;
+        case 3: for (int j = 0; j < 256; j++) v[j] = rng_next() % 5 ? 0.0f : -0.0f; break;
+        case 4: /* max -127 or +127: iscale = 1 or -1, x.5 ties to even */
+            for (int j = 0; j < 256; j++) v[j] = (float)((int)(rng_next() % 254) - 127) + 0.5f;
+            v[p1] = rng_next() & 1 ? -127.0f : 127.0f;
+            break;
+        case 5: v[p1] = 3.0e38f; if (rng_next() & 1) v[p2] = -3.0e38f; break;
+        case 6: /* tiny: iscale overflows to ±inf (or stays finite near 2^-121) */
+            for (int j = 0; j < 256; j++) v[j] = ldexpf(v[j], -124 - (int)(rng_next() % 26));
+            break;
+        }
+    }
+}
+
+static int check_quantizer_exact(const char *lv, int qtype, const float *x, int64_t n) {
+    ds4_type_traits s;
+    ds4_simd_traits_for(lv, qtype, &s);
+    const ds4_type_traits *r = ds4_type_traits_ref(qtype);
+    const size_t sz = ds4_row_size(qtype, n), pad = 64;
+    uint8_t *a = malloc(sz + pad), *b = malloc(sz + pad);
+    memset(a, 0x55, sz + pad);
+    memset(b, 0xaa, sz + pad);
+    r->from_float(x, a, n);
+    s.from_float(x, b, n);
+    size_t first = 0;
+    while (first < sz && a[first] == b[first]) first++;
+    int tail_ok = 1;
+    for (size_t i = sz; i < sz + pad; i++) tail_ok &= b[i] == 0xaa;
+    CHECKF(first == sz, "%s %s n=%lld: first differing byte %zu of %zu", lv, r->name, (long long)n, first, sz);
+    CHECKF(tail_ok, "%s %s n=%lld: wrote past the row", lv, r->name, (long long)n);
+    free(a);
+    free(b);
+    return first == sz && tail_ok;
+}
+
+TEST(quantizers_edge_blocks) {
+    const int64_t lens[] = { 32, 64, 96, 256, 512, 512 + 32, 4096, 4096 + 5 * 32, 7168, 8192 + 256 };
+    float *x = malloc(sizeof(float) * 8448);
+    int cases = 0; /* Q8_K: 16 blocks per chunk on avx512, so 8448 = two chunks + 1 */
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv) || strcmp(*lv, "scalar") == 0) continue;
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
+            for (int rep = 0; rep < 4; rep++) {
+                const int64_t n = lens[k];
+                rng_seed(1000 + 10 * (uint64_t)k + (uint64_t)rep);
+                fill_edge_blocks(x, n);
+                cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_0, x, n);
+                if (n % 256 == 0) {
+                    cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_K, x, n);
+                    fill_edge_blocks_k(x, n);
+                    cases += check_quantizer_exact(*lv, DS4_TYPE_Q8_K, x, n);
+                }
+            }
+    }
+    printf("  %d (level, type, row) cases bit-identical\n", cases);
+    free(x);
+}
+
 /* ---- ds4_mm -------------------------------------------------------------------- */
 
 /* Reference: dequantized weights times the dequantized activation (the
@@ -442,6 +557,7 @@ int main(void) {
     RUN(tiles_match_vec_dot);
     RUN(panel_gemm_matches_vec_dot);
     RUN(quantizers_bit_exact);
+    RUN(quantizers_edge_blocks);
     RUN(vec_helpers);
     RUN(mm_vs_naive);
     TEST_END();

@@ -441,6 +441,11 @@ TGT static void q8_K_from_float_avx2(const float *src, void *dst, int64_t n) {
             if (mask) { max = x[j + __builtin_ctz((unsigned)mask)]; break; }
         }
         const float iscale = -127.0f / max;
+        if (__builtin_isinf(iscale)) { /* |max| < 127/FLT_MAX: the reference's nearest_int gives 0 everywhere */
+            memset(&b[i], 0, sizeof b[i]);
+            b[i].d = 1.0f / iscale;
+            continue;
+        }
         const __m256 vs = _mm256_set1_ps(iscale);
         const __m256i k127 = _mm256_set1_epi32(127);
         for (int j = 0; j < QK_K; j += 16) {

@@ -404,61 +404,170 @@ DS4_DEFINE_TILE(TGT, iq2_xxs_512, k_iq2_xxs, 4, 4)
  * Activation quantizers (bit-identical to quant_ref.c).
  * ------------------------------------------------------------------------ */
 
-/* f32 -> Q8_0: d = amax/127, q = roundf(x/d) with ties away from zero:
- * floor(|t|) + (frac >= 0.5), sign restored (frac is exact in f32). */
+/* Lane j of the result = the largest lane of m[j] (16 inputs).  A
+ * transpose-reduce: each step maxes pairs of lanes that hold the same input,
+ * so the result is that input's exact maximum, and halves the lanes per input
+ * while doubling the inputs per vector: 15 maxes, 20 shuffles and 10 blends
+ * in all, instead of 16 horizontal reductions.  Steps 1-2 combine 128-bit
+ * lanes, steps 3-4 floats inside them (steps 1 and 3 as blend + one shuffle,
+ * which spares the shuffle unit); afterwards float k of 128-bit lane L holds
+ * what went in at position 4k + L, so the inputs are fed in that transposed
+ * order and lane j comes out as m[j]. */
+INL __m512 max16x16(const __m512 m[16]) {
+#define T(s) m[((s) & 3) * 4 + ((s) >> 2)]
+    __m512 a[8], b[4], c[2];
+    UNROLL for (int p = 0; p < 8; p++) /* 128-bit lanes 0,1: input 2p; 2,3: input 2p+1 */
+        a[p] = _mm512_max_ps(_mm512_mask_blend_ps(0xFF00, T(2 * p), T(2 * p + 1)),
+                             _mm512_shuffle_f32x4(T(2 * p), T(2 * p + 1), _MM_SHUFFLE(1, 0, 3, 2)));
+#undef T
+    DS4_UNROLL for (int p = 0; p < 4; p++) /* 128-bit lane k: input k of the four */
+        b[p] = _mm512_max_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    DS4_UNROLL for (int p = 0; p < 2; p++) /* floats 0,1 of each lane from b[2p], 2,3 from b[2p+1] */
+        c[p] = _mm512_max_ps(_mm512_mask_blend_ps(0xCCCC, b[2 * p], b[2 * p + 1]),
+                             _mm512_shuffle_ps(b[2 * p], b[2 * p + 1], _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_max_ps(_mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* max(|a|, |b|) per lane in one instruction: VRANGEPS imm[1:0] = 11 selects
+ * the operand of larger magnitude, imm[3:2] = 10 clears its sign bit. */
+INL __m512 absmax(__m512 a, __m512 b) { return _mm512_range_ps(a, b, 0x0B); }
+
+/* 16 floats x·id -> int8 with roundf's ties away from zero: add
+ * copysignf(0.49999997f, t) and truncate.  The constant is just below one
+ * half, so a fraction below 0.5 never carries into the next integer while
+ * 0.5 or more always does (a sum landing halfway rounds to the even value,
+ * the integer); checked over all 2^32 inputs, infinities and NaN included,
+ * against the floor-and-compare form this replaced.  Saturating pack. */
+INL __m128i q8_0_round16(__m512 x, __m512 id) {
+    const __m512 t = _mm512_mul_ps(x, id);
+    const __m512i h = _mm512_ternarylogic_epi32(_mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(t),
+                                                _mm512_set1_epi32(0x3effffff), 0xEA); /* (A & B) | C */
+    return _mm512_cvtsepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(t, _mm512_castsi512_ps(h))));
+}
+
+/* The scales of nb <= 16 Q8_0 blocks at once, as the reference: d = amax/127,
+ * id = d != 0 ? 1/d : 0, both as vector divisions (IEEE division is
+ * correctly rounded, the same as the scalar one), d to fp16 by the F16C
+ * conversion, round to nearest even like ds4_f32_to_fp16 (equal on all 2^32
+ * inputs).  Writes 16 of each; blocks past nb count as zero. */
+INL void q8_0_scales16(const float *x, int nb, float *id, ds4_fp16 *dh) {
+    __m512 m[16];
+    _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)
+        m[j] = j < nb ? absmax(_mm512_loadu_ps(x + 32 * j), _mm512_loadu_ps(x + 32 * j + 16)) : _mm512_setzero_ps();
+    const __m512 d = _mm512_div_ps(max16x16(m), _mm512_set1_ps(127.0f));
+    const __mmask16 nz = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_ps(id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), d));
+    _mm256_storeu_si256((__m256i *)dh, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* f32 -> Q8_0 in chunks of up to 128 blocks (16 KB of input, still in L1
+ * for the second pass): first all scales, 16 blocks per step, then all
+ * quants.  Two passes rather than one per 16 blocks because the scales end
+ * in a long dependency chain (reductions, two divisions) that the quant
+ * work of the same blocks would otherwise wait on; the scales' fp16 are
+ * stored in the second pass, as scalars, which is cheaper than extracting
+ * them from the vector one by one. */
 TGT static void q8_0_from_float_512(const float *src, void *dst, int64_t n) {
     block_q8_0 *b = dst;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        const float *x = src + i * QK8_0;
-        __m512 v[2] = { _mm512_loadu_ps(x), _mm512_loadu_ps(x + 16) };
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v[0]), _mm512_andnot_ps(sign, v[1])));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        b[i].d = ds4_f32_to_fp16(d);
-        for (int h = 0; h < 2; h++) {
-            const __m512 t = _mm512_mul_ps(v[h], _mm512_set1_ps(id));
-            const __m512 a = _mm512_andnot_ps(sign, t);
-            const __m512 fl = _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-            const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(a, fl), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-            __m512i q = _mm512_cvttps_epi32(_mm512_mask_add_ps(fl, up, fl, _mm512_set1_ps(1.0f)));
-            const __mmask16 neg = _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_LT_OQ);
-            q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
-            _mm_storeu_si128((__m128i *)(b[i].qs + 16 * h), _mm512_cvtsepi32_epi8(q));
+    const int64_t nb = n / QK8_0;
+    for (int64_t c = 0; c < nb; c += 128) {
+        const int cn = nb - c < 128 ? (int)(nb - c) : 128;
+        const float *x = src + c * QK8_0;
+        block_q8_0 *bc = b + c;
+        float id[128];
+        ds4_fp16 dh[128];
+        for (int i = 0; i < cn; i += 16) q8_0_scales16(x + i * QK8_0, cn - i < 16 ? cn - i : 16, id + i, dh + i);
+        for (int j = 0; j < cn; j++) {
+            const __m512 vid = _mm512_set1_ps(id[j]);
+            bc[j].d = dh[j];
+            _mm_storeu_si128((__m128i *)bc[j].qs, q8_0_round16(_mm512_loadu_ps(x + QK8_0 * j), vid));
+            _mm_storeu_si128((__m128i *)(bc[j].qs + 16), q8_0_round16(_mm512_loadu_ps(x + QK8_0 * j + 16), vid));
         }
     }
 }
 
-/* f32 -> Q8_K: scale from the first element of largest magnitude (signed),
- * q = RNE(iscale·x) clamped to 127 (the conversion's default rounding is the
- * reference's nearest_int), sums of 16. */
-TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
-    block_q8_K *b = dst;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const float *x = src + i * QK_K;
-        __m512 vmax = _mm512_setzero_ps();
-        for (int j = 0; j < QK_K; j += 16) vmax = _mm512_max_ps(vmax, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)));
-        const float amax = _mm512_reduce_max_ps(vmax);
-        if (amax == 0.0f) {
-            memset(&b[i], 0, sizeof b[i]);
-            continue;
-        }
-        float max = 0.0f;
+/* f32 -> Q8_K, per block as the reference: iscale = -127/max for the
+ * first element of largest magnitude (signed), q = RNE(iscale·x) clamped to
+ * 127 (the conversion's default rounding is the reference's nearest_int),
+ * d = 1/iscale, sums of 16.  In chunks of 16 blocks (16 KB, still in L1 for
+ * the second pass): first the scales, then the quants, so that the next
+ * block's quants never wait on a scale's reductions and division. */
+
+/* iscale of one block, 0 for an all-zero block.  The signed extreme comes
+ * from the block's max and min: only when both reach the largest magnitude
+ * (+a and -a in one block, rare) does the first position decide, and only
+ * then is it searched for. */
+INL float q8_K_iscale(const float *x) {
+    __m512 hi[4], lo[4];
+    DS4_UNROLL for (int k = 0; k < 4; k++) hi[k] = lo[k] = _mm512_loadu_ps(x + 16 * k);
+    _Pragma("GCC unroll 16") for (int j = 4; j < 16; j++) {
+        const __m512 v = _mm512_loadu_ps(x + 16 * j);
+        hi[j & 3] = _mm512_max_ps(hi[j & 3], v);
+        lo[j & 3] = _mm512_min_ps(lo[j & 3], v);
+    }
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3])));
+    const float mn = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3])));
+    const float amax = mx > -mn ? mx : -mn;
+    if (amax == 0.0f) return 0.0f;
+    float max = mx == amax ? mx : mn;
+    if (mx == -mn)
         for (int j = 0; j < QK_K; j += 16) {
-            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + j)),
-                                                   _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
             if (m) { max = x[j + __builtin_ctz(m)]; break; }
         }
-        const float iscale = -127.0f / max;
-        const __m512 vs = _mm512_set1_ps(iscale);
-        for (int j = 0; j < QK_K; j += 16) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + j)));
-            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
-            _mm_storeu_si128((__m128i *)(b[i].qs + j), _mm512_cvtsepi32_epi8(q));
-            b[i].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+    return -127.0f / max;
+}
+
+/* Quants and sums of one block.  Four quant vectors at a time go to bytes
+ * with the in-lane saturating packs (as one int32 -> int8 saturation; |q| <=
+ * 127 anyway), which leave dword 4L + k holding bytes 4L..4L+3 of vector k:
+ * a permute puts them in order for the store, and before it VPDPBUSD with
+ * ones sums each dword's 4 bytes, so the 4 dwords of vector k across the
+ * 128-bit lanes add up to sum k; two transpose steps over the four 64-byte
+ * groups give all 16 sums in order. */
+INL void q8_K_quant(const float *x, float iscale, block_q8_K *b) {
+    const __m512 vs = _mm512_set1_ps(iscale);
+    __m512i s[4];
+    DS4_UNROLL for (int g = 0; g < 4; g++) {
+        __m512i q[4];
+        DS4_UNROLL for (int k = 0; k < 4; k++)
+            q[k] = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 64 * g + 16 * k))),
+                                    _mm512_set1_epi32(127));
+        const __m512i p = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
+        _mm512_storeu_si512(b->qs + 64 * g,
+                            _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), p));
+        s[g] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), p);
+    }
+    __m512i u[2]; /* 128-bit lanes 0,1: group 2h, 2,3: group 2h+1 */
+    DS4_UNROLL for (int h = 0; h < 2; h++)
+        u[h] = _mm512_add_epi32(_mm512_mask_blend_epi32(0xFF00, s[2 * h], s[2 * h + 1]),
+                                _mm512_shuffle_i32x4(s[2 * h], s[2 * h + 1], _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512i sums = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm256_storeu_si256((__m256i *)b->bsums, _mm512_cvtepi32_epi16(sums));
+    b->d = 1.0f / iscale;
+}
+
+TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    const int64_t nb = n / QK_K;
+    for (int64_t c = 0; c < nb; c += 16) {
+        const int cn = nb - c < 16 ? (int)(nb - c) : 16;
+        float is[16];
+        for (int i = 0; i < cn; i++) is[i] = q8_K_iscale(src + (c + i) * QK_K);
+        for (int i = 0; i < cn; i++) {
+            if (is[i] != 0.0f && !__builtin_isinf(is[i])) {
+                q8_K_quant(src + (c + i) * QK_K, is[i], b + c + i);
+                continue;
+            }
+            /* An all-zero block; or |max| < 127/FLT_MAX, where iscale
+             * overflows: the reference's nearest_int then gives 0 for every
+             * element (the 1.5·2^23 trick on ±inf or NaN), and d = ±0. */
+            memset(b + c + i, 0, sizeof b[c + i]);
+            if (is[i] != 0.0f) b[c + i].d = 1.0f / is[i];
         }
-        b[i].d = 1.0f / iscale;
     }
 }
 

@@ -150,6 +150,11 @@ static void q8_K_from_float_neon(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < QK_K; j++) /* first element of largest magnitude */
             if (__builtin_fabsf(x[j]) == amax) { max = x[j]; break; }
         const float iscale = -127.0f / max;
+        if (__builtin_isinf(iscale)) { /* |max| < 127/FLT_MAX: the reference's nearest_int gives 0 everywhere */
+            __builtin_memset(&b[i], 0, sizeof b[i]);
+            b[i].d = 1.0f / iscale;
+            continue;
+        }
         for (int j = 0; j < QK_K; j += 16) {
             int32_t s = 0;
             for (int k = 0; k < 16; k += 4) {
