@@ -1,0 +1,165 @@
+/* Tests for the matmul driver (src/engine/ops.c): how ds4_mm_multi() cuts a
+ * job into chunks and per-thread spans must never change a result.
+ *
+ *   threads        one job of mixed segments (expert slice with a row offset,
+ *                  a gate/up pair with a done epilogue, an F32 input read in
+ *                  place, strided X/Y) on pools of 1..5 threads and on no
+ *                  pool: bit-identical outputs, every epilogue row range
+ *                  reported exactly once
+ *   many segments  300 small segments (the per-expert prefill shape: heap
+ *                  paths for segments, chunks and spans) against one
+ *                  ds4_mm() per segment
+ *   local          ds4_mm_local() (one thread, caller's scratch) against
+ *                  ds4_mm() for the decode, tile and panel paths and the
+ *                  float types */
+#include "test.h"
+
+#include "engine/ops.h"
+#include "engine/pool.h"
+#include "quant/quant.h"
+
+#include <stdint.h>
+
+#include "test_rng.h"
+
+static void fill_gauss(float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] = rng_gauss();
+}
+
+/* A weight of `type` with ne[] = {ne0, rows, experts}, rows from Gaussians. */
+static ds4_weight make_weight(int type, int64_t ne0, int64_t rows, int64_t experts) {
+    const ds4_type_traits *t = ds4_type_traits_ref(type);
+    size_t rb = ds4_row_size(type, ne0);
+    uint8_t *w = malloc(rb * (size_t)(rows * experts));
+    float *src = malloc(sizeof(float) * (size_t)ne0);
+    for (int64_t r = 0; r < rows * experts; r++) {
+        fill_gauss(src, ne0);
+        t->from_float(src, w + (size_t)r * rb, ne0);
+    }
+    free(src);
+    return (ds4_weight){ w, type, { ne0, rows, experts }, "test" };
+}
+
+/* Epilogue bookkeeping: how many times each row was reported done. */
+typedef struct {
+    int *hits;
+    int64_t nrows;
+} done_log;
+
+static void log_done(void *ctx, int64_t r0, int64_t r1) {
+    done_log *d = ctx;
+    for (int64_t r = r0; r < r1 && r < d->nrows; r++) __atomic_fetch_add(&d->hits[r], 1, __ATOMIC_RELAXED);
+}
+
+TEST(threads) {
+    rng_seed(11);
+    const int n = 5;
+    ds4_weight wq = make_weight(DS4_TYPE_Q8_0, 256, 96, 3); /* expert slice, row offset */
+    ds4_weight wg = make_weight(DS4_TYPE_Q8_0, 256, 200, 1); /* gate/up pair */
+    ds4_weight wu = make_weight(DS4_TYPE_Q8_0, 256, 200, 1);
+    ds4_weight wf = make_weight(DS4_TYPE_F32, 100, 37, 1);   /* F32 input used in place */
+    ds4_weight wk = make_weight(DS4_TYPE_Q2_K, 512, 64, 1);
+    int64_t ldx = 260;
+    float *X = malloc(sizeof(float) * (size_t)(ldx * n)), *XF = malloc(sizeof(float) * 100 * n);
+    float *XK = malloc(sizeof(float) * 512 * n);
+    fill_gauss(X, ldx * n);
+    fill_gauss(XF, 100 * n);
+    fill_gauss(XK, 512 * n);
+    enum { NOUT = 5 };
+    const int64_t ldy[NOUT] = { 71, 203, 200, 37, 64 };
+    float *ref[NOUT], *out[NOUT];
+    for (int i = 0; i < NOUT; i++) {
+        ref[i] = calloc((size_t)(ldy[i] * n), sizeof(float));
+        out[i] = calloc((size_t)(ldy[i] * n), sizeof(float));
+    }
+    /* the reference: one ds4_mm() per segment on a 1-thread pool */
+    ds4_pool *p1 = ds4_pool_new(1);
+    ds4_mm(p1, &wq, 1, 13, 70, X, ldx, n, ref[0], ldy[0]);
+    ds4_mm(p1, &wg, 0, 0, 200, X, ldx, n, ref[1], ldy[1]);
+    ds4_mm(p1, &wu, 0, 0, 200, X, ldx, n, ref[2], ldy[2]);
+    ds4_mm(p1, &wf, 0, 0, 37, XF, 100, n, ref[3], ldy[3]);
+    ds4_mm(p1, &wk, 0, 0, 64, XK, 512, n, ref[4], ldy[4]);
+    ds4_pool_free(p1);
+    int hits[200];
+    done_log dl = { hits, 200 };
+    for (int threads = 0; threads <= 5; threads++) { /* 0: no pool */
+        ds4_pool *pool = threads > 0 ? ds4_pool_new(threads) : NULL;
+        memset(hits, 0, sizeof hits);
+        for (int i = 0; i < NOUT; i++) memset(out[i], 0, sizeof(float) * (size_t)(ldy[i] * n));
+        ds4_mm_seg seg[NOUT];
+        seg[0] = ds4_seg(&wq, 1, 13, 70, X, ldx, n, out[0], ldy[0]);
+        seg[1] = ds4_seg(&wg, 0, 0, 200, X, ldx, n, out[1], ldy[1]);
+        seg[1].pair = 1;
+        seg[1].done = log_done;
+        seg[1].done_ctx = &dl;
+        seg[2] = ds4_seg(&wu, 0, 0, 200, X, ldx, n, out[2], ldy[2]);
+        seg[3] = ds4_seg(&wf, 0, 0, 37, XF, 100, n, out[3], ldy[3]);
+        seg[4] = ds4_seg(&wk, 0, 0, 64, XK, 512, n, out[4], ldy[4]);
+        ds4_mm_multi(pool, seg, NOUT);
+        ds4_pool_free(pool);
+        int once = 1;
+        for (int r = 0; r < 200; r++) once &= hits[r] == 1;
+        CHECKF(once, "threads=%d: some epilogue row not reported exactly once", threads);
+        for (int i = 0; i < NOUT; i++)
+            CHECKF(memcmp(out[i], ref[i], sizeof(float) * (size_t)(ldy[i] * n)) == 0,
+                   "threads=%d segment %d differs from ds4_mm", threads, i);
+    }
+    for (int i = 0; i < NOUT; i++) { free(ref[i]); free(out[i]); }
+    free(X); free(XF); free(XK);
+    free((void *)wq.data); free((void *)wg.data); free((void *)wu.data); free((void *)wf.data);
+    free((void *)wk.data);
+}
+
+TEST(many_segments) {
+    rng_seed(12);
+    enum { E = 300 };
+    ds4_weight w = make_weight(DS4_TYPE_Q8_0, 64, 24, E);
+    const int n = 6;
+    float *X = malloc(sizeof(float) * 64 * n);
+    fill_gauss(X, 64 * n);
+    float *Y = calloc((size_t)E * 24 * n, sizeof(float)), *R = calloc((size_t)E * 24 * n, sizeof(float));
+    ds4_mm_seg *seg = malloc(sizeof *seg * E);
+    for (int e = 0; e < E; e++) /* expert e over the first 1 + e % n tokens, output block e */
+        seg[e] = ds4_seg(&w, e, 0, 24, X, 64, 1 + e % n, Y + (size_t)e * 24 * n, 24);
+    for (int threads = 1; threads <= 3; threads++) {
+        ds4_pool *pool = ds4_pool_new(threads);
+        memset(Y, 0, sizeof(float) * (size_t)E * 24 * n);
+        ds4_mm_multi(pool, seg, E);
+        if (threads == 1)
+            for (int e = 0; e < E; e++) ds4_mm(pool, &w, e, 0, 24, X, 64, 1 + e % n, R + (size_t)e * 24 * n, 24);
+        CHECKF(memcmp(Y, R, sizeof(float) * (size_t)E * 24 * n) == 0, "threads=%d: %d segments differ", threads, E);
+        ds4_pool_free(pool);
+    }
+    free(seg); free(X); free(Y); free(R); free((void *)w.data);
+}
+
+TEST(local) {
+    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS, DS4_TYPE_F16, DS4_TYPE_F32 };
+    const int ns[] = { 1, 3, 16, 21 }; /* decode, tiles, full and partial panels */
+    ds4_pool *pool = ds4_pool_new(2);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            int type = types[ti], n = ns[ni];
+            int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 128;
+            rng_seed(100 + ti * 10 + ni);
+            ds4_weight w = make_weight(type, ne0, 40, 1);
+            int64_t ldx = ne0 + 8;
+            float *X = malloc(sizeof(float) * (size_t)(ldx * n));
+            fill_gauss(X, ldx * n);
+            float *Y = calloc((size_t)(41 * n), sizeof(float)), *R = calloc((size_t)(41 * n), sizeof(float));
+            void *scratch = aligned_alloc(64, (ds4_mm_local_scratch(&w, n) + 63) & ~(size_t)63);
+            ds4_mm_local(&w, X, ldx, n, Y, 41, scratch);
+            ds4_mm(pool, &w, 0, 0, 40, X, ldx, n, R, 41);
+            CHECKF(memcmp(Y, R, sizeof(float) * (size_t)(41 * n)) == 0, "%s n=%d: ds4_mm_local differs from ds4_mm",
+                   ds4_type_traits_ref(type)->name, n);
+            free(scratch); free(X); free(Y); free(R); free((void *)w.data);
+        }
+    ds4_pool_free(pool);
+}
+
+int main(void) {
+    RUN(threads);
+    RUN(many_segments);
+    RUN(local);
+    TEST_END();
+}
