@@ -428,6 +428,7 @@ typedef struct {
     batch *b;
     const hc_arg *a;
     bool post;       /* first the HCPost of the sublayer just run */
+    bool split;      /* blocks stop after the norm (few blocks: see hc_step) */
 } hc_job;
 
 static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t);
@@ -443,6 +444,7 @@ static void hc_block(void *ctx, int64_t blk) {
         for (int t = t0; t < t1; t++) hc_post_token(s, b, NULL, t);
     if (!j->a->fn) return;
     for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
+    if (j->split) return; /* the caller runs the mix over the pool */
     ds4_mm_local(j->a->fn, b->flat + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM,
                  b->hc_scratch + (size_t)blk * b->hc_per);
     for (int t = t0; t < t1; t++) hc_pre_token(s, b, j->a, t);
@@ -456,8 +458,19 @@ static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, c
                     const float *base) {
     hc_arg a = {fn, scale, base};
     int nblk = (b->n + HC_BLOCK - 1) / HC_BLOCK;
-    hc_job j = {s, b, &a, post};
+    /* Fewer blocks than threads (decode): the mix weight (98 KB of Q8_0,
+     * 196 KB of F16 at embd 1024) would stream through one core while the
+     * others wait, so the mix runs as a pool-wide product between the
+     * norms and the rest. */
+    bool split = fn && nblk < ds4_pool_size(s->pool);
+    hc_job j = {s, b, &a, post, split};
     ds4_pool_run(s->pool, nblk, hc_block, &j);
+    if (split) {
+        const ds4_hparams *hp = &s->model->hp;
+        int64_t NM = ds4_hc_mix(hp);
+        ds4_mm(s->pool, fn, 0, 0, NM, b->flat, ds4_hc_dim(hp), b->n, b->mix, NM);
+        for_tokens(s, b, hc_pre_token, &a);
+    }
 }
 
 /* HCPost of token t: X'[k] = post_k·out + Σ_j C[j][k]·X[j], in place (the
