@@ -9,6 +9,9 @@
  *   GFLOP/s counted as 2·ne0·rows·n (the compute regime).  ds4_mm picks the
  *   level's panel GEMM where the type has one (quant.h; from n = 4 on), else
  *   the 4x4 vec_dot tiles, so these columns show the panel path.
+ * tile: the level's vec_dot_tile alone, 4 rows x nc = 1 (decode) and 4
+ *   (prefill without a panel kernel) columns, over a block of rows that
+ *   stays in L2 (<= 256 KB), ns per element and column, 1 thread.
  * act: the activation quantizers (f32 -> Q8_0, Q8_K) on one ne0-float row in
  *   cache, ns per 1024 floats, 1 thread.
  * The first line is this machine's read bandwidth (8-way unrolled 64-bit
@@ -76,6 +79,22 @@ static void fill_weights(int type, int64_t ne0, int64_t rows, uint8_t *w) {
     }
     for (int64_t r = base; r < rows; r++) memcpy(w + (size_t)r * rb, w + (size_t)(r % base) * rb, rb);
     free(x);
+}
+
+/* Best of 5 passes of 4-row tiles over `rows` rows x nc columns: ns per
+ * element and column. */
+static double time_tiles(const ds4_type_traits *t, const uint8_t *w, size_t rb, int rows, const uint8_t *xq,
+                         size_t xb, int nc, int64_t ne0, float *Y) {
+    const int reps = (int)(2e7 / ((double)ne0 * rows * nc)) + 1;
+    double best = 1e30;
+    for (int k = 0; k < 5; k++) {
+        double t0 = now();
+        for (int i = 0; i < reps; i++)
+            for (int r = 0; r < rows; r += 4) t->vec_dot_tile(ne0, w + (size_t)r * rb, rb, 4, xq, xb, nc, Y + r, rows);
+        double dt = (now() - t0) / reps;
+        if (dt < best) best = dt;
+    }
+    return best * 1e9 / ((double)ne0 * rows * nc);
 }
 
 static double time_mm(ds4_pool *pool, const ds4_weight *wt, int64_t rows, const float *X, int n, float *Y, int reps) {
@@ -152,6 +171,29 @@ int main(int argc, char **argv) {
                 printf("   %5.1fx %5.1fx %5.1fx %5.1fx", v[0] / v0[0], v[1] / v0[1], v[4] / v0[4], v[5] / v0[5]);
             printf("\n");
         }
+
+    /* Tiles alone: rows in L2, one thread. */
+    printf("\n%-8s %-7s %11s %11s   (ns per element and column, 4-row tiles, rows in L2)\n", "tile", "level", "nc=1",
+           "nc=4");
+    for (int ti = 0; ti < ntypes; ti++) {
+        int type = types[ti];
+        if (only && !strstr(only, ds4_type_name(type))) continue;
+        size_t rb = ds4_row_size(type, ne0);
+        int rows = (int)((256u << 10) / rb) / 4 * 4;
+        rows = rows < 4 ? 4 : rows > 64 ? 64 : rows;
+        fill_weights(type, ne0, rows, w);
+        for (int l = 0; l < nlv; l++) {
+            if (ds4_simd_force(lv[l]) != 0) continue;
+            const ds4_type_traits *t = ds4_type_traits_get(type);
+            if (!t->vec_dot_tile) continue;
+            size_t xb = ds4_row_size(t->vec_dot_type, ne0);
+            uint8_t *xq = malloc(xb * 4);
+            for (int c = 0; c < 4; c++) ds4_quantize_row_for(type, X + (size_t)c * ne0, xq + c * xb, ne0);
+            double a = time_tiles(t, w, rb, rows, xq, xb, 1, ne0, Y), b = time_tiles(t, w, rb, rows, xq, xb, 4, ne0, Y);
+            printf("%-8s %-7s %11.4f %11.4f\n", ds4_type_name(type), lv[l], a, b);
+            free(xq);
+        }
+    }
 
     /* Activation quantizers (ds4_mm runs one per token row before the dots):
      * one ne0-float row, in cache, best of 5 runs of ~4M floats each. */

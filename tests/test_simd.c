@@ -7,7 +7,9 @@
  *                    elements (odd block counts for Q8_0); K-quants, IQ2 and
  *                    Q8_0 bit-identical, the float types within 1e-7 of
  *                    Σ|w·x| (summation order of the double lanes)
- *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot
+ *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot;
+ *                    F16 also at 8..4096 elements, every tile position, with
+ *                    inf/NaN/subnormal weight rows
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    starting at a later panel)
  *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases;
@@ -185,6 +187,98 @@ TEST(tiles_match_vec_dot) {
             free(x);
         }
     }
+}
+
+/* F16 tiles: every pair's result is independent of the tile shape and
+ * position (prefill == decode, bit for bit), at lengths that exercise the
+ * 32-element steps, the 8-element tail chunks and partial chunks.  Rows:
+ * gaussian, +inf, NaN, -inf and +inf (NaN), subnormals and zeros; the
+ * inf/NaN rows must also classify as the reference does (inf of the same
+ * sign, or NaN), and the finite ones stay within the float tolerance. */
+TEST(f16_tiles_shape_invariant) {
+    const int64_t lens[] = { 8, 24, 32, 40, 100, 1024, 4096 };
+    enum { R = 6, C = 5 };
+    int tiles = 0;
+    for (const char *const *lv = levels(); *lv; lv++) {
+        if (!level_ok(*lv)) continue;
+        ds4_type_traits s;
+        ds4_simd_traits_for(*lv, DS4_TYPE_F16, &s);
+        if (!s.vec_dot_tile) continue;
+        const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_F16);
+        for (int set = 0; set < (int)(sizeof lens / sizeof *lens) * 4; set++) {
+            const int64_t n = lens[set / 4]; /* 4 data sets per length */
+            rng_seed(900 + (uint64_t)set);
+            const size_t rb = ds4_row_size(DS4_TYPE_F16, n), xb = (size_t)n * sizeof(float);
+            uint8_t *w = malloc(rb * R);
+            float *x = malloc(xb * C), *tmp = malloc(xb);
+            for (int r = 0; r < R; r++) {
+                fill_gauss(tmp, n);
+                ref->from_float(tmp, w + r * rb, n);
+            }
+            uint16_t *h = (uint16_t *)w;
+            for (int c = 0; c < C; c++) fill_gauss(x + (size_t)c * n, n);
+            /* Pairs of huge activations that cancel (x_j = -x_i, equal weights):
+             * the small products added while such a partial sum is large lose
+             * low bits, so another summation order shows in the float result. */
+            for (int p = 0; p < 6; p++) {
+                /* mostly in the same double lane a few 8-element chunks apart */
+                const int64_t i = (int64_t)(rng_next() % (uint64_t)n), d = 8 * (1 + (int64_t)(rng_next() % 4));
+                const int64_t j = p % 3 && i + d < n ? i + d : (int64_t)(rng_next() % (uint64_t)n);
+                if (i == j) continue;
+                for (int r = 0; r < R; r++) h[r * n + j] = h[r * n + i];
+                for (int c = 0; c < C; c++) {
+                    x[(size_t)c * n + i] = ldexpf(rng_next() & 1 ? 1.5f : -1.25f, 24 + (int)(rng_next() % 20));
+                    x[(size_t)c * n + j] = -x[(size_t)c * n + i];
+                }
+            }
+            h[1 * n + n - 1] = 0x7C00;                          /* +inf, last element (a tail chunk when n % 32) */
+            h[2 * n + n / 3] = 0x7E01;                          /* NaN */
+            h[3 * n + 0] = 0xFC00; h[3 * n + n / 2 + 1] = 0x7C00; /* -inf and +inf: NaN */
+            for (int64_t i = 0; i < n; i++)                     /* subnormals and signed zeros */
+                if (i % 3 == 0) h[4 * n + i] = (uint16_t)((rng_next() & 0x83FF) & (i % 9 ? 0xFFFF : 0x8000));
+            x[(size_t)2 * n + n - 1] = 0.0f;                    /* row 1, column 2: inf · 0 */
+            float dot[R][C];
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) {
+                    const void *wr = w + r * rb, *xc = (const uint8_t *)x + c * xb;
+                    dot[r][c] = s.vec_dot(n, wr, xc);
+                    const float a = ref->vec_dot(n, wr, xc), b = dot[r][c];
+                    if (isnan(a) || isinf(a)) {
+                        CHECKF(isnan(a) ? isnan(b) : b == a, "%s f16 n=%lld row %d col %d: %g, reference %g", *lv,
+                               (long long)n, r, c, b, a);
+                    } else {
+                        const double tol = 1e-7 * abs_dot(DS4_TYPE_F16, wr, xc, n) + 1e-30;
+                        CHECKF(fabs((double)a - b) <= tol, "%s f16 n=%lld row %d col %d: %.9g vs %.9g", *lv,
+                               (long long)n, r, c, b, a);
+                    }
+                }
+            /* the 4x4 tile at the origin: the pairs it holds, as a second reference */
+            float base[4 * 4];
+            s.vec_dot_tile(n, w, rb, 4, x, xb, 4, base, 4);
+            for (int nr = 1; nr <= 4; nr++)
+                for (int nc = 1; nc <= 4; nc++)
+                    for (int r0 = 0; r0 + nr <= R; r0++)
+                        for (int c0 = 0; c0 + nc <= C; c0++) {
+                            float y[4 * 5];
+                            for (int i = 0; i < 20; i++) y[i] = -1.0f;
+                            s.vec_dot_tile(n, w + r0 * rb, rb, nr, (const uint8_t *)x + c0 * xb, xb, nc, y, 5);
+                            int bad = 0, bad4 = 0;
+                            for (int c = 0; c < nc; c++)
+                                for (int r = 0; r < nr; r++) {
+                                    const float v = y[c * 5 + r];
+                                    bad += memcmp(&v, &dot[r0 + r][c0 + c], 4) != 0;
+                                    if (r0 + r < 4 && c0 + c < 4) bad4 += memcmp(&v, &base[(c0 + c) * 4 + r0 + r], 4) != 0;
+                                }
+                            CHECKF(bad == 0 && bad4 == 0, "%s f16 n=%lld tile %dx%d at (%d, %d): %d differ from vec_dot, %d from the 4x4 tile",
+                                   *lv, (long long)n, nr, nc, r0, c0, bad, bad4);
+                            tiles++;
+                        }
+            free(w);
+            free(x);
+            free(tmp);
+        }
+    }
+    printf("  f16: %d tiles bit-identical to vec_dot and to the 4x4 tile\n", tiles);
 }
 
 /* Panel GEMM (quant.h): pack ntok activation rows, multiply nr rows, and
@@ -555,6 +649,7 @@ int main(void) {
     RUN(dispatch_api);
     RUN(vec_dot_vs_scalar);
     RUN(tiles_match_vec_dot);
+    RUN(f16_tiles_shape_invariant);
     RUN(panel_gemm_matches_vec_dot);
     RUN(quantizers_bit_exact);
     RUN(quantizers_edge_blocks);

@@ -9,7 +9,7 @@
  * order of the double sum differs from the reference.  Every tile result is
  * bit-identical to the same kernel's vec_dot.  Tiles with nc > 1 (prefill
  * without a panel kernel) keep the level's base tile for Q2_K (bit-identical
- * anyway); F16 runs its own kernel there too (4 x 2 instances), since its
+ * anyway); F16 runs its own kernel there too (4 x 4 instances), since its
  * summation order is its own.
  *
  * Q2_K, per block and row (4 rows per call, as ops.c hands decode tiles):
@@ -40,7 +40,8 @@
  * a shuffle: no change), one dpbusd chain per row (slower: latency),
  * unrolling two blocks (no change).
  *
- * F16: see the section below; 0.054 -> 0.038 ns per element (rows in L2).
+ * F16: see the section below; 0.054 -> 0.038 ns per element (rows in L2),
+ * and 0.028 -> 0.021 ns per element and column in 4-column tiles.
  */
 #if defined(__x86_64__)
 
@@ -185,21 +186,45 @@ TGT_GF static float q2k_dot(int64_t n, const void *w, const void *x) {
  * 32 weights plus one shuffle per 8 (vpmovsxwq + shift + and, 3 ops per 8,
  * measured 0.046 ns; this: 0.040 ns).
  *
- * Exactness: the activations are converted once per row block and scaled by
+ * Exactness: the activations are converted per 8-element chunk and scaled by
  * 2^200, so every product w·2^-1008 · x·2^200 is exact (11 x 24 significant
  * bits) and lies in [2^-981, 2^-662]; every partial sum is then a multiple
  * of 2^-981 (a normal double) or zero and far from overflow, so each
  * addition rounds exactly as the unscaled one would, and the final double
  * times 2^808 is the unscaled sum in this order.  It is rounded once to
- * float, as the reference; only the order of the double additions differs
- * (two accumulators per pair, then a tree).
- * Infinite or NaN weights (exponent 31) are not representable this way: they
- * are detected per row with a u16 max of 2h (>= 0xF800) and such a row is
- * recomputed by the level's kernel, so it still gives inf/NaN (this check
- * costs ~3%).
- * Tiles of more columns run 4 x 2 instances (4 x 4 spills registers: 0.034
- * ns per element and column); for nc = 4 that is 0.029 ns against the
- * level's 0.027, a small prefill cost for these small matrices.
+ * float, as the reference; only the order of the double additions differs.
+ *
+ * Order, the same for every pair whatever tile holds it (nr, nc, position):
+ * one accumulator of 8 double lanes per (row, column); chunk j (elements
+ * 8j .. 8j + 7, the last one zero-padded) is added with one FMA, lane l
+ * taking element 8j + l, for j = 0, 1, 2, ... in order (the 32-element
+ * steps and the 8-element tail run the same chunk sequence); then
+ * _mm512_reduce_add_pd (lanes 0-3 + 4-7, then the halves of that, then
+ * the last pair) and the multiply by 2^808.  So a prefill tile and the
+ * decode dot (the 1 x 1 instance) give the same bits.
+ *
+ * Infinite or NaN weights (exponent 31) are not representable this way: a
+ * u16 max of 2h over the tile's rows (>= 0xF800: some row has one) is kept
+ * in the loop, and only then are the rows checked one by one and such a row
+ * recomputed by the level's kernel for every column, so it still gives what
+ * the level's kernel gives (inf/NaN).  The check stays in the loop (one
+ * register for all rows): a separate pass over the rows measured ~20%
+ * slower.
+ *
+ * Tiles: 4 x 4 instances, 16 accumulators.  Per 32-element step the rows'
+ * A/B words are built once (8 registers), then for each chunk the NC
+ * activation vectors are converted and each row's permute feeds NC FMAs.
+ * Per step of a 4 x 4 tile that is 64 FMAs + 16 multiplies (x·2^200) on the
+ * two FMA pipes, 16 permutes + 16 cvtps2pd + 20 integer ops on the others;
+ * measured ~44 cycles on Zen 5 against the 40 of the FMA pipes: 0.0214 ns
+ * per element and column at nc = 4 (rows in L2, n = 4096; the 4 x 2 kernel
+ * with two accumulators per pair before it: 0.0282), nc = 1 unchanged at
+ * ~0.037 (permute-bound; decode streams from memory anyway).  Tried and not
+ * kept: vscalefpd for the 2^200 (it issues beside the FMAs, but then the
+ * permute/convert pipes bind: 7% slower; half and half: 4% slower), the
+ * activation doubles of a step through a stack array read by the FMAs (6%
+ * slower).  The activation conversion is per tile call and so per 4 rows;
+ * it could only be amortized over more rows by a panel kernel (pack once).
  * ------------------------------------------------------------------------ */
 
 static ds4_vec_dot_fn f16_base_dot;
@@ -219,55 +244,69 @@ INL __m512d f16x8(__m128i h) {
     return _mm512_castsi512_pd(_mm512_and_si512(q, _mm512_set1_epi64((long long)0x81FFFFFFFFFFFFFFull)));
 }
 
+/* Whether a row holds an inf/NaN weight (exponent 31): a u16 max of 2h. */
+INL int f16_special(int64_t n, const uint8_t *row) {
+    __m512i mx = _mm512_setzero_si512();
+    for (int64_t j = 0; j < n; j += 32) {
+        const __mmask32 m = n - j >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (n - j)) - 1);
+        const __m512i h = _mm512_maskz_loadu_epi16(m, (const uint16_t *)row + j);
+        mx = _mm512_max_epu16(mx, _mm512_add_epi16(h, h));
+    }
+    return _mm512_cmpge_epu16_mask(mx, _mm512_set1_epi16((short)0xF800)) != 0;
+}
+
+/* NR x NC pairs, one accumulator each; every pair runs the same sequence
+ * (chunk order, then the reduction) whatever NR and NC are. */
 INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                const int NR, const int NC) {
     const __m512d sx = _mm512_set1_pd(0x1p200);
     const __m512i amask = _mm512_set1_epi16((short)0x81FF);
-    __m512d acc[4][2][2];
-    __m512i mx[4];
-    DS4_UNROLL for (int r = 0; r < NR; r++) {
-        mx[r] = _mm512_setzero_si512();
-        DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][0] = acc[r][c][1] = _mm512_setzero_pd();
-    }
+    __m512d acc[4][4];
+    __m512i mx = _mm512_setzero_si512(); /* u16 max of 2h over all the tile's rows */
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_pd();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m512d xd[2][4];
-        DS4_UNROLL for (int c = 0; c < NC; c++) {
-            const float *xp = (const float *)(x + c * xs) + i;
-            DS4_UNROLL for (int k = 0; k < 4; k++) xd[c][k] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xp + 8 * k)), sx);
-        }
+        __m512i A[4], B[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const __m512i h = _mm512_loadu_si512((const void *)((const uint16_t *)(w + r * ws) + i));
-            mx[r] = _mm512_max_epu16(mx[r], _mm512_add_epi16(h, h));
-            const __m512i A = _mm512_and_si512(_mm512_srai_epi16(h, 6), amask);
-            const __m512i B = _mm512_slli_epi16(h, 10);
-            DS4_UNROLL for (int k = 0; k < 4; k++) {
-                const __m512i ctl = _mm512_load_si512((const void *)f16_perm[k]);
-                const __m512d wd = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi16(0xCCCCCCCCu, A, ctl, B));
-                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][k & 1] = _mm512_fmadd_pd(wd, xd[c][k], acc[r][c][k & 1]);
+            mx = _mm512_max_epu16(mx, _mm512_add_epi16(h, h));
+            A[r] = _mm512_and_si512(_mm512_srai_epi16(h, 6), amask);
+            B[r] = _mm512_slli_epi16(h, 10);
+        }
+        /* chunk k (elements i + 8k ..): NC activation vectors, then per row
+         * one permute shared by the NC FMAs */
+        DS4_UNROLL for (int k = 0; k < 4; k++) {
+            __m512d xd[4];
+            DS4_UNROLL for (int c = 0; c < NC; c++)
+                xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps((const float *)(x + c * xs) + i + 8 * k)), sx);
+            const __m512i ctl = _mm512_load_si512((const void *)f16_perm[k]);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const __m512d wd = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi16(0xCCCCCCCCu, A[r], ctl, B[r]));
+                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_pd(wd, xd[c], acc[r][c]);
             }
         }
     }
-    for (; i < n; i += 8) { /* tail, 8 at a time; lanes past n load as zeros */
+    for (; i < n; i += 8) { /* tail chunks, same accumulators; lanes past n load as zeros */
         const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
-        __m512d xd[2];
+        __m512d xd[4];
         DS4_UNROLL for (int c = 0; c < NC; c++)
             xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float *)(x + c * xs) + i)), sx);
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const __m128i h = _mm_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ws) + i);
-            mx[r] = _mm512_max_epu16(mx[r], _mm512_castsi128_si512(_mm_add_epi16(h, h)));
+            mx = _mm512_max_epu16(mx, _mm512_castsi128_si512(_mm_add_epi16(h, h)));
             const __m512d wd = f16x8(h);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c][(i >> 3) & 1] = _mm512_fmadd_pd(wd, xd[c], acc[r][c][(i >> 3) & 1]);
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_pd(wd, xd[c], acc[r][c]);
         }
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++) {
-        const int special = _mm512_cmpge_epu16_mask(mx[r], _mm512_set1_epi16((short)0xF800)) != 0;
+    DS4_UNROLL for (int r = 0; r < NR; r++)
         DS4_UNROLL for (int c = 0; c < NC; c++)
-            y[c * ldy + r] = special ? f16_base_dot(n, w + r * ws, x + c * xs)
-                                     : (float)(_mm512_reduce_add_pd(_mm512_add_pd(acc[r][c][0], acc[r][c][1])) * 0x1p808);
-    }
+            y[c * ldy + r] = (float)(_mm512_reduce_add_pd(acc[r][c]) * 0x1p808);
+    if (_mm512_cmpge_epu16_mask(mx, _mm512_set1_epi16((short)0xF800))) /* rare: find the rows */
+        for (int r = 0; r < NR; r++)
+            if (f16_special(n, w + r * ws))
+                for (int c = 0; c < NC; c++) y[c * ldy + r] = f16_base_dot(n, w + r * ws, x + c * xs);
 }
-DS4_DEFINE_TILE(TGT, f16d, k_f16, 4, 2)
+DS4_DEFINE_TILE(TGT, f16d, k_f16, 4, 4)
 
 void ds4_simd_install_avx512_dec(ds4_type_traits *t) {
     __builtin_cpu_init();
