@@ -264,10 +264,16 @@ INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t 
     __m512d acc[4][4];
     __m512i mx = _mm512_setzero_si512(); /* u16 max of 2h over all the tile's rows */
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_pd();
+    /* Decode (one column) streams the rows: prefetch two row blocks and at
+     * least ~8 KB ahead, as the Q8_0 kernel (simd_avx512.c); a prefill tile
+     * reads its rows for several columns and leaves it to the hardware. */
+    const size_t pfd = NC > 1 || ws == 0 ? 0
+                     : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512i A[4], B[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
+            if (pfd) _mm_prefetch((const char *)((const uint16_t *)(w + r * ws) + i) + pfd, _MM_HINT_T0);
             const __m512i h = _mm512_loadu_si512((const void *)((const uint16_t *)(w + r * ws) + i));
             mx = _mm512_max_epu16(mx, _mm512_add_epi16(h, h));
             A[r] = _mm512_and_si512(_mm512_srai_epi16(h, 6), amask);
