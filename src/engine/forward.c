@@ -1049,8 +1049,9 @@ static void moe_sum_token(ds4_session *s, batch *b, const void *arg, int t) {
 }
 
 /* MoE half of a layer.  Resident weights: three pool jobs in all,
- *   1. router + shared gate/up (+SwiGLU)   (all read x̂)
- *   2. gate/up (+SwiGLU) of every selected routed expert
+ *   1. the router (the only product routing waits for)
+ *   2. gate/up (+SwiGLU) of the shared expert and of every selected routed
+ *      expert (one long stream of weights)
  *   3. shared down (into b->out) + every routed down (into b->yg)
  * then the routed outputs are added in ascending expert order, the order of
  * the streaming path, so both give bit-identical results. */
@@ -1071,10 +1072,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     int *first = malloc(sizeof *first * (size_t)(E + 1)); /* expert e's rows: [first[e], first[e+1]) */
     if (!seg || !sc || !first) abort();
 
-    int ns = 0;
-    seg[ns++] = ds4_seg(&L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
-    if (sh) ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
-    ds4_mm_multi(s->pool, seg, ns);
+    ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
     route(s, b, L);
 
     /* Group the n·k (token, slot) pairs by expert (counting sort; within an
@@ -1095,7 +1093,8 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
         }
         free(fill);
     }
-    ns = 0;
+    int ns = 0;
+    if (sh) ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
     for (int e = 0; e < E; e++) {
         int c0 = first[e], cnt = first[e + 1] - c0;
         if (!cnt) continue;
