@@ -19,11 +19,13 @@
  *                  of 32-sums; IQ2_XXS: none).
  * Padding tokens are x = 0, d = 0: finite, never stored.
  *
- * Kernel: a tile of NR weight rows x TP panels.  Per 256-block each row is
- * unpacked once into 256 weight bytes on the stack (amortised over the TP*16
- * tokens), then for each dword k its 4 bytes are broadcast to all lanes and
+ * Kernel: rows in chunks of 16.  A chunk's blocks are unpacked once into
+ * 256 weight bytes each (plus integer scales) in an L1-sized stack buffer,
+ * and every panel of the call passes over them in tiles of NR rows x TP
+ * panels: for each dword k the row's 4 bytes are broadcast to all lanes and
  * multiplied against the panel's dword row k with vpdpbusd (u8 x s8, 4
- * products per int32 lane, exact).
+ * products per int32 lane, exact).  Results go out as 16-row x 16-token
+ * blocks, transposed to one 64-byte store per token.
  *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
  *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
  *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
@@ -44,6 +46,11 @@
 #include "quant/iq2_tables.h"
 
 enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
+/* RC: rows per chunk (a transposed store block); KB: blocks per unpacked
+ * range (RC x KB x 320 bytes, ~20 KB: L1); PGRP: panels whose sums wait in
+ * the stack buffer between block ranges; RMAX, PMAXT, TMAX: tile bounds. */
+enum { RC = 16, KB = 4, PGRP = 8, RMAX = 8, PMAXT = 2, TMAX = RMAX * PMAXT };
+#define UNROLL16 _Pragma("GCC unroll 16")
 
 /* Bytes of one panel block: activation bytes, d, and `npairs` sum dwords. */
 static size_t block_bytes(int npairs) { return (size_t)SOFF + (size_t)npairs * 64; }
@@ -108,11 +115,11 @@ static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p)
  * ------------------------------------------------------------------------ */
 
 typedef struct {
-    int32_t q[QK_K / 4];  /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
-    int32_t sc[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld) */
-    int32_t mp[8];        /* Q2_K: 8, Q4_K: 4 (m, m') int16 pairs */
-    int32_t corr;         /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
-    float d, dmin;        /* fp16 scales of the weight block */
+    int32_t q[QK_K / 4]; /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
+    int32_t s[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld); Q2_K: 8 (m, m') int16 pairs */
+    int32_t m[4];        /* Q4_K: 4 (m, m') int16 pairs */
+    int32_t corr;        /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
+    float d, dmin;       /* fp16 scales of the weight block */
 } __attribute__((aligned(64))) wblk;
 
 /* Q2_K: bytes q·(sc & 15) in element order, via a per-group vpshufb table
@@ -136,7 +143,7 @@ INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
         _mm512_store_si512((__m512i *)(o->q + 16 * c), wq);
     }
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
-    _mm256_store_si256((__m256i *)o->mp, mins);
+    _mm256_store_si256((__m256i *)o->s, mins);
     o->d = h2f(a->d);
     o->dmin = h2f(a->dmin);
 }
@@ -150,8 +157,8 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
     const uint32_t s0 = u[0] & 0x3f3f3f3fu, s1 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
     const uint32_t m0 = u[1] & 0x3f3f3f3fu, m1 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
     const __m128i sc8 = _mm_set_epi32(0, 0, (int)s1, (int)s0);
-    _mm256_store_si256((__m256i *)o->sc, _mm256_cvtepu8_epi32(sc8));
-    _mm_store_si128((__m128i *)o->mp, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
+    _mm256_store_si256((__m256i *)o->s, _mm256_cvtepu8_epi32(sc8));
+    _mm_store_si128((__m128i *)o->m, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int c = 0; c < 4; c++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c));
@@ -186,7 +193,7 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     uint64_t sm[4];
     _mm256_storeu_si256((__m256i *)sm, _mm512_cvtepi64_epi32(signs));
     const __m512i lsq = _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(v, 60), 1), _mm512_set1_epi64(1));
-    _mm256_store_si256((__m256i *)o->sc, _mm512_cvtepi64_epi32(lsq));
+    _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(lsq));
     __m512i tot = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         const uint8_t *i0 = gi + 16 * c, *i1 = i0 + 8;
@@ -204,71 +211,55 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
 }
 
 /* ------------------------------------------------------------------------
- * Micro-kernels: NR rows x TP panels, all blocks; results to y.
+ * Micro-kernels: NR rows x TP panels over a range of blocks whose weights
+ * are already unpacked (wd: row r's block b at wd[r * wst + b]).  The f32
+ * lane sums start at zero (first) or from out, and go back to out: row r of
+ * panel p at out[p * 256 + r * 16 ..] (a 16-row x 16-token block per panel,
+ * transposed by store_block()).
  * ------------------------------------------------------------------------ */
 
 enum { KQ2, KQ4, KIQ2 };
 
-/* Scatter a tile's f32 lanes to y (token-major), only real tokens. */
-INL void store_tile(const __m512 *s, int NR, int TP, int r0, int p0, int ntok, float *y, int64_t ldy) {
-    for (int r = 0; r < NR; r++)
-        for (int p = 0; p < TP; p++) {
-            float v[PANEL];
-            _mm512_storeu_ps(v, s[r * TP + p]);
-            const int t0 = (p0 + p) * PANEL;
-            const int cnt = ntok - t0 < PANEL ? ntok - t0 : PANEL;
-            for (int l = 0; l < cnt; l++) y[(int64_t)(t0 + l) * ldy + r0 + r] = v[l];
-        }
-}
-
-INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *panels, size_t pb, int p0, int ntok,
-                 float *y, int64_t ldy, const int NR, const int TP, const int kind) {
-    const int64_t nb = n / QK_K;
-    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first, int last,
+                const int NR, const int TP, const int kind) {
     const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
-    const uint8_t *xp[8];
-    UNROLL for (int p = 0; p < TP; p++) xp[p] = panels + (size_t)(p0 + p) * pb;
-    wblk wb[8];
-    __m512 sum[8 * 4];
-    UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        UNROLL for (int r = 0; r < NR; r++) {
-            const uint8_t *blk = w + (size_t)(r0 + r) * ws + (size_t)b * wsz;
-            if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wb[r]);
-            else if (kind == KQ4) unpack_q4_K((const block_q4_K *)blk, &wb[r]);
-            else unpack_iq2_xxs((const block_iq2_xxs *)blk, &wb[r]);
-        }
-        const uint8_t *xb[8];
-        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp[p] + (size_t)b * bb;
-        __m512i acc[8 * 4];
+    __m512 sum[TMAX];
+    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+        sum[r * TP + p] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + p * 256 + r * 16);
+    for (int b = 0; b < nbk; b++) {
+        const wblk *wb[RMAX];
+        UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
+        const uint8_t *xb[PMAXT];
+        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
+        __m512i acc[TMAX];
         UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r].corr) : _mm512_setzero_si512();
+            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r]->corr) : _mm512_setzero_si512();
         if (kind == KQ2) {
             UNROLL for (int k = 0; k < QK_K / 4; k++) {
-                __m512i xv[4];
+                __m512i xv[PMAXT];
                 UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                    const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
                     UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], wv, xv[p]);
                 }
             }
         } else {
             for (int j = 0; j < 8; j++) {
-                __m512i tmp[8 * 4];
+                __m512i tmp[TMAX];
                 UNROLL for (int i = 0; i < NR * TP; i++) tmp[i] = _mm512_setzero_si512();
                 UNROLL for (int kk = 0; kk < 8; kk++) {
                     const int k = 8 * j + kk;
-                    __m512i xv[4];
+                    __m512i xv[PMAXT];
                     UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                     UNROLL for (int r = 0; r < NR; r++) {
-                        const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                        const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
                         UNROLL for (int p = 0; p < TP; p++)
                             tmp[r * TP + p] = kind == KIQ2 ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
                                                            : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
                     }
                 }
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512i sc = _mm512_set1_epi32(wb[r].sc[j]);
+                    const __m512i sc = _mm512_set1_epi32(wb[r]->s[j]);
                     UNROLL for (int p = 0; p < TP; p++)
                         acc[r * TP + p] = _mm512_add_epi32(acc[r * TP + p], _mm512_mullo_epi32(tmp[r * TP + p], sc));
                 }
@@ -279,74 +270,159 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
             const __m512 xd = _mm512_loadu_ps((const float *)(xb[p] + DOFF));
             if (kind == KIQ2) {
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r].d), xd);
+                    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r]->d), xd);
                     sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
                 }
                 continue;
             }
             const int npairs = kind == KQ2 ? 8 : 4;
-            __m512i ms[8];
+            __m512i ms[RMAX];
             UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_setzero_si512();
             UNROLL for (int i = 0; i < npairs; i++) {
                 const __m512i bs = _mm512_loadu_si512((const void *)(xb[p] + SOFF + 64 * i));
-                UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(wb[r].mp[i]));
+                UNROLL for (int r = 0; r < NR; r++)
+                    ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i]));
             }
             UNROLL for (int r = 0; r < NR; r++) {
-                const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].d));
-                const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].dmin));
+                const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->d));
+                const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->dmin));
                 const __m512 t = _mm512_sub_ps(_mm512_mul_ps(dall, _mm512_cvtepi32_ps(acc[r * TP + p])),
                                                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[r])));
                 sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], t);
             }
         }
     }
-    if (kind == KIQ2) UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_mul_ps(_mm512_set1_ps(0.125f), sum[i]);
-    store_tile(sum, NR, TP, r0, p0, ntok, y, ldy);
+    if (kind == KIQ2 && last) UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_mul_ps(_mm512_set1_ps(0.125f), sum[i]);
+    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+        _mm512_store_ps(out + p * 256 + r * 16, sum[r * TP + p]);
 }
 
-/* The caller's nr x ntok cut into tiles of up to NR rows x TP panels. */
-#define TCASE(K, R, P) case (R) * 8 + (P): k_panel(n, wp, ws, r0, pp, pb, p0, ntok, y, ldy, R, P, K); break;
-#define TCASES_4x2(K) TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 3, 1) TCASE(K, 3, 2) \
-    TCASE(K, 4, 1) TCASE(K, 4, 2)
-#define TCASES_8x2(K) TCASES_4x2(K) TCASE(K, 5, 1) TCASE(K, 5, 2) TCASE(K, 6, 1) TCASE(K, 6, 2) TCASE(K, 7, 1) \
-    TCASE(K, 7, 2) TCASE(K, 8, 1) TCASE(K, 8, 2)
+/* buf: 16 rows x 16 tokens (row-major); writes token t's nrows results to
+ * y[t*ldy + 0 .. nrows-1] for t < ntok, one masked 64-byte store per
+ * token (as gemm_avx512_q8.c: lane-by-lane stores touch 16 lines per row,
+ * which alias in L1 when ldy is a power of two). */
+TGT static void store_block(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
+    __m512 a[16], t[16], u[16];
+    UNROLL16 for (int i = 0; i < 16; i++) a[i] = _mm512_load_ps(buf + 16 * i);
+    UNROLL for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
+    }
+    UNROLL for (int i = 0; i < 4; i++) {
+        const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    const __mmask16 m = (__mmask16)((1u << nrows) - 1);
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512 b[4] = { _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1)),
+                              _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1)) };
+        UNROLL for (int L = 0; L < 4; L++)
+            if (4 * L + c < ntok) _mm512_mask_storeu_ps(y + (int64_t)(4 * L + c) * ldy, m, b[L]);
+    }
+}
+
+typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first,
+                          int last);
+#define KT_FN(K, R, P)                                                                                        \
+    TGT static void k_tile_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,     \
+                                           float *out, int first, int last) {                                  \
+        k_tile(nbk, wd, wst, xp, pb, out, first, last, R, P, K);                                               \
+    }
+
+/* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
+INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
+    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+    for (int r = 0; r < rc; r++)
+        for (int b = 0; b < nbk; b++) {
+            const uint8_t *blk = w + (size_t)r * ws + (size_t)(kb0 + b) * wsz;
+            if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wd[r * nbk + b]);
+            else if (kind == KQ4) unpack_q4_K((const block_q4_K *)blk, &wd[r * nbk + b]);
+            else unpack_iq2_xxs((const block_iq2_xxs *)blk, &wd[r * nbk + b]);
+        }
+}
+
+/* Rows in chunks of RC = 16 (one transposed store block per panel).  A
+ * chunk's weights are unpacked once, KB blocks at a time (an L1-sized
+ * buffer), and every panel of the call passes over them TP at a time, in
+ * NR-row tiles; so the unpack, which costs about as much as the products
+ * of one panel, is paid once per row and call rather than once per tile.
+ * When the row needs more than one KB-block range, the lane sums of up to
+ * PGRP panels wait in buf between ranges (the ranges run in block order,
+ * so every lane still adds its blocks in the reference's order). */
+INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
+                int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int NR, const int TP, const int kind) {
+    const int nb = (int)(n / QK_K);
+    const size_t pb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0) * (size_t)nb;
+    const int np = (ntok + PANEL - 1) / PANEL;
+    const int kb = nb < KB ? nb : KB, nkc = (nb + kb - 1) / kb;
+    const int pg = nkc == 1 ? TP : PGRP;
+    _Alignas(64) wblk wd[RC * KB];
+    _Alignas(64) float buf[PGRP][256];
+    for (int r0 = 0; r0 < nr; r0 += RC) {
+        const int rc = nr - r0 < RC ? nr - r0 : RC;
+        const uint8_t *wc = w + (size_t)r0 * ws;
+        if (rc < RC) memset(buf, 0, sizeof buf); /* rows past rc: read by the transpose, never stored */
+        for (int g0 = 0; g0 < np; g0 += pg) {
+            const int g1 = np - g0 < pg ? np : g0 + pg;
+            for (int c = 0; c < nkc; c++) {
+                const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
+                if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
+                for (int p = g0; p < g1; p += TP) {
+                    const int tp = g1 - p < TP ? g1 - p : TP;
+                    const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
+                    for (int r = 0; r < rc; r += NR) {
+                        const int rr = rc - r < NR ? rc - r : NR;
+                        tiles[rr - 1][tp - 1](nbk, wd + r * nbk, nbk, xp, pb, buf[p - g0] + 16 * r, c == 0, c == nkc - 1);
+                    }
+                }
+            }
+            for (int p = g0; p < g1; p++) {
+                const int tok = ntok - p * PANEL;
+                store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, y + (int64_t)p * PANEL * ldy + r0, ldy);
+            }
+        }
+    }
+}
+
+#define KT_ROW2(K, R) KT_FN(K, R, 1) KT_FN(K, R, 2)
+#define KT_TROW2(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2 }
+KT_ROW2(KQ2, 1) KT_ROW2(KQ2, 2) KT_ROW2(KQ2, 3) KT_ROW2(KQ2, 4) KT_ROW2(KQ2, 5) KT_ROW2(KQ2, 6) KT_ROW2(KQ2, 7) KT_ROW2(KQ2, 8)
+KT_ROW2(KQ4, 1) KT_ROW2(KQ4, 2) KT_ROW2(KQ4, 3) KT_ROW2(KQ4, 4)
+KT_ROW2(KIQ2, 1) KT_ROW2(KIQ2, 2) KT_ROW2(KIQ2, 3) KT_ROW2(KIQ2, 4)
+static const k_tile_fn q2_tiles[8][PMAXT] = { KT_TROW2(KQ2, 1), KT_TROW2(KQ2, 2), KT_TROW2(KQ2, 3), KT_TROW2(KQ2, 4),
+                                              KT_TROW2(KQ2, 5), KT_TROW2(KQ2, 6), KT_TROW2(KQ2, 7), KT_TROW2(KQ2, 8) };
+static const k_tile_fn q4_tiles[4][PMAXT] = { KT_TROW2(KQ4, 1), KT_TROW2(KQ4, 2), KT_TROW2(KQ4, 3), KT_TROW2(KQ4, 4) };
+static const k_tile_fn iq2_tiles[4][PMAXT] = { KT_TROW2(KIQ2, 1), KT_TROW2(KIQ2, 2), KT_TROW2(KIQ2, 3), KT_TROW2(KIQ2, 4) };
 
 /* Tokens are taken in chunks of panels holding ~XCHUNK bytes of activations
- * (they stay in L2 while every row tile of the matrix passes over them); the
- * weights stream once per chunk. */
+ * (they stay in L2 while every row chunk of the matrix passes over them). */
 #ifndef XCHUNK
 #define XCHUNK (512u << 10)
 #endif
-#define DEFINE_GEMM(NAME, K, BYTES, TR, TPN)                                                                  \
+#define DEFINE_GEMM(NAME, K, BYTES, TABLE, TR, TPN)                                                           \
     TGT static void NAME(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,  \
                          int64_t ldy) {                                                                        \
         const size_t pb = BYTES(n);                                                                            \
-        const int np = (ntok + PANEL - 1) / PANEL;                                                             \
-        int chunk = (int)(XCHUNK / pb) / (TPN) * (TPN);                                                        \
-        if (chunk < (TPN)) chunk = (TPN);                                                                      \
-        const uint8_t *wp = w, *pp = panels;                                                                   \
-        for (int c0 = 0; c0 < np; c0 += chunk) {                                                               \
-            const int c1 = np - c0 < chunk ? np : c0 + chunk;                                                  \
-            for (int r0 = 0; r0 < nr; r0 += TR) {                                                              \
-                const int rr = nr - r0 < TR ? nr - r0 : TR;                                                    \
-                for (int p0 = c0; p0 < c1; p0 += TPN) {                                                        \
-                    const int tp = c1 - p0 < TPN ? c1 - p0 : TPN;                                              \
-                    switch (rr * 8 + tp) {                                                                     \
-                        TCASES_##TR##x##TPN(K)                                                                 \
-                    default: break;                                                                            \
-                    }                                                                                          \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
+        int chunk = (int)(XCHUNK / pb) * PANEL;                                                                \
+        if (chunk < PANEL) chunk = PANEL;                                                                      \
+        for (int t0 = 0; t0 < ntok; t0 += chunk)                                                               \
+            k_gemm(n, w, ws, nr, (const uint8_t *)panels + (size_t)(t0 / PANEL) * pb,                          \
+                   ntok - t0 < chunk ? ntok - t0 : chunk, y + (int64_t)t0 * ldy, ldy, TABLE, TR, TPN, K);       \
     }
 
-/* Tile shapes measured on Zen 5 (bench/gemm.c, n = 4096, 16-256 tokens):
- * two panels per tile, and as many rows as the registers allow without
- * spilling the accumulators (Q4_K / IQ2_XXS hold a second, per-sub-block
- * set). */
-DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, 8, 2)
-DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, 4, 2)
-DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, 4, 2)
+DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, 8, 2)
+DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, 4, 2)
+DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, 4, 2)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
