@@ -223,9 +223,8 @@ enum { KQ2, KQ4, KIQ2 };
 INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first, int last,
                 const int NR, const int TP, const int kind) {
     const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
-    __m512 sum[TMAX];
-    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-        sum[r * TP + p] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + p * 256 + r * 16);
+#define SUM(r, p) (*(__m512 *)(out + (p) * 256 + (r) * 16))
+    if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) SUM(r, p) = _mm512_setzero_ps();
     for (int b = 0; b < nbk; b++) {
         const wblk *wb[RMAX];
         UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
@@ -235,7 +234,8 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
         UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
             acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r]->corr) : _mm512_setzero_si512();
         if (kind == KQ2) {
-            UNROLL for (int k = 0; k < QK_K / 4; k++) {
+            for (int j = 0; j < 8; j++) UNROLL for (int kk = 0; kk < 8; kk++) {
+                const int k = 8 * j + kk;
                 __m512i xv[PMAXT];
                 UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                 UNROLL for (int r = 0; r < NR; r++) {
@@ -271,7 +271,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
             if (kind == KIQ2) {
                 UNROLL for (int r = 0; r < NR; r++) {
                     const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r]->d), xd);
-                    sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
+                    SUM(r, p) = _mm512_add_ps(SUM(r, p), _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
                 }
                 continue;
             }
@@ -288,13 +288,13 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                 const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->dmin));
                 const __m512 t = _mm512_sub_ps(_mm512_mul_ps(dall, _mm512_cvtepi32_ps(acc[r * TP + p])),
                                                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[r])));
-                sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], t);
+                SUM(r, p) = _mm512_add_ps(SUM(r, p), t);
             }
         }
     }
-    if (kind == KIQ2 && last) UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_mul_ps(_mm512_set1_ps(0.125f), sum[i]);
-    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-        _mm512_store_ps(out + p * 256 + r * 16, sum[r * TP + p]);
+    if (kind == KIQ2 && last) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+        SUM(r, p) = _mm512_mul_ps(_mm512_set1_ps(0.125f), SUM(r, p));
+#undef SUM
 }
 
 /* buf: 16 rows x 16 tokens (row-major); writes token t's nrows results to
