@@ -45,6 +45,8 @@
 #include "quant/simd_x86.h"
 #include "quant/iq2_tables.h"
 
+#include <pthread.h>
+
 enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
 /* RC: rows per chunk (a transposed store block); KB: blocks per unpacked
  * range (RC x KB x 320 bytes, ~20 KB: L1); PGRP: panels whose sums wait in
@@ -210,6 +212,98 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     o->d = h2f(a->d);
 }
 
+/* IQ2_XXS on CPUs with VBMI + BITALG (Ice Lake, Zen 4 and later): the
+ * scalar grid loads and qword inserts above are the costly part of the
+ * unpack, so here, as in iq2_avx512.c's dot, the grid stays in registers:
+ * each entry as a 16-bit code of 8 two-bit digits (0, 1, 2: 8, 25, 43),
+ * 256 codes in 8 zmm, looked up by four two-register word permutes and two
+ * blends on index bits 6-7.  Per 64-element chunk a word permute puts
+ * 8-group q's code in qword q, a multishift moves digit j to byte j and a
+ * byte permute maps digits to magnitudes; the sign codes come out of the
+ * aux words with one multishift, their parity bit from a byte popcount. */
+#define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")))
+#define INLV static inline __attribute__((always_inline)) TGTV
+
+static struct {
+    uint16_t code[256];   /* grid entry -> digit j at bits 2j */
+    uint8_t idx_ctl[64];  /* byte 2k <- index byte of 8-group k (8·(k/4) + k%4) */
+    uint16_t exp_ctl[4][32]; /* word i <- code of 8-group 8m + i/4 */
+    uint8_t digit_ctl[64];   /* byte j of each qword <- bits [2j, 2j+8) */
+    uint8_t mag_tab[64];     /* byte i -> magnitude of digit i & 3 */
+    uint8_t sgn_ctl[64];     /* per qword: bytes 0-3 <- aux bits 7l.., byte 4 <- aux bits 28.. */
+    uint8_t sgn_keep[64];    /* 0x7f for bytes 0-3, 0x0f for byte 4, 0 above */
+    uint8_t par_keep[64];    /* 1 for bytes 0-3 */
+    uint8_t ls_ctl[4][64];   /* bytes 0-31 <- byte 0 of qword 2m, 32-63 <- of qword 2m+1 */
+} iq2v __attribute__((aligned(64)));
+
+static pthread_once_t iq2v_once = PTHREAD_ONCE_INIT;
+static void iq2v_build(void) {
+    for (int i = 0; i < 256; i++) {
+        uint16_t c = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint8_t m = (uint8_t)(ds4_iq2xxs_grid[i] >> (8 * j));
+            c |= (uint16_t)((m == 8 ? 0 : m == 25 ? 1 : 2) << (2 * j));
+        }
+        iq2v.code[i] = c;
+    }
+    static const uint8_t mags[4] = { 8, 25, 43, 0 }, sg[8] = { 32, 39, 46, 53, 60, 0, 0, 0 },
+                         keep[8] = { 0x7f, 0x7f, 0x7f, 0x7f, 0x0f, 0, 0, 0 }, par[8] = { 1, 1, 1, 1, 0, 0, 0, 0 };
+    for (int k = 0; k < 32; k++) iq2v.idx_ctl[2 * k] = iq2v.idx_ctl[2 * k + 1] = (uint8_t)(8 * (k / 4) + k % 4);
+    for (int m = 0; m < 4; m++)
+        for (int i = 0; i < 32; i++) iq2v.exp_ctl[m][i] = (uint16_t)(8 * m + i / 4);
+    for (int i = 0; i < 64; i++) {
+        iq2v.digit_ctl[i] = (uint8_t)(2 * (i % 8));
+        iq2v.mag_tab[i] = mags[i & 3];
+        iq2v.sgn_ctl[i] = sg[i % 8];
+        iq2v.sgn_keep[i] = keep[i % 8];
+        iq2v.par_keep[i] = par[i % 8];
+        for (int m = 0; m < 4; m++) iq2v.ls_ctl[m][i] = (uint8_t)(8 * (2 * m + i / 32));
+    }
+}
+
+#define LDV(p) _mm512_load_si512((const void *)(p))
+INLV void unpack_iq2_xxs_vbmi(const block_iq2_xxs *a, wblk *o) {
+    const __m512i v = _mm512_loadu_si512((const void *)a->qs);
+    /* grid codes of the 32 8-groups, one per word */
+    const __m512i idx = _mm512_permutexvar_epi8(LDV(iq2v.idx_ctl), v);
+    const __m512i t0 = _mm512_permutex2var_epi16(LDV(iq2v.code), idx, LDV(iq2v.code + 32));
+    const __m512i t1 = _mm512_permutex2var_epi16(LDV(iq2v.code + 64), idx, LDV(iq2v.code + 96));
+    const __m512i t2 = _mm512_permutex2var_epi16(LDV(iq2v.code + 128), idx, LDV(iq2v.code + 160));
+    const __m512i t3 = _mm512_permutex2var_epi16(LDV(iq2v.code + 192), idx, LDV(iq2v.code + 224));
+    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+    const __m512i codes =
+        _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, t0, t1), _mm512_mask_blend_epi16(b6, t2, t3));
+    /* sign bytes (code | parity << 7) and scales, per 32-group qword */
+    const __m512i ms = _mm512_and_si512(_mm512_multishift_epi64_epi8(LDV(iq2v.sgn_ctl), v), LDV(iq2v.sgn_keep));
+    const __m512i par = _mm512_and_si512(_mm512_popcnt_epi8(ms), LDV(iq2v.par_keep));
+    const __m512i sb = _mm512_or_si512(ms, _mm512_slli_epi16(par, 7));
+    uint64_t sm[4] __attribute__((aligned(32)));
+    _mm256_store_si256((__m256i *)sm, _mm512_cvtepi64_epi32(sb));
+    __m512i ls = _mm512_srli_epi64(ms, 32); /* qword g: s */
+    ls = _mm512_add_epi64(_mm512_add_epi64(ls, ls), _mm512_set1_epi64(1));
+    _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(ls));
+    __m512i tot = _mm512_setzero_si512();
+    UNROLL for (int m = 0; m < 4; m++) {
+        const __m512i cm = _mm512_permutexvar_epi16(LDV(iq2v.exp_ctl[m]), codes);
+        const __m512i mag = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(LDV(iq2v.digit_ctl), cm), LDV(iq2v.mag_tab));
+        const __m512i w = _mm512_mask_sub_epi8(mag, _cvtu64_mask64(sm[m]), _mm512_setzero_si512(), mag);
+        _mm512_store_si512((__m512i *)(o->q + 16 * m), w);
+        tot = _mm512_dpbusd_epi32(tot, _mm512_permutexvar_epi8(LDV(iq2v.ls_ctl[m]), ls), w); /* ls (u8) x signed grid */
+    }
+    o->corr = -128 * _mm512_reduce_add_epi32(tot);
+    o->d = h2f(a->d);
+}
+#undef LDV
+
+/* Rows [0, rc) x blocks [kb0, kb0 + nbk) (see k_unpack); a function of its
+ * own, as the VBMI code cannot be inlined into the base-ISA kernels. */
+TGTV static void unpack_rows_iq2_xxs_vbmi(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd) {
+    for (int r = 0; r < rc; r++)
+        for (int b = 0; b < nbk; b++)
+            unpack_iq2_xxs_vbmi((const block_iq2_xxs *)(w + (size_t)r * ws) + kb0 + b, &wd[r * nbk + b]);
+}
+
 /* ------------------------------------------------------------------------
  * Micro-kernels: NR rows x TP panels over a range of blocks whose weights
  * are already unpacked (wd: row r's block b at wd[r * wst + b]).  The f32
@@ -218,7 +312,7 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
  * transposed by store_block()).
  * ------------------------------------------------------------------------ */
 
-enum { KQ2, KQ4, KIQ2 };
+enum { KQ2, KQ4, KIQ2, KIQ2V }; /* KIQ2V: KIQ2 with the VBMI unpack (the same tiles) */
 
 INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first, int last,
                 const int NR, const int TP, const int kind) {
@@ -341,6 +435,10 @@ typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, s
 
 /* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
+    if (kind == KIQ2V) {
+        unpack_rows_iq2_xxs_vbmi(w, ws, rc, kb0, nbk, wd);
+        return;
+    }
     const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
     for (int r = 0; r < rc; r++)
         for (int b = 0; b < nbk; b++) {
@@ -423,6 +521,7 @@ static const k_tile_fn iq2_tiles[4][PMAXT] = { KT_TROW2(KIQ2, 1), KT_TROW2(KIQ2,
 DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, 8, 2)
 DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, 4, 2)
 DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, 4, 2)
+DEFINE_GEMM(iq2_xxs_gemm_vbmi, KIQ2V, iq2_xxs_panel_bytes, iq2_tiles, 4, 2)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
@@ -432,6 +531,11 @@ void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
     SETP(DS4_TYPE_Q4_K, q4_K);
     SETP(DS4_TYPE_IQ2_XXS, iq2_xxs);
 #undef SETP
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg")) {
+        pthread_once(&iq2v_once, iq2v_build);
+        t[DS4_TYPE_IQ2_XXS].panel_gemm = iq2_xxs_gemm_vbmi;
+    }
 }
 
 #else /* not x86 */
