@@ -51,7 +51,7 @@ enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
 /* RC: rows per chunk (a transposed store block); KB: blocks per unpacked
  * range (RC x KB x 320 bytes, ~20 KB: L1); PGRP: panels whose sums wait in
  * the stack buffer between block ranges; RMAX, PMAXT, TMAX: tile bounds. */
-enum { RC = 16, KB = 4, PGRP = 8, RMAX = 8, PMAXT = 2, TMAX = RMAX * PMAXT };
+enum { RC = 16, KB = 4, PGRP = 8, RMAX = 8, PMAXT = 3, TMAX = RMAX * PMAXT };
 #define UNROLL16 _Pragma("GCC unroll 16")
 
 /* Bytes of one panel block: activation bytes, d, and `npairs` sum dwords. */
@@ -458,49 +458,83 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
  * PGRP panels wait in buf between ranges (the ranges run in block order,
  * so every lane still adds its blocks in the reference's order). */
 INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
-                int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int NR, const int TP, const int kind) {
+                int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int *nrmax, const int TPM, const int kind) {
     const int nb = (int)(n / QK_K);
-    const size_t pb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0) * (size_t)nb;
+    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0), pb = bb * (size_t)nb;
     const int np = (ntok + PANEL - 1) / PANEL;
     const int kb = nb < KB ? nb : KB, nkc = (nb + kb - 1) / kb;
-    const int pg = nkc == 1 ? TP : PGRP;
+    const int pg = nkc == 1 ? np : PGRP;
     _Alignas(64) wblk wd[RC * KB];
     _Alignas(64) float buf[PGRP][256];
     for (int r0 = 0; r0 < nr; r0 += RC) {
         const int rc = nr - r0 < RC ? nr - r0 : RC;
         const uint8_t *wc = w + (size_t)r0 * ws;
         if (rc < RC) memset(buf, 0, sizeof buf); /* rows past rc: read by the transpose, never stored */
+        /* the next chunk's weight rows, prefetched while this one computes */
+        const size_t pf0 = nkc == 1 && r0 + RC < nr ? (size_t)(r0 + RC) * ws : 0;
+        const size_t pf1 = pf0 ? (size_t)(nr - r0 - RC < RC ? nr : r0 + 2 * RC) * ws : 0;
         for (int g0 = 0; g0 < np; g0 += pg) {
             const int g1 = np - g0 < pg ? np : g0 + pg;
             for (int c = 0; c < nkc; c++) {
                 const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
                 if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
-                for (int p = g0; p < g1; p += TP) {
-                    const int tp = g1 - p < TP ? g1 - p : TP;
-                    const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
-                    for (int r = 0; r < rc; r += NR) {
-                        const int rr = rc - r < NR ? rc - r : NR;
-                        tiles[rr - 1][tp - 1](nbk, wd + r * nbk, nbk, xp, pb, buf[p - g0] + 16 * r, c == 0, c == nkc - 1);
+                for (int p = g0; p < g1;) {
+                    /* panels split evenly into tiles of <= TPM, rows into tiles of <= nrmax[tp] */
+                    const int left = g1 - p, tp = (left + (left + TPM - 1) / TPM - 1) / ((left + TPM - 1) / TPM);
+                    const int ntr = (rc + nrmax[tp] - 1) / nrmax[tp];
+                    const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * bb;
+                    float *out = buf[nkc == 1 ? 0 : p - g0];
+                    for (int r = 0, i = 0; r < rc; i++) {
+                        const int rr = (rc - r + (ntr - i) - 1) / (ntr - i);
+                        if (pf1 > pf0) { /* this tile's share of the next chunk's lines */
+                            const size_t a = pf0 + (pf1 - pf0) * (size_t)(p * rc + r) / (size_t)(g1 * rc);
+                            const size_t z = pf0 + (pf1 - pf0) * (size_t)(p * rc + r + rr) / (size_t)(g1 * rc);
+                            for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
+                        }
+                        tiles[rr - 1][tp - 1](nbk, wd + r * nbk, nbk, xp, pb, out + 16 * r, c == 0, c == nkc - 1);
+                        r += rr;
                     }
+                    if (nkc == 1)
+                        for (int q = 0; q < tp; q++) {
+                            const int tok = ntok - (p + q) * PANEL;
+                            store_block(out + 256 * q, rc, tok < PANEL ? tok : PANEL, y + (int64_t)(p + q) * PANEL * ldy + r0, ldy);
+                        }
+                    p += tp;
                 }
             }
-            for (int p = g0; p < g1; p++) {
-                const int tok = ntok - p * PANEL;
-                store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, y + (int64_t)p * PANEL * ldy + r0, ldy);
-            }
+            if (nkc > 1)
+                for (int p = g0; p < g1; p++) {
+                    const int tok = ntok - p * PANEL;
+                    store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, y + (int64_t)p * PANEL * ldy + r0, ldy);
+                }
         }
     }
 }
 
-#define KT_ROW2(K, R) KT_FN(K, R, 1) KT_FN(K, R, 2)
-#define KT_TROW2(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2 }
-KT_ROW2(KQ2, 1) KT_ROW2(KQ2, 2) KT_ROW2(KQ2, 3) KT_ROW2(KQ2, 4) KT_ROW2(KQ2, 5) KT_ROW2(KQ2, 6) KT_ROW2(KQ2, 7) KT_ROW2(KQ2, 8)
-KT_ROW2(KQ4, 1) KT_ROW2(KQ4, 2) KT_ROW2(KQ4, 3) KT_ROW2(KQ4, 4)
-KT_ROW2(KIQ2, 1) KT_ROW2(KIQ2, 2) KT_ROW2(KIQ2, 3) KT_ROW2(KIQ2, 4)
-static const k_tile_fn q2_tiles[8][PMAXT] = { KT_TROW2(KQ2, 1), KT_TROW2(KQ2, 2), KT_TROW2(KQ2, 3), KT_TROW2(KQ2, 4),
-                                              KT_TROW2(KQ2, 5), KT_TROW2(KQ2, 6), KT_TROW2(KQ2, 7), KT_TROW2(KQ2, 8) };
-static const k_tile_fn q4_tiles[4][PMAXT] = { KT_TROW2(KQ4, 1), KT_TROW2(KQ4, 2), KT_TROW2(KQ4, 3), KT_TROW2(KQ4, 4) };
-static const k_tile_fn iq2_tiles[4][PMAXT] = { KT_TROW2(KIQ2, 1), KT_TROW2(KIQ2, 2), KT_TROW2(KIQ2, 3), KT_TROW2(KIQ2, 4) };
+#define KT_R12(K, R) KT_FN(K, R, 1) KT_FN(K, R, 2)
+#define KT_R123(K, R) KT_R12(K, R) KT_FN(K, R, 3)
+#define KT_T12(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2, NULL }
+#define KT_T123(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2, k_tile_##K##_##R##_3 }
+KT_R12(KQ2, 1) KT_R12(KQ2, 2) KT_R12(KQ2, 3) KT_R12(KQ2, 4) KT_R12(KQ2, 5) KT_R12(KQ2, 6) KT_R12(KQ2, 7) KT_R12(KQ2, 8)
+KT_R12(KQ4, 1) KT_R12(KQ4, 2) KT_R12(KQ4, 3) KT_R12(KQ4, 4)
+KT_R123(KIQ2, 1) KT_R123(KIQ2, 2) KT_R123(KIQ2, 3) KT_R123(KIQ2, 4)
+KT_R12(KIQ2, 5) KT_R12(KIQ2, 6) KT_R12(KIQ2, 7) KT_R12(KIQ2, 8)
+/* [rows - 1][panels - 1]; NULL: a shape the type's nr[] never asks for */
+static const k_tile_fn q2_tiles[RMAX][PMAXT] = { KT_T12(KQ2, 1), KT_T12(KQ2, 2), KT_T12(KQ2, 3), KT_T12(KQ2, 4),
+                                                 KT_T12(KQ2, 5), KT_T12(KQ2, 6), KT_T12(KQ2, 7), KT_T12(KQ2, 8) };
+static const k_tile_fn q4_tiles[RMAX][PMAXT] = { KT_T12(KQ4, 1), KT_T12(KQ4, 2), KT_T12(KQ4, 3), KT_T12(KQ4, 4) };
+static const k_tile_fn iq2_tiles[RMAX][PMAXT] = { KT_T123(KIQ2, 1), KT_T123(KIQ2, 2), KT_T123(KIQ2, 3),
+                                                  KT_T123(KIQ2, 4), KT_T12(KIQ2, 5), KT_T12(KIQ2, 6),
+                                                  KT_T12(KIQ2, 7), KT_T12(KIQ2, 8) };
+/* Rows per tile for 1, 2, 3 panels (nr[tp]), and the most panels per tile.
+ * Measured on Zen 5 (one thread, 16-512 tokens, the small model's expert
+ * shapes): Q2_K 8 x 2 beats 8 x 3, 7 x 3, 5 x 3, 6 x 4 and 4 x 4 (10-20% at
+ * 48 tokens for the 512-wide down matrix, however the registers are spent,
+ * the dpbusd pipes are the limit); IQ2_XXS, which holds a second
+ * (per-group) set of accumulators, gains ~5% from 4 x 3 at 48 tokens over
+ * 4 x 2 + 4 x 1, and loses with 3 x 4. */
+static const int q2_nr[3] = { 0, 8, 8 }, iq2_nr[4] = { 0, 8, 7, 4 }, q4_nr[3] = { 0, 4, 4 };
+enum { Q2_TP = 2, IQ2_TP = 3, Q4_TP = 2 };
 
 /* Tokens are taken in chunks of panels holding ~XCHUNK bytes of activations
  * (they stay in L2 while every row chunk of the matrix passes over them). */
@@ -518,10 +552,10 @@ static const k_tile_fn iq2_tiles[4][PMAXT] = { KT_TROW2(KIQ2, 1), KT_TROW2(KIQ2,
                    ntok - t0 < chunk ? ntok - t0 : chunk, y + (int64_t)t0 * ldy, ldy, TABLE, TR, TPN, K);       \
     }
 
-DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, 8, 2)
-DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, 4, 2)
-DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, 4, 2)
-DEFINE_GEMM(iq2_xxs_gemm_vbmi, KIQ2V, iq2_xxs_panel_bytes, iq2_tiles, 4, 2)
+DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, q2_nr, Q2_TP)
+DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, q4_nr, Q4_TP)
+DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
+DEFINE_GEMM(iq2_xxs_gemm_vbmi, KIQ2V, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
