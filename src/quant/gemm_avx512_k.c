@@ -124,25 +124,27 @@ typedef struct {
     float d, dmin;       /* fp16 scales of the weight block */
 } __attribute__((aligned(64))) wblk;
 
-/* Q2_K: bytes q·(sc & 15) in element order, via a per-group vpshufb table
- * [0, sc, 2sc, 3sc] (sc·0x03020100 per dword: no carries, 3·15 < 256). */
+/* Q2_K: bytes q·(sc & 15) in element order, by a vpshufb from a table of
+ * [0, sc, 2sc, 3sc] per group (sc·0x03020100 per dword: no carries,
+ * 3·15 < 256).  64-element chunk c is the 32 quant bytes of its half
+ * (loaded into both 256-bit halves) shifted by 2j and 2j + 2, so its
+ * 128-bit lane L is group 4c + L; the lane's four group tables are
+ * broadcast to every lane and q + 4L picks lane L's own. */
 INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
     const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     const __m512i tab = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(s, m4)), _mm512_set1_epi32(0x03020100));
-    const __m256i m3 = _mm256_set1_epi8(3);
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1)));
+    const __m512i m3 = _mm512_set1_epi8(3), lane = _mm512_set_epi32(0x0c0c0c0c, 0x0c0c0c0c, 0x0c0c0c0c, 0x0c0c0c0c,
+                                                                      0x08080808, 0x08080808, 0x08080808, 0x08080808,
+                                                                      0x04040404, 0x04040404, 0x04040404, 0x04040404,
+                                                                      0, 0, 0, 0);
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1))));
         const int j = 2 * (c & 1);
-        const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j)), m3);
-        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j + 2)), m3);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        /* 128-bit lane L holds group 4c + L */
-        const __m512i idx = _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2, 4 * c + 2,
-                                             4 * c + 2, 4 * c + 2, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1,
-                                             4 * c, 4 * c, 4 * c, 4 * c);
-        const __m512i wq = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, tab), q);
-        _mm512_store_si512((__m512i *)(o->q + 16 * c), wq);
+        const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 2)), 1);
+        const __m512i q = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(v, cnt), m3, lane, 0xEA); /* (v >> cnt & 3) | 4L */
+        const __m512i t = _mm512_shuffle_i32x4(tab, tab, c * 0x55);
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), _mm512_shuffle_epi8(t, q));
     }
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
     _mm256_store_si256((__m256i *)o->s, mins);
