@@ -218,24 +218,26 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
  * scalar grid loads and qword inserts above are the costly part of the
  * unpack, so here, as in iq2_avx512.c's dot, the grid stays in registers:
  * each entry as a 16-bit code of 8 two-bit digits (0, 1, 2: 8, 25, 43),
- * 256 codes in 8 zmm, looked up by four two-register word permutes and two
- * blends on index bits 6-7.  Per 64-element chunk a word permute puts
- * 8-group q's code in qword q, a multishift moves digit j to byte j and a
- * byte permute maps digits to magnitudes; the sign codes come out of the
- * aux words with one multishift, their parity bit from a byte popcount. */
+ * split into a table of low and one of high code bytes (4 zmm each), looked
+ * up by two-register byte permutes on the index bytes where they lie (the
+ * aux bytes look up junk that is never used) and a blend on index bit 7.
+ * Per 64-element chunk a byte permute puts 8-group q's code in qword q, a
+ * multishift moves digit j to byte j and a byte permute maps digits to
+ * magnitudes.  The sign codes come out of the aux words with one
+ * multishift, their parity bit from a byte popcount; the sign bytes go
+ * through memory to become the chunks' masks (loads are cheaper than the
+ * extracts that moving them through registers takes). */
 #define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")))
 #define INLV static inline __attribute__((always_inline)) TGTV
 
 static struct {
-    uint16_t code[256];   /* grid entry -> digit j at bits 2j */
-    uint8_t idx_ctl[64];  /* byte 2k <- index byte of 8-group k (8·(k/4) + k%4) */
-    uint16_t exp_ctl[4][32]; /* word i <- code of 8-group 8m + i/4 */
-    uint8_t digit_ctl[64];   /* byte j of each qword <- bits [2j, 2j+8) */
-    uint8_t mag_tab[64];     /* byte i -> magnitude of digit i & 3 */
-    uint8_t sgn_ctl[64];     /* per qword: bytes 0-3 <- aux bits 7l.., byte 4 <- aux bits 28.. */
-    uint8_t sgn_keep[64];    /* 0x7f for bytes 0-3, 0x0f for byte 4, 0 above */
-    uint8_t par_keep[64];    /* 1 for bytes 0-3 */
-    uint8_t ls_ctl[4][64];   /* bytes 0-31 <- byte 0 of qword 2m, 32-63 <- of qword 2m+1 */
+    uint8_t code_lo[256], code_hi[256]; /* grid entry -> 16-bit code, digit j at bits 2j */
+    uint8_t exp_ctl[4][64]; /* qword q, bytes 0, 1 <- low, high code byte of 8-group 8m + q */
+    uint8_t digit_ctl[64];  /* byte j of each qword <- bits [2j, 2j+8) */
+    uint8_t mag_tab[64];    /* byte i -> magnitude of digit i & 3 */
+    uint8_t sgn_ctl[64];    /* per qword: bytes 0-3 <- aux bits 7l.. (the sign codes) */
+    uint8_t sgn_keep[64];   /* 0x7f for bytes 0-3 */
+    uint8_t ls_ctl[4][64];  /* bytes 0-31 <- byte 0 of qword 2m, 32-63 <- of qword 2m+1 */
 } iq2v __attribute__((aligned(64)));
 
 static pthread_once_t iq2v_once = PTHREAD_ONCE_INIT;
@@ -246,19 +248,17 @@ static void iq2v_build(void) {
             const uint8_t m = (uint8_t)(ds4_iq2xxs_grid[i] >> (8 * j));
             c |= (uint16_t)((m == 8 ? 0 : m == 25 ? 1 : 2) << (2 * j));
         }
-        iq2v.code[i] = c;
+        iq2v.code_lo[i] = (uint8_t)c;
+        iq2v.code_hi[i] = (uint8_t)(c >> 8);
     }
-    static const uint8_t mags[4] = { 8, 25, 43, 0 }, sg[8] = { 32, 39, 46, 53, 60, 0, 0, 0 },
-                         keep[8] = { 0x7f, 0x7f, 0x7f, 0x7f, 0x0f, 0, 0, 0 }, par[8] = { 1, 1, 1, 1, 0, 0, 0, 0 };
-    for (int k = 0; k < 32; k++) iq2v.idx_ctl[2 * k] = iq2v.idx_ctl[2 * k + 1] = (uint8_t)(8 * (k / 4) + k % 4);
-    for (int m = 0; m < 4; m++)
-        for (int i = 0; i < 32; i++) iq2v.exp_ctl[m][i] = (uint16_t)(8 * m + i / 4);
+    static const uint8_t mags[4] = { 8, 25, 43, 0 };
     for (int i = 0; i < 64; i++) {
+        const int q = i / 8, pos = 8 * (q / 4) + q % 4; /* index byte of 8-group q (of chunk 0) in the block */
+        for (int m = 0; m < 4; m++) iq2v.exp_ctl[m][i] = (uint8_t)(16 * m + pos + (i % 8 == 1 ? 64 : 0));
         iq2v.digit_ctl[i] = (uint8_t)(2 * (i % 8));
         iq2v.mag_tab[i] = mags[i & 3];
-        iq2v.sgn_ctl[i] = sg[i % 8];
-        iq2v.sgn_keep[i] = keep[i % 8];
-        iq2v.par_keep[i] = par[i % 8];
+        iq2v.sgn_ctl[i] = (uint8_t)(32 + 7 * (i % 8));
+        iq2v.sgn_keep[i] = i % 8 < 4 ? 0x7f : 0;
         for (int m = 0; m < 4; m++) iq2v.ls_ctl[m][i] = (uint8_t)(8 * (2 * m + i / 32));
     }
 }
@@ -266,30 +266,27 @@ static void iq2v_build(void) {
 #define LDV(p) _mm512_load_si512((const void *)(p))
 INLV void unpack_iq2_xxs_vbmi(const block_iq2_xxs *a, wblk *o) {
     const __m512i v = _mm512_loadu_si512((const void *)a->qs);
-    /* grid codes of the 32 8-groups, one per word */
-    const __m512i idx = _mm512_permutexvar_epi8(LDV(iq2v.idx_ctl), v);
-    const __m512i t0 = _mm512_permutex2var_epi16(LDV(iq2v.code), idx, LDV(iq2v.code + 32));
-    const __m512i t1 = _mm512_permutex2var_epi16(LDV(iq2v.code + 64), idx, LDV(iq2v.code + 96));
-    const __m512i t2 = _mm512_permutex2var_epi16(LDV(iq2v.code + 128), idx, LDV(iq2v.code + 160));
-    const __m512i t3 = _mm512_permutex2var_epi16(LDV(iq2v.code + 192), idx, LDV(iq2v.code + 224));
-    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
-    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
-    const __m512i codes =
-        _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, t0, t1), _mm512_mask_blend_epi16(b6, t2, t3));
-    /* sign bytes (code | parity << 7) and scales, per 32-group qword */
-    const __m512i ms = _mm512_and_si512(_mm512_multishift_epi64_epi8(LDV(iq2v.sgn_ctl), v), LDV(iq2v.sgn_keep));
-    const __m512i par = _mm512_and_si512(_mm512_popcnt_epi8(ms), LDV(iq2v.par_keep));
-    const __m512i sb = _mm512_or_si512(ms, _mm512_slli_epi16(par, 7));
+    /* low and high code bytes at the index bytes' positions */
+    const __mmask64 b7 = _mm512_movepi8_mask(v);
+    const __m512i lo = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_lo), v, LDV(iq2v.code_lo + 64)),
+                                              _mm512_permutex2var_epi8(LDV(iq2v.code_lo + 128), v, LDV(iq2v.code_lo + 192)));
+    const __m512i hi = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_hi), v, LDV(iq2v.code_hi + 64)),
+                                              _mm512_permutex2var_epi8(LDV(iq2v.code_hi + 128), v, LDV(iq2v.code_hi + 192)));
+    /* sign bytes code | parity << 7, bytes 0-3 of each 32-group's qword */
+    const __m512i sc = _mm512_and_si512(_mm512_multishift_epi64_epi8(LDV(iq2v.sgn_ctl), v), LDV(iq2v.sgn_keep));
+    /* sc | (popcount << 7 & 0x80): the popcount's bit 0 to bit 7 of its byte */
+    const __m512i sb = _mm512_ternarylogic_epi32(sc, _mm512_slli_epi16(_mm512_popcnt_epi8(sc), 7), _mm512_set1_epi8((char)0x80), 0xF8);
     uint64_t sm[4] __attribute__((aligned(32)));
     _mm256_store_si256((__m256i *)sm, _mm512_cvtepi64_epi32(sb));
-    __m512i ls = _mm512_srli_epi64(ms, 32); /* qword g: s */
-    ls = _mm512_add_epi64(_mm512_add_epi64(ls, ls), _mm512_set1_epi64(1));
+    __asm__("" : "+m"(sm)); /* keep them in memory: read back as mask loads */
+    /* ls = 2s + 1 per qword: bits 59-63 are s·2 + a sign bit, which the | 1 hides */
+    const __m512i ls = _mm512_or_si512(_mm512_srli_epi64(v, 59), _mm512_set1_epi64(1));
     _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(ls));
     __m512i tot = _mm512_setzero_si512();
     UNROLL for (int m = 0; m < 4; m++) {
-        const __m512i cm = _mm512_permutexvar_epi16(LDV(iq2v.exp_ctl[m]), codes);
+        const __m512i cm = _mm512_permutex2var_epi8(lo, LDV(iq2v.exp_ctl[m]), hi);
         const __m512i mag = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(LDV(iq2v.digit_ctl), cm), LDV(iq2v.mag_tab));
-        const __m512i w = _mm512_mask_sub_epi8(mag, _cvtu64_mask64(sm[m]), _mm512_setzero_si512(), mag);
+        const __m512i w = _mm512_mask_sub_epi8(mag, _load_mask64((__mmask64 *)&sm[m]), _mm512_setzero_si512(), mag);
         _mm512_store_si512((__m512i *)(o->q + 16 * m), w);
         tot = _mm512_dpbusd_epi32(tot, _mm512_permutexvar_epi8(LDV(iq2v.ls_ctl[m]), ls), w); /* ls (u8) x signed grid */
     }
