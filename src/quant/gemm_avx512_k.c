@@ -571,9 +571,12 @@ void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
     }
 }
 
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return iq2_xxs_gemm; }
+
 #else /* not x86 */
 
 #include "quant/simd_int.h"
 void ds4_gemm_install_avx512_k(ds4_type_traits *table) { (void)table; }
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return NULL; }
 
 #endif
