@@ -163,12 +163,11 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
     const __m128i sc8 = _mm_set_epi32(0, 0, (int)s1, (int)s0);
     _mm256_store_si256((__m256i *)o->s, _mm256_cvtepu8_epi32(sc8));
     _mm_store_si128((__m128i *)o->m, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c));
-        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        _mm512_store_si512((__m512i *)(o->q + 16 * c), q);
+    /* the 32 bytes in both halves, shifted by 0 and 4 */
+    const __m512i m4 = _mm512_set1_epi8(0x0f), cnt = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), _mm512_and_si512(_mm512_srlv_epi16(v, cnt), m4));
     }
     o->d = h2f(a->d);
     o->dmin = h2f(a->dmin);
