@@ -233,29 +233,33 @@ TEST(panel_gemm_matches_vec_dot) {
                     for (int r = 0; r < MAXR; r++) ref[t * MAXR + r] = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
                 size_t pb = s.panel_bytes(n);
                 uint8_t *panels = malloc(pb * (size_t)((MAXT + P - 1) / P));
-                float *y = malloc(sizeof *y * (size_t)MAXT * (MAXR + 3));
+                const int ymax = MAXT * (MAXR + 3 + 32); /* the widest ldy below, and an offset */
+                float *y = malloc(sizeof *y * (size_t)ymax);
                 for (int ki = 0; ki < nnt; ki++) {
                     int ntok = ntoks[ki];
                     s.panel_pack(n, xq, xb, ntok, panels);
                     for (int gi = 0; gi < 2 && gemms[gi]; gi++)
                         for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
-                            for (int pass = 0; pass < 2; pass++) {
-                                int nr = nrs[ni], ldy = nr + 3;
-                                int t0 = pass ? P : 0; /* second pass: start at the second panel */
+                            for (int pass = 0; pass < 3; pass++) {
+                                /* 1: start at the second panel; 2: rows of y at a multiple of 16
+                                 * floats, starting 5 floats past a 64-byte line */
+                                int nr = nrs[ni], ldy = pass == 2 ? (nr + 15) / 16 * 16 + 16 : nr + 3;
+                                int t0 = pass == 1 ? P : 0, yoff = 0;
                                 if (t0 >= ntok) continue;
-                                for (int i = 0; i < MAXT * ldy; i++) y[i] = NAN;
-                                gemms[gi](n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, y, ldy);
+                                if (pass == 2) yoff = (int)((16 - ((uintptr_t)y / sizeof *y) % 16) % 16) + 5;
+                                for (int i = 0; i < ymax; i++) y[i] = NAN;
+                                float *yo = y + yoff;
+                                gemms[gi](n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, yo, ldy);
                                 int bad = 0, spill = 0;
-                                for (int t = t0; t < ntok; t++) {
-                                    for (int r = 0; r < nr; r++)
-                                        bad += memcmp(&ref[t * MAXR + r], &y[(t - t0) * ldy + r], 4) != 0;
-                                    for (int r = nr; r < ldy; r++) spill += !isnan(y[(t - t0) * ldy + r]);
-                                }
-                                for (int t = ntok - t0; t < MAXT; t++) /* rows past the tokens untouched */
-                                    for (int r = 0; r < ldy; r++) spill += !isnan(y[t * ldy + r]);
+                                for (int t = t0; t < ntok; t++)
+                                    for (int r = 0; r < nr; r++) {
+                                        bad += memcmp(&ref[t * MAXR + r], &yo[(t - t0) * ldy + r], 4) != 0;
+                                        yo[(t - t0) * ldy + r] = NAN;
+                                    }
+                                for (int i = 0; i < ymax; i++) spill += !isnan(y[i]); /* nothing else written */
                                 CHECKF(bad == 0 && spill == 0,
-                                       "%s %s%s n=%lld nr=%d ntok=%d t0=%d: %d differ, %d written outside", *lv, s.name,
-                                       gi ? " (no vbmi)" : "", (long long)n, nr, ntok, t0, bad, spill);
+                                       "%s %s%s n=%lld nr=%d ntok=%d t0=%d ldy=%d: %d differ, %d written outside", *lv,
+                                       s.name, gi ? " (no vbmi)" : "", (long long)n, nr, ntok, t0, ldy, bad, spill);
                             }
                 }
                 tested++;
