@@ -19,13 +19,20 @@
  *                  of 32-sums; IQ2_XXS: none).
  * Padding tokens are x = 0, d = 0: finite, never stored.
  *
- * Kernel: rows in chunks of 16.  A chunk's blocks are unpacked once into
- * 256 weight bytes each (plus integer scales) in an L1-sized stack buffer,
- * and every panel of the call passes over them in tiles of NR rows x TP
- * panels: for each dword k the row's 4 bytes are broadcast to all lanes and
- * multiplied against the panel's dword row k with vpdpbusd (u8 x s8, 4
- * products per int32 lane, exact).  Results go out as 16-row x 16-token
- * blocks, transposed to one 64-byte store per token.
+ * Kernel: rows in chunks of 16 (RC).  A chunk's blocks are unpacked once per
+ * call into 256 weight bytes each plus integer scales (wblk), in an L1-sized
+ * stack buffer (KB blocks of a row at a time), and every panel of the call
+ * passes over them in tiles of NR rows x TP panels: for each dword k the
+ * row's 4 bytes are broadcast to all lanes and multiplied against the
+ * panel's dword row k with vpdpbusd (u8 x s8, 4 products per int32 lane,
+ * exact).  Unpacking per tile instead (as this kernel first did) cost as
+ * much as the products of a panel or two: in a prefill each routed expert
+ * sees only ~48 tokens (3 panels).  A tile's f32 lane sums live in a
+ * 16-row x 16-token block per panel, which goes out transposed, one 64-byte
+ * store per token; so the lane sums of a row can wait there between block
+ * ranges, and the blocks still add in order.  The next chunk's weight rows
+ * are prefetched while a chunk computes (the experts' weights come cold
+ * from memory).  Per type:
  *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
  *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
  *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
@@ -38,7 +45,8 @@
  *            carries 128·Σ ls·w, a per-row constant the unpack computes and
  *            that starts the accumulator negated (exact).  Per 32-group chain
  *            times the odd scale 2s+1 (vpmulld); the 1/8 at the end, as the
- *            reference.
+ *            reference.  CPUs with VBMI + BITALG unpack the grid with
+ *            in-register lookups (unpack_iq2_xxs_vbmi).
  */
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -447,14 +455,11 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
         }
 }
 
-/* Rows in chunks of RC = 16 (one transposed store block per panel).  A
- * chunk's weights are unpacked once, KB blocks at a time (an L1-sized
- * buffer), and every panel of the call passes over them TP at a time, in
- * NR-row tiles; so the unpack, which costs about as much as the products
- * of one panel, is paid once per row and call rather than once per tile.
- * When the row needs more than one KB-block range, the lane sums of up to
- * PGRP panels wait in buf between ranges (the ranges run in block order,
- * so every lane still adds its blocks in the reference's order). */
+/* The whole call (see the header): row chunks of RC, each unpacked once per
+ * KB-block range, then every panel in tiles.  When a row needs more than
+ * one range, the lane sums of up to PGRP panels wait in buf between ranges
+ * (the ranges run in block order, so every lane still adds its blocks in
+ * the reference's order) and the chunk is unpacked once per PGRP panels. */
 INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
                 int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int *nrmax, const int TPM, const int kind) {
     const int nb = (int)(n / QK_K);
@@ -532,11 +537,12 @@ static const k_tile_fn iq2_tiles[RMAX][PMAXT] = { KT_T123(KIQ2, 1), KT_T123(KIQ2
                                                   KT_T12(KIQ2, 7), KT_T12(KIQ2, 8) };
 /* Rows per tile for 1, 2, 3 panels (nr[tp]), and the most panels per tile.
  * Measured on Zen 5 (one thread, 16-512 tokens, the small model's expert
- * shapes): Q2_K 8 x 2 beats 8 x 3, 7 x 3, 5 x 3, 6 x 4 and 4 x 4 (10-20% at
- * 48 tokens for the 512-wide down matrix, however the registers are spent,
- * the dpbusd pipes are the limit); IQ2_XXS, which holds a second
- * (per-group) set of accumulators, gains ~5% from 4 x 3 at 48 tokens over
- * 4 x 2 + 4 x 1, and loses with 3 x 4. */
+ * shapes): for Q2_K 8 x 2 beats 8 x 3, 7 x 3, 5 x 3, 6 x 4 and 4 x 4 (by
+ * 10-20% at 48 tokens on the 512-wide down matrix; the loop is bound by the
+ * dpbusd pipes, not by its loads, so wider tiles only add register
+ * pressure); IQ2_XXS, which holds a second (per-group) set of accumulators,
+ * gains ~5% at 48 tokens from 4 x 3 over 4 x 2 + 4 x 1 and loses with 3 x 4;
+ * Q4_K with 4 x 3 gained on one shape and lost on the other. */
 static const int q2_nr[3] = { 0, 8, 8 }, iq2_nr[4] = { 0, 8, 7, 4 }, q4_nr[3] = { 0, 4, 4 };
 enum { Q2_TP = 2, IQ2_TP = 3, Q4_TP = 2 };
 
