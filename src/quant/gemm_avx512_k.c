@@ -67,45 +67,86 @@ static size_t block_bytes(int npairs) { return (size_t)SOFF + (size_t)npairs * 6
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
 
+/* 16 x 16 dwords in place: a[i] element j <-> a[j] element i.  32-bit then
+ * 64-bit interleaves within 128-bit lanes, then a 4x4 transpose of the
+ * 128-bit lanes. */
+INL void transpose16(__m512i a[16]) {
+    __m512i t[16], u[16];
+    UNROLL for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+    }
+    UNROLL for (int i = 0; i < 4; i++) { /* u[4i+c], 128-bit lane L: element 4L+c of rows 4i..4i+3 */
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        a[c] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0)); /* row 4L + c goes to a[4L + c] */
+        a[4 + c] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+        a[8 + c] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+        a[12 + c] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
 /* ------------------------------------------------------------------------
- * Packing (plain C: O(ntok·n), negligible next to the O(nr·ntok·n) GEMM).
+ * Packing: O(ntok·n), small next to the O(nr·ntok·n) GEMM; the activation
+ * bytes of 16 tokens x 16 dwords at a time by a register transpose.
  * mode 0: no sums; 1: pairs of 16-sums (Q2_K); 2: pairs of 32-sums (Q4_K).
  * ------------------------------------------------------------------------ */
 
-static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panels, int mode) {
+TGT static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panels, int mode) {
     const int64_t nb = n / QK_K;
     const int npairs = mode == 1 ? 8 : mode == 2 ? 4 : 0;
     const size_t bb = block_bytes(npairs), pb = bb * (size_t)nb;
     const int np = (ntok + PANEL - 1) / PANEL;
-    const uint32_t xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
+    const int xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
+    const __m512i flip = _mm512_set1_epi8((char)xor8);
     for (int p = 0; p < np; p++) {
+        const int cnt = ntok - p * PANEL < PANEL ? ntok - p * PANEL : PANEL;
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *dst = (uint8_t *)panels + (size_t)p * pb + (size_t)b * bb;
+            for (int kg = 0; kg < 4; kg++) { /* dwords 16kg .. 16kg + 15 of the 16 tokens */
+                __m512i a[16];
+                UNROLL16 for (int t = 0; t < 16; t++) {
+                    a[t] = flip; /* padding tokens: x = 0 */
+                    if (t < cnt) {
+                        const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)(p * PANEL + t) * xs) + b;
+                        a[t] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(xb->qs + 64 * kg)), flip);
+                    }
+                }
+                transpose16(a);
+                UNROLL16 for (int k = 0; k < 16; k++) _mm512_storeu_si512((void *)(dst + 64 * (16 * kg + k)), a[k]);
+            }
+            if (mode == 1) { /* Q2_K: the 16-sums as they lie, dword i = pair i */
+                __m512i a[16];
+                UNROLL16 for (int t = 0; t < 16; t++) {
+                    a[t] = _mm512_setzero_si512();
+                    if (t < cnt) {
+                        const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)(p * PANEL + t) * xs) + b;
+                        a[t] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)xb->bsums));
+                    }
+                }
+                transpose16(a);
+                UNROLL for (int i = 0; i < 8; i++) _mm512_storeu_si512((void *)(dst + SOFF + 64 * i), a[i]);
+            }
             for (int t = 0; t < PANEL; t++) {
                 const int tok = p * PANEL + t;
                 if (tok >= ntok) {
-                    for (int k = 0; k < QK_K / 4; k++) memset(dst + 64 * k + 4 * t, xor8, 4);
                     memset(dst + DOFF + 4 * t, 0, 4);
-                    for (int i = 0; i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
+                    for (int i = 0; mode == 2 && i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
                     continue;
                 }
                 const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)tok * xs) + b;
-                for (int k = 0; k < QK_K / 4; k++) {
-                    uint32_t v;
-                    memcpy(&v, xb->qs + 4 * k, 4);
-                    v ^= xor8 * 0x01010101u;
-                    memcpy(dst + 64 * k + 4 * t, &v, 4);
-                }
                 memcpy(dst + DOFF + 4 * t, &xb->d, 4);
-                for (int i = 0; i < npairs; i++) {
-                    int16_t s[2];
-                    if (mode == 1) {
-                        s[0] = xb->bsums[2 * i];
-                        s[1] = xb->bsums[2 * i + 1];
-                    } else { /* 32-sums: |s| <= 32·127, fits int16 */
-                        s[0] = (int16_t)(xb->bsums[4 * i] + xb->bsums[4 * i + 1]);
-                        s[1] = (int16_t)(xb->bsums[4 * i + 2] + xb->bsums[4 * i + 3]);
-                    }
+                for (int i = 0; mode == 2 && i < npairs; i++) { /* Q4_K: 32-sums, |s| <= 32·127 fits int16 */
+                    const int16_t s[2] = { (int16_t)(xb->bsums[4 * i] + xb->bsums[4 * i + 1]),
+                                           (int16_t)(xb->bsums[4 * i + 2] + xb->bsums[4 * i + 3]) };
                     memcpy(dst + SOFF + 64 * i + 4 * t, s, 4);
                 }
             }
@@ -116,9 +157,9 @@ static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panel
 static size_t q2_K_panel_bytes(int64_t n) { return block_bytes(8) * (size_t)(n / QK_K); }
 static size_t q4_K_panel_bytes(int64_t n) { return block_bytes(4) * (size_t)(n / QK_K); }
 static size_t iq2_xxs_panel_bytes(int64_t n) { return block_bytes(0) * (size_t)(n / QK_K); }
-static void q2_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 1); }
-static void q4_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 2); }
-static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 0); }
+TGT static void q2_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 1); }
+TGT static void q4_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 2); }
+TGT static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 0); }
 
 /* ------------------------------------------------------------------------
  * Per-row, per-block unpacked weights.
@@ -402,33 +443,12 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
  * token (as gemm_avx512_q8.c: lane-by-lane stores touch 16 lines per row,
  * which alias in L1 when ldy is a power of two). */
 TGT static void store_block(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
-    __m512 a[16], t[16], u[16];
-    UNROLL16 for (int i = 0; i < 16; i++) a[i] = _mm512_load_ps(buf + 16 * i);
-    UNROLL for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
-    }
-    UNROLL for (int i = 0; i < 4; i++) {
-        const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
-        const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
-        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-    }
+    __m512i a[16];
+    UNROLL16 for (int i = 0; i < 16; i++) a[i] = _mm512_load_si512((const void *)(buf + 16 * i));
+    transpose16(a);
     const __mmask16 m = (__mmask16)((1u << nrows) - 1);
-    UNROLL for (int c = 0; c < 4; c++) {
-        const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512 b[4] = { _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm512_shuffle_f32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1)),
-                              _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm512_shuffle_f32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1)) };
-        UNROLL for (int L = 0; L < 4; L++)
-            if (4 * L + c < ntok) _mm512_mask_storeu_ps(y + (int64_t)(4 * L + c) * ldy, m, b[L]);
-    }
+    UNROLL16 for (int t = 0; t < 16; t++)
+        if (t < ntok) _mm512_mask_storeu_ps(y + (int64_t)t * ldy, m, _mm512_castsi512_ps(a[t]));
 }
 
 typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first,
