@@ -66,6 +66,12 @@ enum { RC = 16, KB = 4, PGRP = 8, RMAX = 8, PMAXT = 3, TMAX = RMAX * PMAXT };
 static size_t block_bytes(int npairs) { return (size_t)SOFF + (size_t)npairs * 64; }
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
+/* Two adjacent fp16 (a block's d, dmin) to two adjacent floats, one convert. */
+INL void h2f2(const ds4_fp16 *h, float *f) {
+    uint32_t u;
+    memcpy(&u, h, 4);
+    _mm_storel_pi((__m64 *)f, _mm_cvtph_ps(_mm_cvtsi32_si128((int)u)));
+}
 
 /* 16 x 16 dwords in place: a[i] element j <-> a[j] element i.  32-bit then
  * 64-bit interleaves within 128-bit lanes, then a 4x4 transpose of the
@@ -197,8 +203,7 @@ INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
     }
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
     _mm256_store_si256((__m256i *)o->s, mins);
-    o->d = h2f(a->d);
-    o->dmin = h2f(a->dmin);
+    h2f2(&a->d, &o->d);
 }
 
 /* Q4_K: 4-bit quants as bytes (64-chunk c: 32 low nibbles = sub-block 2c,
@@ -218,8 +223,7 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
         const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
         _mm512_store_si512((__m512i *)(o->q + 16 * c), _mm512_and_si512(_mm512_srlv_epi16(v, cnt), m4));
     }
-    o->d = h2f(a->d);
-    o->dmin = h2f(a->dmin);
+    h2f2(&a->d, &o->d);
 }
 
 /* IQ2_XXS: the block's 8 (grid word, aux word) qwords in one zmm.  Sign
