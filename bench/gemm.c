@@ -101,7 +101,9 @@ int main(int argc, char **argv) {
             ds4_type_traits_get(t->vec_dot_type)->from_float(xf, xq + (size_t)i * xb, n);
         }
         size_t pb = t->panel_bytes(n);
-        uint8_t *panels = malloc(pb * (size_t)((maxt + t->panel_tokens - 1) / t->panel_tokens));
+        /* 64-byte aligned, as ops.c allocates them (a panel row is one line) */
+        size_t pbytes = pb * (size_t)((maxt + t->panel_tokens - 1) / t->panel_tokens);
+        uint8_t *panels = aligned_alloc(64, (pbytes + 63) & ~(size_t)63);
         float *y0 = malloc(sizeof(float) * (size_t)rows * (size_t)maxt), *y1 = malloc(sizeof(float) * (size_t)rows * (size_t)maxt);
         for (int k = 0; k < nnt; k++) {
             int ntok = ntoks[k];

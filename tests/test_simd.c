@@ -11,7 +11,8 @@
  *                    F16 also at 8..4096 elements, every tile position, with
  *                    inf/NaN/subnormal weight rows
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
- *                    starting at a later panel)
+ *                    1..64 and 100, 300 tokens, 1..28 blocks, starting at a
+ *                    later panel; IQ2_XXS with and without the VBMI unpack)
  *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases;
  *                    rows of edge-case blocks (zeros, huge, tiny, denormal,
  *                    ties) at lengths around the 16-block groups
@@ -26,6 +27,7 @@
 #include "engine/pool.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
+#include "quant/simd_int.h"
 #include "quant/vec.h"
 
 #include <stdint.h>
@@ -283,11 +285,19 @@ TEST(f16_tiles_shape_invariant) {
 
 /* Panel GEMM (quant.h): pack ntok activation rows, multiply nr rows, and
  * every result is bit-identical to the level's vec_dot -- for every row and
- * token count (tails of both), and when the kernel starts at a later panel. */
+ * token count (tails of both: rows around the kernels' 16-row chunks and
+ * their tiles, every token count to 64 and two that take several tiles and
+ * token chunks), for row lengths of one block to several of the kernels'
+ * block ranges, and when the kernel starts at a later panel.  On an avx512
+ * CPU with VBMI the IQ2_XXS kernel without the VBMI unpack is checked too. */
 TEST(panel_gemm_matches_vec_dot) {
-    const int64_t lens[] = { 256, 1024, 2816 };
-    const int nrs[] = { 1, 3, 4, 5, 16, 37 };
-    const int ntoks[] = { 1, 2, 7, 16, 17, 40, 64 };
+    const int64_t lens[] = { 256, 512, 1024, 2816, 7168 };
+    const int nrs[] = { 1, 3, 4, 5, 7, 13, 16, 23, 30, 37 };
+    enum { MAXR = 37, MAXT = 300 };
+    int ntoks[64 + 2], nnt = 0;
+    for (int t = 1; t <= 64; t++) ntoks[nnt++] = t;
+    ntoks[nnt++] = 100;
+    ntoks[nnt++] = MAXT;
     int tested = 0;
     for (const char *const *lv = levels(); *lv; lv++) {
         if (!level_ok(*lv)) continue;
@@ -297,46 +307,60 @@ TEST(panel_gemm_matches_vec_dot) {
             ds4_simd_traits_for(*lv, type, &s);
             if (!s.panel_gemm) continue;
             CHECK(s.panel_tokens > 0 && s.panel_bytes && s.panel_pack);
+            ds4_panel_gemm_fn gemms[2] = { s.panel_gemm, NULL };
+            if (type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0 && ds4_gemm_avx512_k_iq2_base() != s.panel_gemm)
+                gemms[1] = ds4_gemm_avx512_k_iq2_base();
             for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
                 int64_t n = lens[li];
                 rng_seed((uint64_t)(type * 77 + li));
                 size_t rb = ds4_row_size(type, n), xb = ds4_row_size(s.vec_dot_type, n);
-                int maxr = 37, maxt = 64, P = s.panel_tokens;
-                uint8_t *w = malloc(rb * (size_t)maxr), *xq = malloc(xb * (size_t)maxt);
-                random_rows(type, n, maxr, w);
+                int P = s.panel_tokens;
+                uint8_t *w = malloc(rb * MAXR), *xq = malloc(xb * MAXT);
+                random_rows(type, n, MAXR, w);
                 float *x = malloc((size_t)n * sizeof *x);
-                for (int t = 0; t < maxt; t++) {
+                for (int t = 0; t < MAXT; t++) {
                     fill_gauss(x, n);
                     ds4_type_traits_ref(s.vec_dot_type)->from_float(x, xq + (size_t)t * xb, n);
                 }
+                float *ref = malloc(sizeof *ref * MAXT * MAXR); /* vec_dot of every (token, row) */
+                for (int t = 0; t < MAXT; t++)
+                    for (int r = 0; r < MAXR; r++) ref[t * MAXR + r] = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
                 size_t pb = s.panel_bytes(n);
-                uint8_t *panels = malloc(pb * (size_t)((maxt + P - 1) / P));
-                float *y = malloc(sizeof *y * (size_t)maxt * (maxr + 3));
-                for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
-                    for (size_t ki = 0; ki < sizeof ntoks / sizeof *ntoks; ki++) {
-                        int nr = nrs[ni], ntok = ntoks[ki], ldy = nr + 3;
-                        s.panel_pack(n, xq, xb, ntok, panels);
-                        for (int pass = 0; pass < 2; pass++) {
-                            int t0 = pass ? P : 0; /* second pass: start at the second panel */
-                            if (t0 >= ntok) continue;
-                            for (int i = 0; i < maxt * ldy; i++) y[i] = NAN;
-                            s.panel_gemm(n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, y, ldy);
-                            int bad = 0, spill = 0;
-                            for (int t = t0; t < ntok; t++) {
-                                for (int r = 0; r < nr; r++) {
-                                    float d = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
-                                    bad += memcmp(&d, &y[(t - t0) * ldy + r], 4) != 0;
-                                }
-                                for (int r = nr; r < ldy; r++) spill += !isnan(y[(t - t0) * ldy + r]);
+                uint8_t *panels = malloc(pb * (size_t)((MAXT + P - 1) / P));
+                const int ymax = MAXT * (MAXR + 3 + 32); /* the widest ldy below, and an offset */
+                float *y = malloc(sizeof *y * (size_t)ymax);
+                for (int ki = 0; ki < nnt; ki++) {
+                    int ntok = ntoks[ki];
+                    s.panel_pack(n, xq, xb, ntok, panels);
+                    for (int gi = 0; gi < 2 && gemms[gi]; gi++)
+                        for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
+                            for (int pass = 0; pass < 3; pass++) {
+                                /* 1: start at the second panel; 2: rows of y at a multiple of 16
+                                 * floats, starting 5 floats past a 64-byte line */
+                                int nr = nrs[ni], ldy = pass == 2 ? (nr + 15) / 16 * 16 + 16 : nr + 3;
+                                int t0 = pass == 1 ? P : 0, yoff = 0;
+                                if (t0 >= ntok) continue;
+                                if (pass == 2) yoff = (int)((16 - ((uintptr_t)y / sizeof *y) % 16) % 16) + 5;
+                                for (int i = 0; i < ymax; i++) y[i] = NAN;
+                                float *yo = y + yoff;
+                                gemms[gi](n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, yo, ldy);
+                                int bad = 0, spill = 0;
+                                for (int t = t0; t < ntok; t++)
+                                    for (int r = 0; r < nr; r++) {
+                                        bad += memcmp(&ref[t * MAXR + r], &yo[(t - t0) * ldy + r], 4) != 0;
+                                        yo[(t - t0) * ldy + r] = NAN;
+                                    }
+                                for (int i = 0; i < ymax; i++) spill += !isnan(y[i]); /* nothing else written */
+                                CHECKF(bad == 0 && spill == 0,
+                                       "%s %s%s n=%lld nr=%d ntok=%d t0=%d ldy=%d: %d differ, %d written outside", *lv,
+                                       s.name, gi ? " (no vbmi)" : "", (long long)n, nr, ntok, t0, ldy, bad, spill);
                             }
-                            CHECKF(bad == 0 && spill == 0, "%s %s n=%lld nr=%d ntok=%d t0=%d: %d differ, %d written outside",
-                                   *lv, s.name, (long long)n, nr, ntok, t0, bad, spill);
-                        }
-                    }
+                }
                 tested++;
                 free(w);
                 free(xq);
                 free(x);
+                free(ref);
                 free(panels);
                 free(y);
             }

@@ -19,11 +19,20 @@
  *                  of 32-sums; IQ2_XXS: none).
  * Padding tokens are x = 0, d = 0: finite, never stored.
  *
- * Kernel: a tile of NR weight rows x TP panels.  Per 256-block each row is
- * unpacked once into 256 weight bytes on the stack (amortised over the TP*16
- * tokens), then for each dword k its 4 bytes are broadcast to all lanes and
- * multiplied against the panel's dword row k with vpdpbusd (u8 x s8, 4
- * products per int32 lane, exact).
+ * Kernel: rows in chunks of 16 (RC).  A chunk's blocks are unpacked once per
+ * call into 256 weight bytes each plus integer scales (wblk), in an L1-sized
+ * stack buffer (KB blocks of a row at a time), and every panel of the call
+ * passes over them in tiles of NR rows x TP panels: for each dword k the
+ * row's 4 bytes are broadcast to all lanes and multiplied against the
+ * panel's dword row k with vpdpbusd (u8 x s8, 4 products per int32 lane,
+ * exact).  Unpacking per tile instead (as this kernel first did) cost as
+ * much as the products of a panel or two: in a prefill each routed expert
+ * sees only ~48 tokens (3 panels).  A tile's f32 lane sums live in a
+ * 16-row x 16-token block per panel, which goes out transposed, one 64-byte
+ * store per token; so the lane sums of a row can wait there between block
+ * ranges, and the blocks still add in order.  The next chunk's weight rows
+ * are prefetched while a chunk computes (the experts' weights come cold
+ * from memory).  Per type:
  *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
  *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
  *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
@@ -36,59 +45,114 @@
  *            carries 128·Σ ls·w, a per-row constant the unpack computes and
  *            that starts the accumulator negated (exact).  Per 32-group chain
  *            times the odd scale 2s+1 (vpmulld); the 1/8 at the end, as the
- *            reference.
+ *            reference.  CPUs with VBMI + BITALG unpack the grid with
+ *            in-register lookups (unpack_iq2_xxs_vbmi).
  */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include "quant/simd_x86.h"
 #include "quant/iq2_tables.h"
 
+#include <pthread.h>
+
 enum { PANEL = 16, QBYTES = 4096, DOFF = 4096, SOFF = 4160 };
+/* RC: rows per chunk (a transposed store block); KB: blocks per unpacked
+ * range (RC x KB x 320 bytes, ~20 KB: L1); PGRP: panels whose sums wait in
+ * the stack buffer between block ranges; RMAX, PMAXT, TMAX: tile bounds. */
+enum { RC = 16, KB = 4, PGRP = 8, RMAX = 8, PMAXT = 3, TMAX = RMAX * PMAXT };
+#define UNROLL16 _Pragma("GCC unroll 16")
 
 /* Bytes of one panel block: activation bytes, d, and `npairs` sum dwords. */
 static size_t block_bytes(int npairs) { return (size_t)SOFF + (size_t)npairs * 64; }
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 */
+/* Two adjacent fp16 (a block's d, dmin) to two adjacent floats, one convert. */
+INL void h2f2(const ds4_fp16 *h, float *f) {
+    uint32_t u;
+    memcpy(&u, h, 4);
+    _mm_storel_pi((__m64 *)f, _mm_cvtph_ps(_mm_cvtsi32_si128((int)u)));
+}
+
+/* 16 x 16 dwords in place: a[i] element j <-> a[j] element i.  32-bit then
+ * 64-bit interleaves within 128-bit lanes, then a 4x4 transpose of the
+ * 128-bit lanes. */
+INL void transpose16(__m512i a[16]) {
+    __m512i t[16], u[16];
+    UNROLL for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+    }
+    UNROLL for (int i = 0; i < 4; i++) { /* u[4i+c], 128-bit lane L: element 4L+c of rows 4i..4i+3 */
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        a[c] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0)); /* row 4L + c goes to a[4L + c] */
+        a[4 + c] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+        a[8 + c] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+        a[12 + c] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
 
 /* ------------------------------------------------------------------------
- * Packing (plain C: O(ntok·n), negligible next to the O(nr·ntok·n) GEMM).
+ * Packing: O(ntok·n), small next to the O(nr·ntok·n) GEMM; the activation
+ * bytes of 16 tokens x 16 dwords at a time by a register transpose.
  * mode 0: no sums; 1: pairs of 16-sums (Q2_K); 2: pairs of 32-sums (Q4_K).
  * ------------------------------------------------------------------------ */
 
-static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panels, int mode) {
+TGT static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panels, int mode) {
     const int64_t nb = n / QK_K;
     const int npairs = mode == 1 ? 8 : mode == 2 ? 4 : 0;
     const size_t bb = block_bytes(npairs), pb = bb * (size_t)nb;
     const int np = (ntok + PANEL - 1) / PANEL;
-    const uint32_t xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
+    const int xor8 = mode == 0 ? 0x80 : 0; /* IQ2_XXS: x + 128 as u8 */
+    const __m512i flip = _mm512_set1_epi8((char)xor8);
     for (int p = 0; p < np; p++) {
+        const int cnt = ntok - p * PANEL < PANEL ? ntok - p * PANEL : PANEL;
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *dst = (uint8_t *)panels + (size_t)p * pb + (size_t)b * bb;
+            for (int kg = 0; kg < 4; kg++) { /* dwords 16kg .. 16kg + 15 of the 16 tokens */
+                __m512i a[16];
+                UNROLL16 for (int t = 0; t < 16; t++) {
+                    a[t] = flip; /* padding tokens: x = 0 */
+                    if (t < cnt) {
+                        const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)(p * PANEL + t) * xs) + b;
+                        a[t] = _mm512_xor_si512(_mm512_loadu_si512((const void *)(xb->qs + 64 * kg)), flip);
+                    }
+                }
+                transpose16(a);
+                UNROLL16 for (int k = 0; k < 16; k++) _mm512_storeu_si512((void *)(dst + 64 * (16 * kg + k)), a[k]);
+            }
+            if (mode == 1) { /* Q2_K: the 16-sums as they lie, dword i = pair i */
+                __m512i a[16];
+                UNROLL16 for (int t = 0; t < 16; t++) {
+                    a[t] = _mm512_setzero_si512();
+                    if (t < cnt) {
+                        const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)(p * PANEL + t) * xs) + b;
+                        a[t] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)xb->bsums));
+                    }
+                }
+                transpose16(a);
+                UNROLL for (int i = 0; i < 8; i++) _mm512_storeu_si512((void *)(dst + SOFF + 64 * i), a[i]);
+            }
             for (int t = 0; t < PANEL; t++) {
                 const int tok = p * PANEL + t;
                 if (tok >= ntok) {
-                    for (int k = 0; k < QK_K / 4; k++) memset(dst + 64 * k + 4 * t, xor8, 4);
                     memset(dst + DOFF + 4 * t, 0, 4);
-                    for (int i = 0; i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
+                    for (int i = 0; mode == 2 && i < npairs; i++) memset(dst + SOFF + 64 * i + 4 * t, 0, 4);
                     continue;
                 }
                 const block_q8_K *xb = (const block_q8_K *)((const uint8_t *)x + (size_t)tok * xs) + b;
-                for (int k = 0; k < QK_K / 4; k++) {
-                    uint32_t v;
-                    memcpy(&v, xb->qs + 4 * k, 4);
-                    v ^= xor8 * 0x01010101u;
-                    memcpy(dst + 64 * k + 4 * t, &v, 4);
-                }
                 memcpy(dst + DOFF + 4 * t, &xb->d, 4);
-                for (int i = 0; i < npairs; i++) {
-                    int16_t s[2];
-                    if (mode == 1) {
-                        s[0] = xb->bsums[2 * i];
-                        s[1] = xb->bsums[2 * i + 1];
-                    } else { /* 32-sums: |s| <= 32·127, fits int16 */
-                        s[0] = (int16_t)(xb->bsums[4 * i] + xb->bsums[4 * i + 1]);
-                        s[1] = (int16_t)(xb->bsums[4 * i + 2] + xb->bsums[4 * i + 3]);
-                    }
+                for (int i = 0; mode == 2 && i < npairs; i++) { /* Q4_K: 32-sums, |s| <= 32·127 fits int16 */
+                    const int16_t s[2] = { (int16_t)(xb->bsums[4 * i] + xb->bsums[4 * i + 1]),
+                                           (int16_t)(xb->bsums[4 * i + 2] + xb->bsums[4 * i + 3]) };
                     memcpy(dst + SOFF + 64 * i + 4 * t, s, 4);
                 }
             }
@@ -99,46 +163,47 @@ static void pack_q8_K(int64_t n, const void *x, size_t xs, int ntok, void *panel
 static size_t q2_K_panel_bytes(int64_t n) { return block_bytes(8) * (size_t)(n / QK_K); }
 static size_t q4_K_panel_bytes(int64_t n) { return block_bytes(4) * (size_t)(n / QK_K); }
 static size_t iq2_xxs_panel_bytes(int64_t n) { return block_bytes(0) * (size_t)(n / QK_K); }
-static void q2_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 1); }
-static void q4_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 2); }
-static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 0); }
+TGT static void q2_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 1); }
+TGT static void q4_K_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 2); }
+TGT static void iq2_xxs_pack(int64_t n, const void *x, size_t xs, int ntok, void *p) { pack_q8_K(n, x, xs, ntok, p, 0); }
 
 /* ------------------------------------------------------------------------
  * Per-row, per-block unpacked weights.
  * ------------------------------------------------------------------------ */
 
 typedef struct {
-    int32_t q[QK_K / 4];  /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
-    int32_t sc[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld) */
-    int32_t mp[8];        /* Q2_K: 8, Q4_K: 4 (m, m') int16 pairs */
-    int32_t corr;         /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
-    float d, dmin;        /* fp16 scales of the weight block */
+    int32_t q[QK_K / 4]; /* 256 weight bytes (u8 for Q2_K/Q4_K, s8 for IQ2), as dwords to broadcast */
+    int32_t s[8];        /* Q4_K / IQ2_XXS: per-32 scale (int32, for vpmulld); Q2_K: 8 (m, m') int16 pairs */
+    int32_t m[4];        /* Q4_K: 4 (m, m') int16 pairs */
+    int32_t corr;        /* IQ2_XXS: -128 · Σ weight·scale, start of the int32 sum */
+    float d, dmin;       /* fp16 scales of the weight block */
 } __attribute__((aligned(64))) wblk;
 
-/* Q2_K: bytes q·(sc & 15) in element order, via a per-group vpshufb table
- * [0, sc, 2sc, 3sc] (sc·0x03020100 per dword: no carries, 3·15 < 256). */
+/* Q2_K: bytes q·(sc & 15) in element order, by a vpshufb from a table of
+ * [0, sc, 2sc, 3sc] per group (sc·0x03020100 per dword: no carries,
+ * 3·15 < 256).  64-element chunk c is the 32 quant bytes of its half
+ * (loaded into both 256-bit halves) shifted by 2j and 2j + 2, so its
+ * 128-bit lane L is group 4c + L; the lane's four group tables are
+ * broadcast to every lane and q + 4L picks lane L's own. */
 INL void unpack_q2_K(const block_q2_K *a, wblk *o) {
     const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     const __m512i tab = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(s, m4)), _mm512_set1_epi32(0x03020100));
-    const __m256i m3 = _mm256_set1_epi8(3);
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1)));
+    const __m512i m3 = _mm512_set1_epi8(3), lane = _mm512_set_epi32(0x0c0c0c0c, 0x0c0c0c0c, 0x0c0c0c0c, 0x0c0c0c0c,
+                                                                      0x08080808, 0x08080808, 0x08080808, 0x08080808,
+                                                                      0x04040404, 0x04040404, 0x04040404, 0x04040404,
+                                                                      0, 0, 0, 0);
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * (c >> 1))));
         const int j = 2 * (c & 1);
-        const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j)), m3);
-        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * j + 2)), m3);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        /* 128-bit lane L holds group 4c + L */
-        const __m512i idx = _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2, 4 * c + 2,
-                                             4 * c + 2, 4 * c + 2, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1,
-                                             4 * c, 4 * c, 4 * c, 4 * c);
-        const __m512i wq = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, tab), q);
-        _mm512_store_si512((__m512i *)(o->q + 16 * c), wq);
+        const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 2)), 1);
+        const __m512i q = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(v, cnt), m3, lane, 0xEA); /* (v >> cnt & 3) | 4L */
+        const __m512i t = _mm512_shuffle_i32x4(tab, tab, c * 0x55);
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), _mm512_shuffle_epi8(t, q));
     }
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
-    _mm256_store_si256((__m256i *)o->mp, mins);
-    o->d = h2f(a->d);
-    o->dmin = h2f(a->dmin);
+    _mm256_store_si256((__m256i *)o->s, mins);
+    h2f2(&a->d, &o->d);
 }
 
 /* Q4_K: 4-bit quants as bytes (64-chunk c: 32 low nibbles = sub-block 2c,
@@ -150,17 +215,15 @@ INL void unpack_q4_K(const block_q4_K *a, wblk *o) {
     const uint32_t s0 = u[0] & 0x3f3f3f3fu, s1 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
     const uint32_t m0 = u[1] & 0x3f3f3f3fu, m1 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
     const __m128i sc8 = _mm_set_epi32(0, 0, (int)s1, (int)s0);
-    _mm256_store_si256((__m256i *)o->sc, _mm256_cvtepu8_epi32(sc8));
-    _mm_store_si128((__m128i *)o->mp, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c));
-        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        _mm512_store_si512((__m512i *)(o->q + 16 * c), q);
+    _mm256_store_si256((__m256i *)o->s, _mm256_cvtepu8_epi32(sc8));
+    _mm_store_si128((__m128i *)o->m, _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)));
+    /* the 32 bytes in both halves, shifted by 0 and 4 */
+    const __m512i m4 = _mm512_set1_epi8(0x0f), cnt = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
+        _mm512_store_si512((__m512i *)(o->q + 16 * c), _mm512_and_si512(_mm512_srlv_epi16(v, cnt), m4));
     }
-    o->d = h2f(a->d);
-    o->dmin = h2f(a->dmin);
+    h2f2(&a->d, &o->d);
 }
 
 /* IQ2_XXS: the block's 8 (grid word, aux word) qwords in one zmm.  Sign
@@ -186,7 +249,7 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     uint64_t sm[4];
     _mm256_storeu_si256((__m256i *)sm, _mm512_cvtepi64_epi32(signs));
     const __m512i lsq = _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(v, 60), 1), _mm512_set1_epi64(1));
-    _mm256_store_si256((__m256i *)o->sc, _mm512_cvtepi64_epi32(lsq));
+    _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(lsq));
     __m512i tot = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         const uint8_t *i0 = gi + 16 * c, *i1 = i0 + 8;
@@ -203,72 +266,145 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     o->d = h2f(a->d);
 }
 
-/* ------------------------------------------------------------------------
- * Micro-kernels: NR rows x TP panels, all blocks; results to y.
- * ------------------------------------------------------------------------ */
+/* IQ2_XXS on CPUs with VBMI + BITALG (Ice Lake, Zen 4 and later): the
+ * scalar grid loads and qword inserts above are the costly part of the
+ * unpack, so here, as in iq2_avx512.c's dot, the grid stays in registers:
+ * each entry as a 16-bit code of 8 two-bit digits (0, 1, 2: 8, 25, 43),
+ * split into a table of low and one of high code bytes (4 zmm each), looked
+ * up by two-register byte permutes on the index bytes where they lie (the
+ * aux bytes look up junk that is never used) and a blend on index bit 7.
+ * Per 64-element chunk a byte permute puts 8-group q's code in qword q, a
+ * multishift moves digit j to byte j and a byte permute maps digits to
+ * magnitudes.  The sign codes come out of the aux words with one
+ * multishift, their parity bit from a byte popcount; the sign bytes go
+ * through memory to become the chunks' masks (loads are cheaper than the
+ * extracts that moving them through registers takes). */
+#define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")))
+#define INLV static inline __attribute__((always_inline)) TGTV
 
-enum { KQ2, KQ4, KIQ2 };
+static struct {
+    uint8_t code_lo[256], code_hi[256]; /* grid entry -> 16-bit code, digit j at bits 2j */
+    uint8_t exp_ctl[4][64]; /* qword q, bytes 0, 1 <- low, high code byte of 8-group 8m + q */
+    uint8_t digit_ctl[64];  /* byte j of each qword <- bits [2j, 2j+8) */
+    uint8_t mag_tab[64];    /* byte i -> magnitude of digit i & 3 */
+    uint8_t sgn_ctl[64];    /* per qword: bytes 0-3 <- aux bits 7l.. (the sign codes) */
+    uint8_t sgn_keep[64];   /* 0x7f for bytes 0-3 */
+    uint8_t ls_ctl[4][64];  /* bytes 0-31 <- byte 0 of qword 2m, 32-63 <- of qword 2m+1 */
+} iq2v __attribute__((aligned(64)));
 
-/* Scatter a tile's f32 lanes to y (token-major), only real tokens. */
-INL void store_tile(const __m512 *s, int NR, int TP, int r0, int p0, int ntok, float *y, int64_t ldy) {
-    for (int r = 0; r < NR; r++)
-        for (int p = 0; p < TP; p++) {
-            float v[PANEL];
-            _mm512_storeu_ps(v, s[r * TP + p]);
-            const int t0 = (p0 + p) * PANEL;
-            const int cnt = ntok - t0 < PANEL ? ntok - t0 : PANEL;
-            for (int l = 0; l < cnt; l++) y[(int64_t)(t0 + l) * ldy + r0 + r] = v[l];
+static pthread_once_t iq2v_once = PTHREAD_ONCE_INIT;
+static void iq2v_build(void) {
+    for (int i = 0; i < 256; i++) {
+        uint16_t c = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint8_t m = (uint8_t)(ds4_iq2xxs_grid[i] >> (8 * j));
+            c |= (uint16_t)((m == 8 ? 0 : m == 25 ? 1 : 2) << (2 * j));
         }
+        iq2v.code_lo[i] = (uint8_t)c;
+        iq2v.code_hi[i] = (uint8_t)(c >> 8);
+    }
+    static const uint8_t mags[4] = { 8, 25, 43, 0 };
+    for (int i = 0; i < 64; i++) {
+        const int q = i / 8, pos = 8 * (q / 4) + q % 4; /* index byte of 8-group q (of chunk 0) in the block */
+        for (int m = 0; m < 4; m++) iq2v.exp_ctl[m][i] = (uint8_t)(16 * m + pos + (i % 8 == 1 ? 64 : 0));
+        iq2v.digit_ctl[i] = (uint8_t)(2 * (i % 8));
+        iq2v.mag_tab[i] = mags[i & 3];
+        iq2v.sgn_ctl[i] = (uint8_t)(32 + 7 * (i % 8));
+        iq2v.sgn_keep[i] = i % 8 < 4 ? 0x7f : 0;
+        for (int m = 0; m < 4; m++) iq2v.ls_ctl[m][i] = (uint8_t)(8 * (2 * m + i / 32));
+    }
 }
 
-INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *panels, size_t pb, int p0, int ntok,
-                 float *y, int64_t ldy, const int NR, const int TP, const int kind) {
-    const int64_t nb = n / QK_K;
-    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+#define LDV(p) _mm512_load_si512((const void *)(p))
+INLV void unpack_iq2_xxs_vbmi(const block_iq2_xxs *a, wblk *o) {
+    const __m512i v = _mm512_loadu_si512((const void *)a->qs);
+    /* low and high code bytes at the index bytes' positions */
+    const __mmask64 b7 = _mm512_movepi8_mask(v);
+    const __m512i lo = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_lo), v, LDV(iq2v.code_lo + 64)),
+                                              _mm512_permutex2var_epi8(LDV(iq2v.code_lo + 128), v, LDV(iq2v.code_lo + 192)));
+    const __m512i hi = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_hi), v, LDV(iq2v.code_hi + 64)),
+                                              _mm512_permutex2var_epi8(LDV(iq2v.code_hi + 128), v, LDV(iq2v.code_hi + 192)));
+    /* sign bytes code | parity << 7, bytes 0-3 of each 32-group's qword */
+    const __m512i sc = _mm512_and_si512(_mm512_multishift_epi64_epi8(LDV(iq2v.sgn_ctl), v), LDV(iq2v.sgn_keep));
+    /* sc | (popcount << 7 & 0x80): the popcount's bit 0 to bit 7 of its byte */
+    const __m512i sb = _mm512_ternarylogic_epi32(sc, _mm512_slli_epi16(_mm512_popcnt_epi8(sc), 7), _mm512_set1_epi8((char)0x80), 0xF8);
+    uint64_t sm[4] __attribute__((aligned(32)));
+    _mm256_store_si256((__m256i *)sm, _mm512_cvtepi64_epi32(sb));
+    __asm__("" : "+m"(sm)); /* keep them in memory: read back as mask loads */
+    /* ls = 2s + 1 per qword: bits 59-63 are s·2 + a sign bit, which the | 1 hides */
+    const __m512i ls = _mm512_or_si512(_mm512_srli_epi64(v, 59), _mm512_set1_epi64(1));
+    _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(ls));
+    __m512i tot = _mm512_setzero_si512();
+    UNROLL for (int m = 0; m < 4; m++) {
+        const __m512i cm = _mm512_permutex2var_epi8(lo, LDV(iq2v.exp_ctl[m]), hi);
+        const __m512i mag = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(LDV(iq2v.digit_ctl), cm), LDV(iq2v.mag_tab));
+        const __m512i w = _mm512_mask_sub_epi8(mag, _load_mask64((__mmask64 *)&sm[m]), _mm512_setzero_si512(), mag);
+        _mm512_store_si512((__m512i *)(o->q + 16 * m), w);
+        tot = _mm512_dpbusd_epi32(tot, _mm512_permutexvar_epi8(LDV(iq2v.ls_ctl[m]), ls), w); /* ls (u8) x signed grid */
+    }
+    o->corr = -128 * _mm512_reduce_add_epi32(tot);
+    o->d = h2f(a->d);
+}
+#undef LDV
+
+/* Rows [0, rc) x blocks [kb0, kb0 + nbk) (see k_unpack); a function of its
+ * own, as the VBMI code cannot be inlined into the base-ISA kernels. */
+TGTV static void unpack_rows_iq2_xxs_vbmi(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd) {
+    for (int r = 0; r < rc; r++)
+        for (int b = 0; b < nbk; b++)
+            unpack_iq2_xxs_vbmi((const block_iq2_xxs *)(w + (size_t)r * ws) + kb0 + b, &wd[r * nbk + b]);
+}
+
+/* ------------------------------------------------------------------------
+ * Micro-kernels: NR rows x TP panels over a range of blocks whose weights
+ * are already unpacked (wd: row r's block b at wd[r * wst + b]).  The f32
+ * lane sums start at zero (first) or from out, and go back to out: row r of
+ * panel p at out[p * 256 + r * 16 ..] (a 16-row x 16-token block per panel,
+ * transposed by store_block()).
+ * ------------------------------------------------------------------------ */
+
+enum { KQ2, KQ4, KIQ2, KIQ2V }; /* KIQ2V: KIQ2 with the VBMI unpack (the same tiles) */
+
+INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first, int last,
+                const int NR, const int TP, const int kind) {
     const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
-    const uint8_t *xp[8];
-    UNROLL for (int p = 0; p < TP; p++) xp[p] = panels + (size_t)(p0 + p) * pb;
-    wblk wb[8];
-    __m512 sum[8 * 4];
-    UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        UNROLL for (int r = 0; r < NR; r++) {
-            const uint8_t *blk = w + (size_t)(r0 + r) * ws + (size_t)b * wsz;
-            if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wb[r]);
-            else if (kind == KQ4) unpack_q4_K((const block_q4_K *)blk, &wb[r]);
-            else unpack_iq2_xxs((const block_iq2_xxs *)blk, &wb[r]);
-        }
-        const uint8_t *xb[8];
-        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp[p] + (size_t)b * bb;
-        __m512i acc[8 * 4];
+#define SUM(r, p) (*(__m512 *)(out + (p) * 256 + (r) * 16))
+    if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) SUM(r, p) = _mm512_setzero_ps();
+    for (int b = 0; b < nbk; b++) {
+        const wblk *wb[RMAX];
+        UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
+        const uint8_t *xb[PMAXT];
+        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
+        __m512i acc[TMAX];
         UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r].corr) : _mm512_setzero_si512();
+            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r]->corr) : _mm512_setzero_si512();
         if (kind == KQ2) {
-            UNROLL for (int k = 0; k < QK_K / 4; k++) {
-                __m512i xv[4];
+            for (int j = 0; j < 8; j++) UNROLL for (int kk = 0; kk < 8; kk++) {
+                const int k = 8 * j + kk;
+                __m512i xv[PMAXT];
                 UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                    const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
                     UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], wv, xv[p]);
                 }
             }
         } else {
             for (int j = 0; j < 8; j++) {
-                __m512i tmp[8 * 4];
+                __m512i tmp[TMAX];
                 UNROLL for (int i = 0; i < NR * TP; i++) tmp[i] = _mm512_setzero_si512();
                 UNROLL for (int kk = 0; kk < 8; kk++) {
                     const int k = 8 * j + kk;
-                    __m512i xv[4];
+                    __m512i xv[PMAXT];
                     UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                     UNROLL for (int r = 0; r < NR; r++) {
-                        const __m512i wv = _mm512_set1_epi32(wb[r].q[k]);
+                        const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
                         UNROLL for (int p = 0; p < TP; p++)
                             tmp[r * TP + p] = kind == KIQ2 ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
                                                            : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
                     }
                 }
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512i sc = _mm512_set1_epi32(wb[r].sc[j]);
+                    const __m512i sc = _mm512_set1_epi32(wb[r]->s[j]);
                     UNROLL for (int p = 0; p < TP; p++)
                         acc[r * TP + p] = _mm512_add_epi32(acc[r * TP + p], _mm512_mullo_epi32(tmp[r * TP + p], sc));
                 }
@@ -279,74 +415,181 @@ INL void k_panel(int64_t n, const uint8_t *w, size_t ws, int r0, const uint8_t *
             const __m512 xd = _mm512_loadu_ps((const float *)(xb[p] + DOFF));
             if (kind == KIQ2) {
                 UNROLL for (int r = 0; r < NR; r++) {
-                    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r].d), xd);
-                    sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
+                    const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r]->d), xd);
+                    SUM(r, p) = _mm512_add_ps(SUM(r, p), _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
                 }
                 continue;
             }
             const int npairs = kind == KQ2 ? 8 : 4;
-            __m512i ms[8];
+            __m512i ms[RMAX];
             UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_setzero_si512();
             UNROLL for (int i = 0; i < npairs; i++) {
                 const __m512i bs = _mm512_loadu_si512((const void *)(xb[p] + SOFF + 64 * i));
-                UNROLL for (int r = 0; r < NR; r++) ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(wb[r].mp[i]));
+                UNROLL for (int r = 0; r < NR; r++)
+                    ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i]));
             }
             UNROLL for (int r = 0; r < NR; r++) {
-                const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].d));
-                const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r].dmin));
+                const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->d));
+                const __m512 dmin = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->dmin));
                 const __m512 t = _mm512_sub_ps(_mm512_mul_ps(dall, _mm512_cvtepi32_ps(acc[r * TP + p])),
                                                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[r])));
-                sum[r * TP + p] = _mm512_add_ps(sum[r * TP + p], t);
+                SUM(r, p) = _mm512_add_ps(SUM(r, p), t);
             }
         }
     }
-    if (kind == KIQ2) UNROLL for (int i = 0; i < NR * TP; i++) sum[i] = _mm512_mul_ps(_mm512_set1_ps(0.125f), sum[i]);
-    store_tile(sum, NR, TP, r0, p0, ntok, y, ldy);
+    if (kind == KIQ2 && last) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+        SUM(r, p) = _mm512_mul_ps(_mm512_set1_ps(0.125f), SUM(r, p));
+#undef SUM
 }
 
-/* The caller's nr x ntok cut into tiles of up to NR rows x TP panels. */
-#define TCASE(K, R, P) case (R) * 8 + (P): k_panel(n, wp, ws, r0, pp, pb, p0, ntok, y, ldy, R, P, K); break;
-#define TCASES_4x2(K) TCASE(K, 1, 1) TCASE(K, 1, 2) TCASE(K, 2, 1) TCASE(K, 2, 2) TCASE(K, 3, 1) TCASE(K, 3, 2) \
-    TCASE(K, 4, 1) TCASE(K, 4, 2)
-#define TCASES_8x2(K) TCASES_4x2(K) TCASE(K, 5, 1) TCASE(K, 5, 2) TCASE(K, 6, 1) TCASE(K, 6, 2) TCASE(K, 7, 1) \
-    TCASE(K, 7, 2) TCASE(K, 8, 1) TCASE(K, 8, 2)
+/* buf: 16 rows x 16 tokens (row-major); writes token t's nrows results to
+ * y[t*ldy + 0 .. nrows-1] for t < ntok, one masked 64-byte store per
+ * token (as gemm_avx512_q8.c: lane-by-lane stores touch 16 lines per row,
+ * which alias in L1 when ldy is a power of two). */
+TGT static void store_block(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
+    __m512i a[16];
+    UNROLL16 for (int i = 0; i < 16; i++) a[i] = _mm512_load_si512((const void *)(buf + 16 * i));
+    transpose16(a);
+    const __mmask16 m = (__mmask16)((1u << nrows) - 1);
+    UNROLL16 for (int t = 0; t < 16; t++)
+        if (t < ntok) _mm512_mask_storeu_ps(y + (int64_t)t * ldy, m, _mm512_castsi512_ps(a[t]));
+}
+
+typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first,
+                          int last);
+#define KT_FN(K, R, P)                                                                                        \
+    TGT static void k_tile_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,     \
+                                           float *out, int first, int last) {                                  \
+        k_tile(nbk, wd, wst, xp, pb, out, first, last, R, P, K);                                               \
+    }
+
+/* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
+INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
+    if (kind == KIQ2V) {
+        unpack_rows_iq2_xxs_vbmi(w, ws, rc, kb0, nbk, wd);
+        return;
+    }
+    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+    for (int r = 0; r < rc; r++)
+        for (int b = 0; b < nbk; b++) {
+            const uint8_t *blk = w + (size_t)r * ws + (size_t)(kb0 + b) * wsz;
+            if (kind == KQ2) unpack_q2_K((const block_q2_K *)blk, &wd[r * nbk + b]);
+            else if (kind == KQ4) unpack_q4_K((const block_q4_K *)blk, &wd[r * nbk + b]);
+            else unpack_iq2_xxs((const block_iq2_xxs *)blk, &wd[r * nbk + b]);
+        }
+}
+
+/* The whole call (see the header): row chunks of RC, each unpacked once per
+ * KB-block range, then every panel in tiles.  When a row needs more than
+ * one range, the lane sums of up to PGRP panels wait in buf between ranges
+ * (the ranges run in block order, so every lane still adds its blocks in
+ * the reference's order) and the chunk is unpacked once per PGRP panels. */
+INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
+                int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int *nrmax, const int TPM, const int kind) {
+    const int nb = (int)(n / QK_K);
+    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0), pb = bb * (size_t)nb;
+    const int np = (ntok + PANEL - 1) / PANEL;
+    const int kb = nb < KB ? nb : KB, nkc = (nb + kb - 1) / kb;
+    const int pg = nkc == 1 ? np : PGRP;
+    _Alignas(64) wblk wd[RC * KB];
+    _Alignas(64) float buf[PGRP][256];
+    /* Where y's rows are not 64-byte aligned, a shorter first chunk makes
+     * the later chunks' 16-float stores whole lines (ldy a multiple of 16:
+     * the same offset in every token's row).  Unaligned, each store writes
+     * parts of two lines, each line twice: ~10% at 48 tokens. */
+    const int skew = ldy % RC == 0 ? (int)(((uintptr_t)y / sizeof(float)) % RC) : 0;
+    for (int r0 = 0, rc; r0 < nr; r0 += rc) {
+        rc = r0 == 0 && skew ? RC - skew : RC;
+        if (rc > nr - r0) rc = nr - r0;
+        const uint8_t *wc = w + (size_t)r0 * ws;
+        if (rc < RC) memset(buf, 0, sizeof buf); /* rows past rc: read by the transpose, never stored */
+        /* the next chunk's weight rows, prefetched while this one computes */
+        const size_t pf0 = nkc == 1 && r0 + rc < nr ? (size_t)(r0 + rc) * ws : 0;
+        const size_t pf1 = pf0 ? (size_t)(nr - r0 - rc < RC ? nr : r0 + rc + RC) * ws : 0;
+        for (int g0 = 0; g0 < np; g0 += pg) {
+            const int g1 = np - g0 < pg ? np : g0 + pg;
+            for (int c = 0; c < nkc; c++) {
+                const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
+                if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
+                for (int p = g0; p < g1;) {
+                    /* panels split evenly into tiles of <= TPM, rows into tiles of <= nrmax[tp] */
+                    const int left = g1 - p, tp = (left + (left + TPM - 1) / TPM - 1) / ((left + TPM - 1) / TPM);
+                    const int ntr = (rc + nrmax[tp] - 1) / nrmax[tp];
+                    const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * bb;
+                    float *out = buf[nkc == 1 ? 0 : p - g0];
+                    for (int r = 0, i = 0; r < rc; i++) {
+                        const int rr = (rc - r + (ntr - i) - 1) / (ntr - i);
+                        if (pf1 > pf0) { /* this tile's share of the next chunk's lines */
+                            const size_t a = pf0 + (pf1 - pf0) * (size_t)(p * rc + r) / (size_t)(g1 * rc);
+                            const size_t z = pf0 + (pf1 - pf0) * (size_t)(p * rc + r + rr) / (size_t)(g1 * rc);
+                            for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
+                        }
+                        tiles[rr - 1][tp - 1](nbk, wd + r * nbk, nbk, xp, pb, out + 16 * r, c == 0, c == nkc - 1);
+                        r += rr;
+                    }
+                    if (nkc == 1)
+                        for (int q = 0; q < tp; q++) {
+                            const int tok = ntok - (p + q) * PANEL;
+                            store_block(out + 256 * q, rc, tok < PANEL ? tok : PANEL, y + (int64_t)(p + q) * PANEL * ldy + r0, ldy);
+                        }
+                    p += tp;
+                }
+            }
+            if (nkc > 1)
+                for (int p = g0; p < g1; p++) {
+                    const int tok = ntok - p * PANEL;
+                    store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, y + (int64_t)p * PANEL * ldy + r0, ldy);
+                }
+        }
+    }
+}
+
+#define KT_R12(K, R) KT_FN(K, R, 1) KT_FN(K, R, 2)
+#define KT_R123(K, R) KT_R12(K, R) KT_FN(K, R, 3)
+#define KT_T12(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2, NULL }
+#define KT_T123(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2, k_tile_##K##_##R##_3 }
+KT_R12(KQ2, 1) KT_R12(KQ2, 2) KT_R12(KQ2, 3) KT_R12(KQ2, 4) KT_R12(KQ2, 5) KT_R12(KQ2, 6) KT_R12(KQ2, 7) KT_R12(KQ2, 8)
+KT_R12(KQ4, 1) KT_R12(KQ4, 2) KT_R12(KQ4, 3) KT_R12(KQ4, 4)
+KT_R123(KIQ2, 1) KT_R123(KIQ2, 2) KT_R123(KIQ2, 3) KT_R123(KIQ2, 4)
+KT_R12(KIQ2, 5) KT_R12(KIQ2, 6) KT_R12(KIQ2, 7) KT_R12(KIQ2, 8)
+/* [rows - 1][panels - 1]; NULL: a shape the type's nr[] never asks for */
+static const k_tile_fn q2_tiles[RMAX][PMAXT] = { KT_T12(KQ2, 1), KT_T12(KQ2, 2), KT_T12(KQ2, 3), KT_T12(KQ2, 4),
+                                                 KT_T12(KQ2, 5), KT_T12(KQ2, 6), KT_T12(KQ2, 7), KT_T12(KQ2, 8) };
+static const k_tile_fn q4_tiles[RMAX][PMAXT] = { KT_T12(KQ4, 1), KT_T12(KQ4, 2), KT_T12(KQ4, 3), KT_T12(KQ4, 4) };
+static const k_tile_fn iq2_tiles[RMAX][PMAXT] = { KT_T123(KIQ2, 1), KT_T123(KIQ2, 2), KT_T123(KIQ2, 3),
+                                                  KT_T123(KIQ2, 4), KT_T12(KIQ2, 5), KT_T12(KIQ2, 6),
+                                                  KT_T12(KIQ2, 7), KT_T12(KIQ2, 8) };
+/* Rows per tile for 1, 2, 3 panels (nr[tp]), and the most panels per tile.
+ * Measured on Zen 5 (one thread, 16-512 tokens, the small model's expert
+ * shapes): for Q2_K 8 x 2 beats 8 x 3, 7 x 3, 5 x 3, 6 x 4 and 4 x 4 (by
+ * 10-20% at 48 tokens on the 512-wide down matrix; the loop is bound by the
+ * dpbusd pipes, not by its loads, so wider tiles only add register
+ * pressure); IQ2_XXS, which holds a second (per-group) set of accumulators,
+ * gains ~5% at 48 tokens from 4 x 3 over 4 x 2 + 4 x 1 and loses with 3 x 4;
+ * Q4_K with 4 x 3 gained on one shape and lost on the other. */
+static const int q2_nr[3] = { 0, 8, 8 }, iq2_nr[4] = { 0, 8, 7, 4 }, q4_nr[3] = { 0, 4, 4 };
+enum { Q2_TP = 2, IQ2_TP = 3, Q4_TP = 2 };
 
 /* Tokens are taken in chunks of panels holding ~XCHUNK bytes of activations
- * (they stay in L2 while every row tile of the matrix passes over them); the
- * weights stream once per chunk. */
+ * (they stay in L2 while every row chunk of the matrix passes over them). */
 #ifndef XCHUNK
 #define XCHUNK (512u << 10)
 #endif
-#define DEFINE_GEMM(NAME, K, BYTES, TR, TPN)                                                                  \
+#define DEFINE_GEMM(NAME, K, BYTES, TABLE, TR, TPN)                                                           \
     TGT static void NAME(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,  \
                          int64_t ldy) {                                                                        \
         const size_t pb = BYTES(n);                                                                            \
-        const int np = (ntok + PANEL - 1) / PANEL;                                                             \
-        int chunk = (int)(XCHUNK / pb) / (TPN) * (TPN);                                                        \
-        if (chunk < (TPN)) chunk = (TPN);                                                                      \
-        const uint8_t *wp = w, *pp = panels;                                                                   \
-        for (int c0 = 0; c0 < np; c0 += chunk) {                                                               \
-            const int c1 = np - c0 < chunk ? np : c0 + chunk;                                                  \
-            for (int r0 = 0; r0 < nr; r0 += TR) {                                                              \
-                const int rr = nr - r0 < TR ? nr - r0 : TR;                                                    \
-                for (int p0 = c0; p0 < c1; p0 += TPN) {                                                        \
-                    const int tp = c1 - p0 < TPN ? c1 - p0 : TPN;                                              \
-                    switch (rr * 8 + tp) {                                                                     \
-                        TCASES_##TR##x##TPN(K)                                                                 \
-                    default: break;                                                                            \
-                    }                                                                                          \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
+        int chunk = (int)(XCHUNK / pb) * PANEL;                                                                \
+        if (chunk < PANEL) chunk = PANEL;                                                                      \
+        for (int t0 = 0; t0 < ntok; t0 += chunk)                                                               \
+            k_gemm(n, w, ws, nr, (const uint8_t *)panels + (size_t)(t0 / PANEL) * pb,                          \
+                   ntok - t0 < chunk ? ntok - t0 : chunk, y + (int64_t)t0 * ldy, ldy, TABLE, TR, TPN, K);       \
     }
 
-/* Tile shapes measured on Zen 5 (bench/gemm.c, n = 4096, 16-256 tokens):
- * two panels per tile, and as many rows as the registers allow without
- * spilling the accumulators (Q4_K / IQ2_XXS hold a second, per-sub-block
- * set). */
-DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, 8, 2)
-DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, 4, 2)
-DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, 4, 2)
+DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, q2_nr, Q2_TP)
+DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, q4_nr, Q4_TP)
+DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
+DEFINE_GEMM(iq2_xxs_gemm_vbmi, KIQ2V, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
@@ -356,11 +599,19 @@ void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
     SETP(DS4_TYPE_Q4_K, q4_K);
     SETP(DS4_TYPE_IQ2_XXS, iq2_xxs);
 #undef SETP
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg")) {
+        pthread_once(&iq2v_once, iq2v_build);
+        t[DS4_TYPE_IQ2_XXS].panel_gemm = iq2_xxs_gemm_vbmi;
+    }
 }
+
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return iq2_xxs_gemm; }
 
 #else /* not x86 */
 
 #include "quant/simd_int.h"
 void ds4_gemm_install_avx512_k(ds4_type_traits *table) { (void)table; }
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return NULL; }
 
 #endif
