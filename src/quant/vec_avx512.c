@@ -546,56 +546,6 @@ void ds4_vec_install_avx512(ds4_vec_ops *v) {
 #else /* not x86 */
 
 #include "quant/vec_int.h"
-/* Hyper-connection mixes in one pass: per 16 floats, the H old stream
- * values are loaded once and every output is formed in registers, the
- * scalar version's mul-then-add steps in its order (so bit-identical to it),
- * instead of H + H² passes over the rows plus a copy.  Up to HC_MAX streams
- * (V4 has 4); more fall back on the scalar version. */
-#define HC_MAX 8
-
-TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *C, const int H, int64_t n) {
-    __m512 pk[HC_MAX], cjk[HC_MAX][HC_MAX];
-    for (int k = 0; k < H; k++) {
-        pk[k] = _mm512_set1_ps(post[k]);
-        for (int j = 0; j < H; j++) cjk[j][k] = _mm512_set1_ps(C[j * H + k]);
-    }
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
-        __m512 old[HC_MAX];
-        for (int j = 0; j < H; j++) old[j] = _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i);
-        const __m512 ov = _mm512_maskz_loadu_ps(m, o + i);
-        for (int k = 0; k < H; k++) {
-            __m512 y = _mm512_mul_ps(ov, pk[k]);
-            for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(cjk[j][k], old[j]));
-            _mm512_mask_storeu_ps(X + (size_t)k * n + i, m, y);
-        }
-    }
-}
-
-TGT static void hc_expand_512(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
-                              int H, int64_t n, float *scratch) {
-    if (H == 4) hc_expand_n(X, o, post, C, 4, n); /* constant H: the loops unroll into registers */
-    else if (H >= 1 && H <= HC_MAX) hc_expand_n(X, o, post, C, H, n);
-    else ds4_vec_hc_expand_ref(v, X, o, post, C, H, n, scratch);
-}
-
-TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
-    __m512 wj[HC_MAX];
-    for (int j = 0; j < H; j++) wj[j] = _mm512_set1_ps(w[j]);
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
-        __m512 y = _mm512_setzero_ps();
-        for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(wj[j], _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i)));
-        _mm512_mask_storeu_ps(x + i, m, y);
-    }
-}
-
-TGT static void hc_collapse_512(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n) {
-    if (H == 4) hc_collapse_n(x, X, w, 4, n);
-    else if (H >= 1 && H <= HC_MAX) hc_collapse_n(x, X, w, H, n);
-    else ds4_vec_hc_collapse_ref(v, x, X, w, H, n);
-}
-
 void ds4_vec_install_avx512(ds4_vec_ops *v) { (void)v; }
 
 #endif
