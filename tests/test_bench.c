@@ -1,8 +1,9 @@
 /* ds4-bench smoke test (no real benchmark): frontier schedules, a two-
  * frontier run on the tiny model (rows, roofline fields, generation restored
  * by snapshot so the next frontier's logits are bitwise those of a plain
- * prefill), the bandwidth probe on a small buffer, and the ds4-bench program's
- * CSV + summary output. */
+ * prefill), the bandwidth probe on a small buffer, the per-phase profile
+ * lines (--phases: every row has them, the phases add up to the measured
+ * time), and the ds4-bench program's CSV + summary output. */
 #include "test.h"
 
 #include "bench/bench.h"
@@ -152,6 +153,57 @@ TEST(expert_columns) {
     ds4_model_free(m);
 }
 
+/* "# phases MODE frontier=F us_per_token k=v ... total=T": T, and whether
+ * the line names phase `need`. */
+static double phase_total(const char *line, const char *need, int *has) {
+    const char *t = strstr(line, " total=");
+    char key[32];
+    snprintf(key, sizeof key, " %s=", need);
+    *has = strstr(line, key) != NULL;
+    return t ? atof(t + 7) : -1;
+}
+
+TEST(phases) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    ds4_bench_opts o;
+    ds4_bench_opts_default(&o);
+    o.ctx_start = 24; o.ctx_max = 48; o.step_incr = 24; o.gen = 4; o.n_threads = 2; o.phases = true;
+    char *buf = NULL;
+    size_t len = 0;
+    o.csv = open_memstream(&buf, &len);
+    ds4_bench_result res;
+    int rc = ds4_bench_run(m, &o, &res, &err);
+    fclose(o.csv);
+    CHECKF(rc == 0, "%s", err.msg);
+    int pre = 0, gen = 0;
+    for (char *line = buf, *nl; rc == 0 && line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        int has;
+        if (!strncmp(line, "# phases prefill frontier=", 26)) {
+            const ds4_bench_row *r = &res.rows[pre < res.n_rows ? pre : 0];
+            double tot = phase_total(line, "gate_up", &has), wall = r->prefill_s * 1e6 / r->n_prefill;
+            CHECKF(has && tot > 0.5 * wall && tot <= wall * 1.01, "prefill phases total %g us/token, wall %g: %s",
+                   tot, wall, line);
+            pre++;
+        } else if (!strncmp(line, "# phases gen frontier=", 22)) {
+            const ds4_bench_row *r = &res.rows[gen < res.n_rows ? gen : 0];
+            double tot = phase_total(line, "attn", &has), wall = r->gen_s * 1e6 / o.gen;
+            CHECKF(has && tot > 0.5 * wall && tot <= wall * 1.01, "gen phases total %g us/token, wall %g: %s", tot,
+                   wall, line);
+            gen++;
+        }
+    }
+    CHECK_EQ_INT(pre, 2);
+    CHECK_EQ_INT(gen, 2);
+    if (rc == 0) ds4_bench_result_free(&res);
+    free(buf);
+    ds4_model_free(m);
+}
+
 TEST(membw_small) {
     double bw = ds4_bench_membw(2, (size_t)8 << 20, 1);
     CHECK(bw > 1e8 && isfinite(bw)); /* any machine reads more than 100 MB/s */
@@ -193,6 +245,7 @@ int main(void) {
     RUN(ids_match_peer_lcg);
     RUN(run_two_frontiers);
     RUN(expert_columns);
+    RUN(phases);
     RUN(membw_small);
     RUN(program_output);
     remove(tiny_path);

@@ -11,7 +11,12 @@
  *                  ds4_mm() per segment
  *   local          ds4_mm_local() (one thread, caller's scratch) against
  *                  ds4_mm() for the decode, tile and panel paths and the
- *                  float types */
+ *                  float types
+ *   gather         segments reading their input rows through xrows (the
+ *                  routed tokens of an expert, repeats and any order) equal
+ *                  ds4_mm() over a copied-out gather, for every path and
+ *                  type; a gathered and a plain segment of the same X do not
+ *                  share a conversion */
 #include "test.h"
 
 #include "engine/ops.h"
@@ -157,9 +162,43 @@ TEST(local) {
     ds4_pool_free(pool);
 }
 
+TEST(gather) {
+    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS, DS4_TYPE_F16, DS4_TYPE_F32 };
+    const int ns[] = { 1, 3, 16, 37 };
+    ds4_pool *pool = ds4_pool_new(2);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            int type = types[ti], n = ns[ni], ntok = 50;
+            int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 128;
+            rng_seed(300 + ti * 10 + ni);
+            ds4_weight w = make_weight(type, ne0, 40, 2);
+            float *X = malloc(sizeof(float) * (size_t)(ne0 * ntok)), *G = malloc(sizeof(float) * (size_t)(ne0 * n));
+            fill_gauss(X, ne0 * ntok);
+            int32_t rows[64];
+            for (int t = 0; t < n; t++) rows[t] = (int32_t)((t * 7 + 3 * ni) % ntok); /* out of order */
+            if (n > 2) rows[2] = rows[0];                                              /* and a repeat */
+            for (int t = 0; t < n; t++) memcpy(G + (size_t)t * ne0, X + (size_t)rows[t] * ne0, sizeof(float) * ne0);
+            float *Y = calloc((size_t)(80 * n), sizeof(float)), *R = calloc((size_t)(80 * n), sizeof(float));
+            float *P = calloc((size_t)(40 * n), sizeof(float)), *Q = calloc((size_t)(40 * n), sizeof(float));
+            /* expert 1 gathered, expert 0 over the first n rows in order */
+            ds4_mm_seg seg[2] = { ds4_seg(&w, 1, 0, 40, X, ne0, n, Y, 80), ds4_seg(&w, 0, 0, 40, X, ne0, n, P, 40) };
+            seg[0].xrows = rows;
+            ds4_mm_multi(pool, seg, 2);
+            ds4_mm(pool, &w, 1, 0, 40, G, ne0, n, R, 80);
+            ds4_mm(pool, &w, 0, 0, 40, X, ne0, n, Q, 40);
+            CHECKF(memcmp(Y, R, sizeof(float) * (size_t)(80 * n)) == 0, "%s n=%d: gathered rows differ",
+                   ds4_type_traits_ref(type)->name, n);
+            CHECKF(memcmp(P, Q, sizeof(float) * (size_t)(40 * n)) == 0, "%s n=%d: the plain segment beside it differs",
+                   ds4_type_traits_ref(type)->name, n);
+            free(X); free(G); free(Y); free(R); free(P); free(Q); free((void *)w.data);
+        }
+    ds4_pool_free(pool);
+}
+
 int main(void) {
     RUN(threads);
     RUN(many_segments);
     RUN(local);
+    RUN(gather);
     TEST_END();
 }

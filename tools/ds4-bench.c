@@ -33,6 +33,7 @@ static void usage(FILE *f) {
             "  -t, --threads N      worker threads (default: all CPUs)\n"
             "  --roofline           measure memory bandwidth; add bytes/token and the roofline fraction\n"
             "  --bandwidth GBS      use this bandwidth (GB/s) instead of measuring it\n"
+            "  --phases             per row, '# phases' lines: microseconds per token of each forward phase\n"
             "  --tokens-file FILE   token ids (commas/white space), cycled to the last frontier\n"
             "  --text FILE          text encoded with the model's tokenizer, cycled\n"
             "  --seed N             seed of the pseudo-random ids (default 1; same ids as peer_llama)\n"
@@ -103,6 +104,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) U32(o.max_batch);
         else if (!strcmp(a, "--seed")) U32(o.seed);
         else if (!strcmp(a, "--roofline")) o.roofline = true;
+        else if (!strcmp(a, "--phases")) o.phases = true;
         else if (!strcmp(a, "--bandwidth")) { NEED_ARG(); o.bandwidth = atof(v) * 1e9; o.roofline = true; }
         else if (!strcmp(a, "--tokens-file")) { NEED_ARG(); tokens_file = v; }
         else if (!strcmp(a, "--text")) { NEED_ARG(); text_file = v; }

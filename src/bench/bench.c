@@ -331,6 +331,18 @@ static void prefault(const ds4_model *m) {
     (void)sink;
 }
 
+/* "# phases MODE frontier=F us_per_token hc=.. norm=.. ... total=..": the
+ * engine's phase clock (wall time of the evaluating thread) per token. */
+static void print_phases(FILE *f, const char *mode, uint32_t frontier, const double *ns, uint32_t ntok) {
+    double total = 0;
+    fprintf(f, "# phases %s frontier=%u us_per_token", mode, frontier);
+    for (int i = 0; i < DS4_PHASE_N; i++) {
+        total += ns[i];
+        if (ns[i] > 0) fprintf(f, " %s=%.1f", ds4_phase_name(i), ns[i] / 1e3 / ntok);
+    }
+    fprintf(f, " total=%.1f\n", total / 1e3 / ntok);
+}
+
 int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result *r, ds4_err *err) {
     memset(r, 0, sizeof *r);
     const size_t V = m->hp.n_vocab;
@@ -390,7 +402,10 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
     }
     if (o->warmup) {
         prefault(m);
-        int n = fmax < 8 ? (int)fmax : 8;
+        /* a full batch, so the measured prefill does not pay the first
+         * touch of the batch scratch (page faults, zeroing) */
+        int n = s->opts.max_batch < 512 ? s->opts.max_batch : 512;
+        if ((uint32_t)n > fmax) n = (int)fmax;
         if (ds4_session_eval(s, seq, n, DS4_LOGITS_LAST, logits, err)) goto out;
         ds4_session_reset(s);
     }
@@ -405,15 +420,20 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
     }
 
     double pre_s = 0, gen_s = 0, gen_bytes = 0, gen_limit = 0;
+    double ph_pre[DS4_PHASE_N], ph_gen[DS4_PHASE_N];
     uint64_t pre_n = 0, gen_n = 0;
     uint32_t prev = 0;
     for (int k = 0; k < nf; k++) {
         ds4_bench_row *row = &r->rows[k];
         row->frontier = fr[k];
         row->n_prefill = fr[k] - prev;
+        memset(ph_pre, 0, sizeof ph_pre);
+        memset(ph_gen, 0, sizeof ph_gen);
+        if (o->phases) s->opts.phase_ns = ph_pre;
         double t0 = now_s();
         if (ds4_session_eval(s, seq + prev, (int)row->n_prefill, DS4_LOGITS_LAST, logits, err)) goto out;
         row->prefill_s = now_s() - t0;
+        s->opts.phase_ns = NULL;
         row->prefill_tps = row->n_prefill / row->prefill_s;
         row->kv_bytes = ds4_bench_kv_bytes(s);
         prev = fr[k];
@@ -432,6 +452,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
              * do, so each timed generation is bracketed by two short probes
              * and judged against the larger (the stricter limit). */
             row->bandwidth = probe ? ds4_membw_measure(probe, 2) : r->bandwidth;
+            if (o->phases) s->opts.phase_ns = ph_gen;
             t0 = now_s();
             for (int g = 0; g < o->gen; g++) {
                 if (o->roofline) kv_read += ds4_bench_kv_read_bytes(s); /* cheap: a loop over layers */
@@ -440,6 +461,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
                 r->generated[g + 1] = tok;
             }
             row->gen_s = now_s() - t0;
+            s->opts.phase_ns = NULL;
             row->gen_tps = o->gen / row->gen_s;
             if (probe) {
                 double after = ds4_membw_measure(probe, 2);
@@ -477,6 +499,10 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
                 fprintf(o->csv, ",%.4f,%.3f,%.3f", row->expert_hit_rate, row->expert_mb_per_token,
                         row->expert_io_ms_per_token);
             fputc('\n', o->csv);
+            if (o->phases) {
+                print_phases(o->csv, "prefill", row->frontier, ph_pre, row->n_prefill);
+                if (o->gen > 0) print_phases(o->csv, "gen", row->frontier, ph_gen, (uint32_t)o->gen);
+            }
             fflush(o->csv);
         }
     }

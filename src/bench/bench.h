@@ -62,8 +62,10 @@ typedef struct ds4_bench_opts {
     const int32_t *tokens;       /* NULL: ds4_bench_ids(seed) */
     size_t n_tokens;
     uint32_t seed;               /* LCG seed for generated ids (0: 1) */
-    bool warmup;                 /* prefault the weights and run one short eval first */
+    bool warmup;                 /* prefault the weights and evaluate one batch (<= 512 tokens) first */
     FILE *csv;                   /* rows are printed here as they finish (may be NULL) */
+    bool phases;                 /* per row, two csv comment lines: µs per token of each forward
+                                  * phase (engine.h ds4_phase), prefill and generation */
     ds4_experts_opts experts;    /* routed experts streamed from the file (off by default):
                                   * rows then carry the generation's expert-cache figures */
 } ds4_bench_opts;

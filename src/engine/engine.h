@@ -46,9 +46,35 @@ typedef struct ds4_engine_opts {
     ds4_experts_opts experts;
     ds4_experts *expert_store;
     uint64_t *expert_counts;     /* [n_layer][n_expert] += selections, if set (ds4-hotexperts) */
+    double *phase_ns;            /* [DS4_PHASE_N] += wall ns per phase, if set (ds4-bench --phases; CPU only) */
     enum ds4_backend backend;    /* --backend cpu|cuda */
     uint64_t gpu_expert_cache_mb;/* CUDA: VRAM for routed experts (0: what fits) */
 } ds4_engine_opts;
+
+/* Phases of the CPU forward pass, for opts.phase_ns: the wall time of the
+ * calling thread from one phase boundary to the next, so the phases add up
+ * to the whole evaluation (pool jobs, their waits and barriers included). */
+enum ds4_phase {
+    DS4_PHASE_HC,        /* embedding, hyper-connection pre/post mixes */
+    DS4_PHASE_NORM,      /* RMS norms before attention / MoE, the q-latent norm */
+    DS4_PHASE_ATTN_PROJ, /* q_a, kv, compressor and indexer projections (one job) */
+    DS4_PHASE_Q_B,       /* q_b and the indexer's q_b */
+    DS4_PHASE_QKV,       /* per-head q norm + RoPE, the KV row's norm, RoPE, FP8 */
+    DS4_PHASE_COMPRESS,  /* compressor pooling into compressed rows */
+    DS4_PHASE_INDEXER,   /* lightning indexer scores and top-k */
+    DS4_PHASE_ATTN,      /* attention core over window + compressed rows */
+    DS4_PHASE_OUT_A,     /* grouped output projection */
+    DS4_PHASE_OUT_B,
+    DS4_PHASE_ROUTER,    /* router logits */
+    DS4_PHASE_ROUTE,     /* top-k / hash routing, grouping by expert */
+    DS4_PHASE_GATE_UP,   /* routed + shared gate/up with SwiGLU */
+    DS4_PHASE_DOWN,      /* routed + shared down projections */
+    DS4_PHASE_MOE_SUM,   /* weighted sum of the routed outputs */
+    DS4_PHASE_MOE_STREAM,/* the whole MoE when experts are streamed from the file */
+    DS4_PHASE_HEAD,      /* final HC collapse, norm, vocabulary projection */
+    DS4_PHASE_N
+};
+const char *ds4_phase_name(int phase);
 
 /* Parses "cpu" / "cuda" / "auto"; -1 for anything else. */
 int ds4_backend_parse(const char *s);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/ops.h"
 #include "quant/quant.h"
@@ -239,7 +240,31 @@ struct batch {
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
     uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_step): ceil(n / HC_BLOCK) x hc_per bytes; head() uses the first */
     size_t hc_per;
+    uint64_t ph_t;          /* phase profiling (opts.phase_ns): when the current phase began */
 };
+
+/* ------------------------------------------------------------------------ */
+/* Phase profiling (engine.h ds4_phase)                                      */
+
+static const char *const phase_names[DS4_PHASE_N] = {
+    "hc", "norm", "attn_proj", "q_b", "qkv", "compress", "indexer", "attn", "out_a", "out_b",
+    "router", "route", "gate_up", "down", "moe_sum", "moe_stream", "head"};
+
+const char *ds4_phase_name(int phase) { return phase >= 0 && phase < DS4_PHASE_N ? phase_names[phase] : "?"; }
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Ends the current phase as `phase`: one test when profiling is off. */
+static inline void phase_end(const ds4_session *s, batch *b, enum ds4_phase phase) {
+    if (!s->opts.phase_ns) return;
+    uint64_t t = now_ns();
+    s->opts.phase_ns[phase] += (double)(t - b->ph_t);
+    b->ph_t = t;
+}
 
 static void batch_free(batch *b) {
     float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
@@ -830,6 +855,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     const float *rope_tab = L->ratio > 0 ? b->rope_c : b->rope_m;
 
     rmsnorm_tokens(s, b, b->x, L->attn_norm, D, D, b->xn);
+    phase_end(s, b, DS4_PHASE_NORM);
 
     /* Every projection of x̂ as one pool job: q_a, kv, the compressors'
      * kv/gate and the indexer's weights; then q_b and the indexer's q_b,
@@ -851,20 +877,26 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     }
     if (idx) seg[ns++] = ds4_seg(&L->idx_proj, 0, 0, nI, b->xn, D, n, b->iw, nI);
     ds4_mm_multi(s->pool, seg, ns);
+    phase_end(s, b, DS4_PHASE_ATTN_PROJ);
 
     /* Query path. */
     rmsnorm_tokens(s, b, b->qlat, L->q_a_norm, hp->q_lora, hp->q_lora, b->qlat);
+    phase_end(s, b, DS4_PHASE_NORM);
     ns = 0;
     seg[ns++] = ds4_seg(&L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, n, b->q, ds4_q_dim(hp));
     if (idx)
         seg[ns++] = ds4_seg(&L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, n, b->iq,
                                  (int64_t)nI * dI);
     ds4_mm_multi(s->pool, seg, ns);
+    phase_end(s, b, DS4_PHASE_Q_B);
     /* Per-head q norm + RoPE, and the shared KV row's norm, RoPE, FP8. */
     for_tokens(s, b, qkv_token, L);
+    phase_end(s, b, DS4_PHASE_QKV);
 
     if (L->ratio > 0) run_compressors(s, b, L, st);
+    phase_end(s, b, DS4_PHASE_COMPRESS);
     if (L->ratio == 4) run_indexer(s, b, st);
+    phase_end(s, b, DS4_PHASE_INDEXER);
 
     /* Heads per task: as many as share rows, while leaving >= 4 tasks per
      * thread; below 4 heads (the kernel's widest head tile, much faster
@@ -879,6 +911,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     int first = b->n > W ? b->n - W : 0;
     for (int t = first; t < b->n; t++)
         memcpy(st->raw + (size_t)((b->p0 + t) % W) * dh, b->kv + (size_t)t * dh, sizeof(float) * dh);
+    phase_end(s, b, DS4_PHASE_ATTN);
 
     /* Grouped output projection: the G group products as one job. */
     int64_t G = hp->o_groups, ro = hp->o_lora, gin = ds4_group_in(hp);
@@ -888,7 +921,9 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
         gs[g] = ds4_seg(&L->out_a, 0, g * ro, ro, b->o + g * gin, ds4_q_dim(hp), n, b->low + g * ro, G * ro);
     ds4_mm_multi(s->pool, gs, (int)G);
     free(gs);
+    phase_end(s, b, DS4_PHASE_OUT_A);
     ds4_mm(s->pool, &L->out_b, 0, 0, D, b->low, G * ro, b->n, b->out, D);
+    phase_end(s, b, DS4_PHASE_OUT_B);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -965,15 +1000,17 @@ static void swiglu_done(void *ctx, int64_t r0, int64_t r1) {
 /* Appends the gate+up pair of one FFN (gate carries up along, then SwiGLU)
  * over n rows of X into g/u (row stride F). */
 static int ffn_gate_up(const batch *b, ds4_mm_seg *seg, int ns, swiglu_ctx *sc, const ds4_weight *w1,
-                       const ds4_weight *w3, int64_t expert, const float *X, int64_t ldx, int n, float *g, float *u,
-                       const float *rw, float clamp) {
+                       const ds4_weight *w3, int64_t expert, const float *X, const int32_t *xrows, int64_t ldx, int n,
+                       float *g, float *u, const float *rw, float clamp) {
     int64_t F = w1->ne[1];
     *sc = (swiglu_ctx){g, u, F, n, rw, clamp, b->V};
     seg[ns] = ds4_seg(w1, expert, 0, F, X, ldx, n, g, F);
+    seg[ns].xrows = xrows;
     seg[ns].pair = 1;
     seg[ns].done = swiglu_done;
     seg[ns].done_ctx = sc;
     seg[ns + 1] = ds4_seg(w3, expert, 0, F, X, ldx, n, u, F);
+    seg[ns + 1].xrows = xrows;
     return ns + 2;
 }
 
@@ -994,7 +1031,7 @@ static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_w
     }
     ds4_mm_seg seg[2];
     swiglu_ctx sc;
-    ffn_gate_up(b, seg, 0, &sc, w1, w3, expert, X, D, n, b->g, b->u, rw, clamp);
+    ffn_gate_up(b, seg, 0, &sc, w1, w3, expert, X, NULL, D, n, b->g, b->u, rw, clamp);
     ds4_mm_multi(s->pool, seg, 2);
     ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
 }
@@ -1066,7 +1103,12 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     int64_t D = hp->n_embd, Fe = hp->expert_ff;
     int k = (int)hp->n_expert_used, E = (int)hp->n_expert, n = b->n;
     rmsnorm_tokens(s, b, b->x, L->ffn_norm, D, D, b->xn);
-    if (s->experts) return moe_streamed(s, b, L, layer, err);
+    phase_end(s, b, DS4_PHASE_NORM);
+    if (s->experts) {
+        int rc = moe_streamed(s, b, L, layer, err);
+        phase_end(s, b, DS4_PHASE_MOE_STREAM);
+        return rc;
+    }
 
     bool sh = hp->n_expert_shared > 0;
     int64_t Fs = sh ? L->gate_sh.ne[1] : 0;
@@ -1079,6 +1121,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     if (!seg || !sc || !first) abort();
 
     ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
+    phase_end(s, b, DS4_PHASE_ROUTER);
     route(s, b, L);
 
     /* Group the n·k (token, slot) pairs by expert (counting sort; within an
@@ -1100,26 +1143,28 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
         free(fill);
     }
     int ns = 0;
-    if (sh) ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, D, n, gsh, ush, NULL, L->clamp_shexp);
+    if (sh)
+        ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, NULL, D, n, gsh, ush, NULL,
+                         L->clamp_shexp);
     for (int e = 0; e < E; e++) {
         int c0 = first[e], cnt = first[e + 1] - c0;
         if (!cnt) continue;
         if (s->opts.expert_counts) s->opts.expert_counts[(size_t)layer * hp->n_expert + e] += (uint64_t)cnt;
         /* An expert used by every token in order (always so in decode) reads
-         * x̂ in place; otherwise its rows are gathered. */
+         * x̂ as it is, sharing its conversion with the shared expert; others
+         * read their tokens' rows of x̂ through the index list (the
+         * conversion gathers them: no copy). */
         bool all = cnt == n;
         for (int c = 0; all && c < cnt; c++) all = b->etok[c0 + c] == c;
-        const float *X = b->xn;
-        if (!all) {
-            float *xg = b->xg + (size_t)c0 * D;
-            for (int c = 0; c < cnt; c++) memcpy(xg + (size_t)c * D, b->xn + (size_t)b->etok[c0 + c] * D, sizeof(float) * D);
-            X = xg;
-        }
+        const int32_t *xrows = all ? NULL : b->etok + c0;
         for (int c = 0; c < cnt; c++) b->wg[c0 + c] = b->ew[b->eslot[c0 + c]];
-        ns = ffn_gate_up(b, seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, X, D, cnt, b->g + (size_t)c0 * Fe,
+        ns = ffn_gate_up(b, seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, b->xn, xrows, D, cnt,
+                         b->g + (size_t)c0 * Fe,
                          b->u + (size_t)c0 * Fe, b->wg + c0, L->clamp_exp);
     }
+    phase_end(s, b, DS4_PHASE_ROUTE);
     ds4_mm_multi(s->pool, seg, ns);
+    phase_end(s, b, DS4_PHASE_GATE_UP);
 
     ns = 0;
     if (sh) seg[ns++] = ds4_seg(&L->down_sh, 0, 0, D, gsh, Fs, n, b->out, D);
@@ -1130,6 +1175,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
             seg[ns++] = ds4_seg(&L->down_exps, e, 0, D, b->g + (size_t)c0 * Fe, Fe, cnt, b->yg + (size_t)c0 * D, D);
     }
     ds4_mm_multi(s->pool, seg, ns);
+    phase_end(s, b, DS4_PHASE_DOWN);
     /* Each token adds its routed outputs in ascending expert order (the
      * streaming path's order): its entries' indices c, listed in ascending
      * order per token, then one pool task per token. */
@@ -1141,6 +1187,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     }
     moe_sum_arg ma = {cnt, k};
     for_tokens(s, b, moe_sum_token, &ma);
+    phase_end(s, b, DS4_PHASE_MOE_SUM);
     free(cnt);
     free(seg);
     free(sc);
@@ -1177,6 +1224,7 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     const ds4_hparams *hp = &m->hp;
     int H = (int)hp->hc_mult;
     int64_t D = hp->n_embd;
+    if (s->opts.phase_ns) b->ph_t = now_ns();
     rope_tables(s->rope_main, (int)hp->rope_dim / 2, b->p0, b->n, b->rope_m);
     rope_tables(s->rope_comp, (int)hp->rope_dim / 2, b->p0, b->n, b->rope_c);
     for (int t = 0; t < b->n; t++) {
@@ -1187,11 +1235,14 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
         hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base);
+        phase_end(s, b, DS4_PHASE_HC);
         attention(s, b, L, &s->ls[l]);
         hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
+        phase_end(s, b, DS4_PHASE_HC);
         if (moe(s, b, L, l, err)) return -1;
     }
     hc_step(s, b, true, NULL, NULL, NULL);
+    phase_end(s, b, DS4_PHASE_HC);
     return 0;
 }
 
@@ -1249,6 +1300,7 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         } else if (which == DS4_LOGITS_LAST && done + nb == n) {
             head(s, &b, nb - 1, 1, logits);
         }
+        phase_end(s, &b, DS4_PHASE_HEAD);
         s->pos += (uint32_t)nb;
         done += nb;
     }

@@ -157,6 +157,7 @@ static int64_t seg_row_work(const mm_seg_job *j) {
 typedef struct {
     int type;                 /* weight type: selects the conversion */
     const float *X;
+    const int32_t *xrows;     /* NULL: rows in order */
     int64_t ldx, ne0;
     int n;
     uint8_t *xq;
@@ -191,7 +192,8 @@ static void conv_task(void *ctx, int64_t task) {
     int t0 = (int)(task - first) * cv->rows;
     int t1 = t0 + cv->rows < cv->n ? t0 + cv->rows : cv->n;
     for (int t = t0; t < t1; t++)
-        ds4_quantize_row_for(cv->type, cv->X + (int64_t)t * cv->ldx, cv->xq + (size_t)t * cv->xq_bytes, cv->ne0);
+        ds4_quantize_row_for(cv->type, cv->X + (int64_t)(cv->xrows ? cv->xrows[t] : t) * cv->ldx,
+                             cv->xq + (size_t)t * cv->xq_bytes, cv->ne0);
     if (cv->pack)
         cv->pack(cv->ne0, cv->xq + (size_t)t0 * cv->xq_bytes, cv->xq_bytes, t1 - t0,
                  cv->panels + (size_t)(t0 / cv->ptok) * cv->pbytes);
@@ -257,7 +259,7 @@ static void seg_setup(const ds4_mm_seg *s, mm_seg_job *j) {
 
 /* Whether a segment's input is read in place (already the dot's type). */
 static bool seg_in_place(const ds4_mm_seg *s) {
-    return ds4_type_traits_get(s->w->type)->vec_dot_type == DS4_TYPE_F32 && s->ldx == s->w->ne[0];
+    return ds4_type_traits_get(s->w->type)->vec_dot_type == DS4_TYPE_F32 && s->ldx == s->w->ne[0] && !s->xrows;
 }
 
 void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
@@ -295,12 +297,12 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
          * by the same kernel family (same pack function, hence layout). */
         for (int c = 0; c < nconv && conv_of[i] < 0; c++) {
             const ds4_type_traits *ct = ds4_type_traits_get(conv[c].type);
-            if (conv[c].X == s->X && conv[c].ldx == s->ldx && conv[c].ne0 == ne0 && conv[c].n >= s->n &&
-                ct->vec_dot_type == tt->vec_dot_type && (!j->pack || conv[c].pack == j->pack))
+            if (conv[c].X == s->X && conv[c].xrows == s->xrows && conv[c].ldx == s->ldx && conv[c].ne0 == ne0 &&
+                conv[c].n >= s->n && ct->vec_dot_type == tt->vec_dot_type && (!j->pack || conv[c].pack == j->pack))
                 conv_of[i] = c;
         }
         if (conv_of[i] >= 0) continue;
-        conv[nconv] = (mm_conv){s->w->type, s->X, s->ldx, ne0, s->n, NULL, j->xq_bytes,
+        conv[nconv] = (mm_conv){s->w->type, s->X, s->xrows, s->ldx, ne0, s->n, NULL, j->xq_bytes,
                                 j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok)};
         conv_bytes += align64(j->xq_bytes * (size_t)s->n);
         if (j->pack) conv_bytes += align64(j->pbytes * (size_t)((s->n + j->ptok - 1) / j->ptok));

@@ -41,6 +41,9 @@ typedef struct ds4_mm_seg {
     int n;
     float *Y;
     int64_t ldy;
+    /* Optional.  xrows: input row t is X + xrows[t]·ldx, a gather (the
+     * tokens routed to one expert) read straight from the batch's rows. */
+    const int32_t *xrows;
     /* Optional.  pair: the NEXT segment (same nrows and n) rides along, each
      * task computing the same rows of both (gate and up of an FFN).  done,
      * when set, is called by the task once rows [r0, r1) of this segment
