@@ -944,10 +944,20 @@ static void route_token(ds4_session *s, batch *b, const void *arg, int t) {
         float *sc = b->router + (size_t)t * E;
         int32_t *ids = b->eid + t * k;
         float *w = b->ew + t * k;
-        for (int e = 0; e < E; e++) sc[e] = sqrt_softplus(sc[e]);
-        if (L->hash) {
+        if (L->hash) { /* only the k listed experts' scores are needed */
             memcpy(ids, L->tid2eid + (size_t)b->tok[t] * k, sizeof(int32_t) * k);
+            for (int i = 0; i < k; i++) w[i] = sqrt_softplus(sc[ids[i]]);
         } else {
+            /* sqrt(log1p(e^z)): e^z by the live vector expf (libm's bits) */
+            float ez[512];
+            for (int e0 = 0; e0 < E; e0 += 512) {
+                int m = E - e0 < 512 ? E - e0 : 512;
+                b->V->exp(ez, sc + e0, m);
+                for (int e = 0; e < m; e++) {
+                    float z = sc[e0 + e];
+                    sc[e0 + e] = sqrtf(z > 20.0f ? z : log1pf(ez[e]));
+                }
+            }
             /* top-k of biased scores; ties keep the lower expert id */
             for (int i = 0; i < k; i++) {
                 int best = -1;
@@ -960,9 +970,10 @@ static void route_token(ds4_session *s, batch *b, const void *arg, int t) {
                 }
                 ids[i] = best;
             }
+            for (int i = 0; i < k; i++) w[i] = sc[ids[i]];
         }
         float sum = 0;
-        for (int i = 0; i < k; i++) { w[i] = sc[ids[i]]; sum += w[i]; }
+        for (int i = 0; i < k; i++) sum += w[i];
         if (hp->expert_weights_norm) {
             if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
             for (int i = 0; i < k; i++) w[i] /= sum;
