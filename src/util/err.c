@@ -22,6 +22,7 @@ int ds4_err_prefix(ds4_err *e, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
+    /* bounded so the two fit (and compilers can see it) */
+    snprintf(e->msg, sizeof e->msg, "%.500s: %.*s", pre, (int)(sizeof e->msg - 504), old);
     return -1;
 }
