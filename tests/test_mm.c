@@ -16,13 +16,16 @@
  *                  routed tokens of an expert, repeats and any order) equal
  *                  ds4_mm() over a copied-out gather, for every path and
  *                  type; a gathered and a plain segment of the same X do not
- *                  share a conversion */
+ *                  share a conversion
+ *   pool thread    ds4_pool_thread(): indices in range, never shared by
+ *                  two tasks running at once, 0 outside the pool's workers */
 #include "test.h"
 
 #include "engine/ops.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "test_rng.h"
@@ -195,10 +198,39 @@ TEST(gather) {
     ds4_pool_free(pool);
 }
 
+typedef struct {
+    ds4_pool *p, *other;
+    _Atomic int busy[8];
+    _Atomic int bad, seen_mask;
+} pt_ctx;
+
+static void pt_task(void *c, int64_t i) {
+    pt_ctx *x = c;
+    int k = ds4_pool_thread(x->p);
+    if (k < 0 || k >= ds4_pool_size(x->p) || ds4_pool_thread(x->other) != 0) { x->bad++; return; }
+    if (atomic_exchange(&x->busy[k], 1)) x->bad++; /* another running task holds this index */
+    volatile double sink = 0;
+    for (int j = 0; j < 2000 + (int)(i % 7) * 500; j++) sink += j;
+    atomic_store(&x->busy[k], 0);
+    atomic_fetch_or(&x->seen_mask, 1 << k);
+}
+
+TEST(pool_thread) {
+    pt_ctx x = {.p = ds4_pool_new(3), .other = ds4_pool_new(2)};
+    CHECK_EQ_INT(ds4_pool_thread(x.p), 0);
+    CHECK_EQ_INT(ds4_pool_thread(NULL), 0);
+    for (int r = 0; r < 50; r++) ds4_pool_run(x.p, 64, pt_task, &x);
+    CHECK_EQ_INT(atomic_load(&x.bad), 0);
+    CHECK(atomic_load(&x.seen_mask) & 1); /* the caller took part as 0 */
+    ds4_pool_free(x.p);
+    ds4_pool_free(x.other);
+}
+
 int main(void) {
     RUN(threads);
     RUN(many_segments);
     RUN(local);
     RUN(gather);
+    RUN(pool_thread);
     TEST_END();
 }

@@ -238,8 +238,12 @@ struct batch {
     int32_t *eslot;  /* [n·k] */
     float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
-    uint8_t *hc_scratch;    /* HCPre blocks' converted inputs (hc_step): ceil(n / HC_BLOCK) x hc_per bytes; head() uses the first */
-    size_t hc_per;
+    /* HCPre blocks' scratch (hc_step), one slot per pool thread, so a
+     * thread's blocks reuse the same memory (in its L2): the normalised
+     * block (HC_BLOCK x H·D floats) after the converted inputs (hc_per
+     * bytes); head() uses slot 0. */
+    uint8_t *hc_scratch;
+    size_t hc_per, hc_slot;
     uint64_t ph_t;          /* phase profiling (opts.phase_ns): when the current phase began */
 };
 
@@ -448,11 +452,13 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
 }
 
 /* HCPre over tokens [t0, t1) by one task: each token's flattened streams
- * normalised into b->flat, mix = fn·flat (ds4_mm_local: the same bits as
- * a pool-wide ds4_mm), then the per-token rest.  A block of HC_BLOCK
- * tokens keeps its streams (16 KB a token at embd 1024) in L2 from the
- * norm to the collapse; as separate pool-wide passes over the batch they
- * went through memory four times, ~9% of a 512-token prefill. */
+ * normalised into the thread's scratch slot, mix = fn·flat (ds4_mm_local:
+ * the same bits as a pool-wide ds4_mm), then the per-token rest.  A block
+ * of HC_BLOCK tokens keeps its streams (16 KB a token at embd 1024) in L2
+ * from the norm to the collapse; as separate pool-wide passes over the
+ * batch they went through memory four times, ~9% of a 512-token prefill.
+ * (Per-thread slots instead of per-block buffers halved the norm's time:
+ * fresh memory per block was write-allocated from DRAM.) */
 
 typedef struct {
     ds4_session *s;
@@ -474,10 +480,16 @@ static void hc_block(void *ctx, int64_t blk) {
     if (j->post)
         for (int t = t0; t < t1; t++) hc_post_token(s, b, NULL, t);
     if (!j->a->fn) return;
-    for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
-    if (j->split) return; /* the caller runs the mix over the pool */
-    ds4_mm_local(j->a->fn, b->flat + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM,
-                 b->hc_scratch + (size_t)blk * b->hc_per);
+    if (j->split) { /* the caller runs the mix over the pool, from b->flat */
+        for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
+        return;
+    }
+    /* this thread's slot: written and read again at once, so it stays in
+     * cache (b->flat would be fresh memory per block, write-allocated) */
+    uint8_t *slot = b->hc_scratch + (size_t)ds4_pool_thread(s->pool) * b->hc_slot;
+    float *flat = (float *)(void *)(slot + b->hc_per);
+    for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, flat + (t - t0) * HD);
+    ds4_mm_local(j->a->fn, flat, HD, t1 - t0, b->mix + t0 * NM, NM, slot);
     for (int t = t0; t < t1; t++) hc_pre_token(s, b, j->a, t);
 }
 
@@ -1273,7 +1285,8 @@ static batch *session_batch(ds4_session *s, int n) {
         if (f > per) per = f;
     }
     b->hc_per = (per + 63) & ~(size_t)63;
-    b->hc_scratch = aligned_alloc(64, b->hc_per * (size_t)((n + HC_BLOCK - 1) / HC_BLOCK) + 64);
+    b->hc_slot = b->hc_per + sizeof(float) * HC_BLOCK * ds4_hc_dim(&s->model->hp);
+    b->hc_scratch = aligned_alloc(64, b->hc_slot * (size_t)ds4_pool_size(s->pool));
     if (!b->hc_scratch) { batch_free(b); free(b); return NULL; }
     s->scratch = b;
     return b;

@@ -53,6 +53,7 @@ typedef struct pool_job {
 struct ds4_pool {
     int n;                       /* threads including the caller */
     pthread_t *threads;
+    struct worker_arg *wargs;    /* each worker's (pool, index) */
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     _Atomic uint64_t generation; /* current job id; bumped under mu so sleepers cannot miss it */
@@ -85,8 +86,18 @@ static void drain(ds4_pool *p, uint64_t g) {
     }
 }
 
+/* The pool this thread works for and its index there (ds4_pool_thread). */
+static _Thread_local const ds4_pool *tl_pool;
+static _Thread_local int tl_index;
+
+int ds4_pool_thread(const ds4_pool *p) { return p && tl_pool == p ? tl_index : 0; }
+
+typedef struct worker_arg { ds4_pool *p; int index; } worker_arg;
+
 static void *worker(void *arg) {
-    ds4_pool *p = arg;
+    ds4_pool *p = ((worker_arg *)arg)->p;
+    tl_pool = p;
+    tl_index = ((worker_arg *)arg)->index;
     uint64_t seen = 0;
     for (;;) {
         uint64_t g = atomic_load(&p->generation);
@@ -122,9 +133,12 @@ ds4_pool *ds4_pool_new(int n_threads) {
     pthread_cond_init(&p->done, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
-        if (!p->threads) { free(p); return NULL; }
-        for (int i = 0; i < n_threads - 1; i++)
-            if (pthread_create(&p->threads[i], NULL, worker, p)) { p->n = i + 1; break; }
+        p->wargs = calloc((size_t)n_threads - 1, sizeof *p->wargs);
+        if (!p->threads || !p->wargs) { free(p->threads); free(p->wargs); free(p); return NULL; }
+        for (int i = 0; i < n_threads - 1; i++) {
+            p->wargs[i] = (worker_arg){p, i + 1};
+            if (pthread_create(&p->threads[i], NULL, worker, &p->wargs[i])) { p->n = i + 1; break; }
+        }
     }
     return p;
 }
@@ -140,6 +154,7 @@ void ds4_pool_free(ds4_pool *p) {
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);
     free(p->threads);
+    free(p->wargs);
     free(p);
 }
 

@@ -17,5 +17,10 @@ ds4_pool *ds4_pool_new(int n_threads); /* n_threads <= 0: number of online CPUs 
 void ds4_pool_free(ds4_pool *p);
 int ds4_pool_size(const ds4_pool *p);
 void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx);
+/* Which of p's threads is calling: 1..size-1 for its workers, 0 for any
+ * other thread (the one that runs ds4_pool_run takes part as 0).  Tasks
+ * running at the same time see different indices, so per-thread scratch
+ * indexed by it stays in that core's cache from one task to the next. */
+int ds4_pool_thread(const ds4_pool *p);
 
 #endif
