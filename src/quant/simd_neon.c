@@ -2,18 +2,33 @@
  *
  * Compiled only on aarch64 (AdvSIMD is part of the base ISA there, so no
  * runtime check is needed); elsewhere this file reduces to an empty
- * installer.  Covered: F32/F16/BF16 · f32 (double lanes), Q8_0 · Q8_0
- * (bit-identical: exact int32 block sums via SDOT when the compiler targets +dotprod, else
- * widening multiplies), the f32 -> Q8_0 / Q8_K quantizers (bit-identical:
- * FCVTAS rounds ties away from zero like roundf, FCVTNS ties to even like
- * the reference's nearest_int) and the f32 helpers.  Q2_K, Q4_K and IQ2_XXS
- * keep the scalar reference on this level for now.
- * Same contract as the x86 files (simd.h); built but not run in CI here. */
+ * installer.  Covered, each with its vec_dot and 4x2-instance tile:
+ *   F32/F16/BF16 · f32   exact products summed in double lanes;
+ *   Q8_0 · Q8_0          bit-identical;
+ *   Q4_K, Q2_K, IQ2_XXS · Q8_K   bit-identical;
+ * plus the f32 -> Q8_0 / Q8_K quantizers (bit-identical: FCVTAS rounds ties
+ * away from zero like roundf, FCVTNS ties to even like the reference's
+ * nearest_int) and the f32 helpers.  No panel GEMM on this level (ops.c
+ * uses the tiles).
+ *
+ * Integer dots: every block's (sub-)block sums are exact in int32 lanes,
+ * with SDOT (vdotq_s32) when the compiler targets +dotprod
+ * (__ARM_FEATURE_DOTPROD), else widening multiplies (vmull_s8 / vmlal_high_s8
+ * into int16 pairs, then vpadalq_s16; exact because the K/IQ2 weight side is
+ * small, see dot16).  K-quant and IQ2 (sub-)block scales are integer
+ * multiplies in the lanes (vmlaq_n_s32), so one integer horizontal add per
+ * block is the reference's isum; then the reference's float steps per block,
+ * in its order, as separate mul / sub / add (FP_CONTRACT off below for
+ * clang; GCC in ISO C mode, the project's -std=c11, does not contract).
+ * Same contract as the x86 files (simd.h).  Not run natively in CI here:
+ * scripts/neon_check.sh cross-builds the kernel tests for aarch64 (with and
+ * without +dotprod) and runs them under qemu-user. */
 #if defined(__aarch64__) && defined(__ARM_NEON)
 
 #include "quant/quant.h"
 #include "quant/simd_int.h"
 #include "quant/simd_tile.h"
+#include "quant/iq2_tables.h"
 
 #include <arm_neon.h>
 
@@ -112,6 +127,229 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
 }
 DS4_DEFINE_TILE(, q8_0_neon, k_q8_0, 4, 2)
+
+/* ---- K-quants and IQ2_XXS · Q8_K ----
+ *
+ * Same scheme as simd_avx2.c / simd_avx512.c: the weight quants are small
+ * integers (Q4_K nibbles 0..15, Q2_K crumbs 0..3, IQ2_XXS grid bytes 8..43
+ * with their signs applied to the weight, never to the activation, so a
+ * -128 activation byte stays exact), so each (sub-)block's integer sum is
+ * computed exactly in int32 lanes and multiplied by its integer scale there
+ * (vmlaq_n_s32); one integer horizontal add per block gives the reference's
+ * isum, and the float steps follow per block in the reference's order. */
+
+/* acc + the 16 products a[i]*b[i], spread over 4 int32 lanes.  Exact when
+ * |a| <= 63 (no SDOT: a pair of products fits int16, |2*63*128| < 2^15). */
+INL int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    return vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(b)), a, b));
+#endif
+}
+
+INL int8x16_t u2s(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
+
+/* Σ bsums[j] * m[j] over the 16 bsums of a Q8_K block (exact: |bsum| <= 16*128,
+ * m <= 63), m given as two int16x8 halves. */
+INL int32_t bsum_dot(const int16_t *bsums, int16x8_t m_lo, int16x8_t m_hi) {
+    const int16x8_t b0 = vld1q_s16(bsums), b1 = vld1q_s16(bsums + 8);
+    int32x4_t t = vmull_s16(vget_low_s16(b0), vget_low_s16(m_lo));
+    t = vmlal_high_s16(t, b0, m_lo);
+    t = vmlal_s16(t, vget_low_s16(b1), vget_low_s16(m_hi));
+    t = vmlal_high_s16(t, b1, m_hi);
+    return vaddvq_s32(t);
+}
+
+INL int16x8_t widen_lo(uint8x16_t v) { return vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v))); }
+INL int16x8_t widen_hi(uint8x16_t v) { return vreinterpretq_s16_u16(vmovl_high_u8(v)); }
+
+/* Q4_K's twelve scale bytes -> sc[0..7], m[0..7] (6 bits each). */
+INL void q4_K_unpack(const uint8_t *scales, uint8_t out[16]) {
+    uint32_t u[3], o[4];
+    __builtin_memcpy(u, scales, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    o[2] = u[1] & 0x3f3f3f3fu;
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    __builtin_memcpy(out, o, 16);
+}
+
+/* Q4_K: per 64-chunk k, low nibbles x sub-block 2k (activations 64k..+31),
+ * high nibbles x sub-block 2k+1 (64k+32..+63); each 32-sum times its 6-bit
+ * scale; the min term from the bsums pairs.  Per block, as the reference:
+ * sum += (xd * d) * isum - (xd * dmin) * msum, mul/sub/add unfused. */
+INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sm[4][16];
+        int16x8_t mlo[4], mhi[4];
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+            q4_K_unpack(a->scales, sm[r]);
+            const uint8x8_t m = vld1_u8(sm[r] + 8); /* m0..m7, each for two bsums */
+            mlo[r] = vreinterpretq_s16_u16(vmovl_u8(vzip1_u8(m, m)));
+            mhi[r] = vreinterpretq_s16_u16(vmovl_u8(vzip2_u8(m, m)));
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        int32x4_t acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_s32(0);
+        for (int k = 0; k < 4; k++) {
+            DS4_UNROLL for (int h = 0; h < 2; h++) { /* h = 0: low nibbles, 1: high */
+                int8x16_t q0[4], q1[4];
+                DS4_UNROLL for (int r = 0; r < NR; r++) {
+                    const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
+                    const uint8x16_t v0 = vld1q_u8(a->qs + 32 * k), v1 = vld1q_u8(a->qs + 32 * k + 16);
+                    q0[r] = u2s(h ? vshrq_n_u8(v0, 4) : vandq_u8(v0, m4));
+                    q1[r] = u2s(h ? vshrq_n_u8(v1, 4) : vandq_u8(v1, m4));
+                }
+                DS4_UNROLL for (int c = 0; c < NC; c++) {
+                    const int8_t *q8 = ((const block_q8_K *)(x + c * xs) + i)->qs + 64 * k + 32 * h;
+                    const int8x16_t x0 = vld1q_s8(q8), x1 = vld1q_s8(q8 + 16);
+                    DS4_UNROLL for (int r = 0; r < NR; r++) {
+                        const int32x4_t s = dot16(dot16(vdupq_n_s32(0), q0[r], x0), q1[r], x1);
+                        acc[r][c] = vmlaq_n_s32(acc[r][c], s, sm[r][2 * k + h]);
+                    }
+                }
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = vaddvq_s32(acc[r][c]);
+                const int32_t msum = bsum_dot(xb->bsums, mlo[r], mhi[r]);
+                const float d = xb->d * wd[r], dm = xb->d * wdmin[r];
+                const float p = d * (float)isum, q = dm * (float)msum;
+                const float t = p - q;
+                sum[r][c] = sum[r][c] + t;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(, q4_K_neon, k_q4_K, 4, 2)
+
+/* Q2_K: per 128-half h, two 16-byte quant vectors (parts 0 and 1); shift
+ * step j takes crumb j of each byte: group 8h + 2j + part, activations
+ * 128h + 32j + 16*part.  Each 16-sum times its 4-bit scale; the min term
+ * from the bsums and the high nibbles.  Float steps as the reference:
+ * dall = xd * d, dmin = xd * dmin, sum += dall * isum - dmin * msum. */
+INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                const int NR, const int NC) {
+    const uint8x16_t m3 = vdupq_n_u8(3), m4 = vdupq_n_u8(0x0f);
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[4][16];
+        int16x8_t mlo[4], mhi[4];
+        float wd[4], wdmin[4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+            const uint8x16_t s = vld1q_u8(a->scales);
+            vst1q_u8(sc[r], vandq_u8(s, m4));
+            const uint8x16_t m = vshrq_n_u8(s, 4);
+            mlo[r] = widen_lo(m);
+            mhi[r] = widen_hi(m);
+            wd[r] = h2f(a->d);
+            wdmin[r] = h2f(a->dmin);
+        }
+        int32x4_t acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t v0[4], v1[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
+                v0[r] = vld1q_u8(a->qs + 32 * h);
+                v1[r] = vld1q_u8(a->qs + 32 * h + 16);
+            }
+            DS4_UNROLL for (int j = 0; j < 4; j++) {
+                int8x16_t q0[4], q1[4];
+                DS4_UNROLL for (int r = 0; r < NR; r++) {
+                    q0[r] = u2s(vandq_u8(v0[r], m3));
+                    q1[r] = u2s(vandq_u8(v1[r], m3));
+                    v0[r] = vshrq_n_u8(v0[r], 2);
+                    v1[r] = vshrq_n_u8(v1[r], 2);
+                }
+                DS4_UNROLL for (int c = 0; c < NC; c++) {
+                    const int8_t *q8 = ((const block_q8_K *)(x + c * xs) + i)->qs + 128 * h + 32 * j;
+                    const int8x16_t x0 = vld1q_s8(q8), x1 = vld1q_s8(q8 + 16);
+                    DS4_UNROLL for (int r = 0; r < NR; r++) {
+                        const int g = 8 * h + 2 * j;
+                        acc[r][c] = vmlaq_n_s32(acc[r][c], dot16(vdupq_n_s32(0), q0[r], x0), sc[r][g]);
+                        acc[r][c] = vmlaq_n_s32(acc[r][c], dot16(vdupq_n_s32(0), q1[r], x1), sc[r][g + 1]);
+                    }
+                }
+            }
+        }
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const int32_t isum = vaddvq_s32(acc[r][c]);
+                const int32_t msum = bsum_dot(xb->bsums, mlo[r], mhi[r]);
+                const float dall = xb->d * wd[r], dmin = xb->d * wdmin[r];
+                const float p = dall * (float)isum, q = dmin * (float)msum;
+                const float t = p - q;
+                sum[r][c] = sum[r][c] + t;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
+}
+DS4_DEFINE_TILE(, q2_K_neon, k_q2_K, 4, 2)
+
+/* IQ2_XXS: per 32-group g, the four grid entries (8 magnitude bytes each,
+ * byte j = element j) and the four sign patterns as ±1 bytes
+ * (ds4_iq2_sign_pm1) give the signed weights (|w| <= 43, so the product
+ * with the sign is exact); the 32-sum times the odd scale 2s+1.  Per block
+ * sum += (d * xd) * bsum; the 1/8 once at the end, as the reference. */
+INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                   const int NR, const int NC) {
+    const uint64_t *G = ds4_iq2xxs_grid, *S = ds4_iq2_sign_pm1;
+    float sum[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32x4_t acc[4][4];
+        DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = vdupq_n_s32(0);
+        for (int g = 0; g < QK_K / 32; g++) {
+            int8x16_t q0[4], q1[4];
+            int32_t ls[4];
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
+                uint32_t q[2];
+                __builtin_memcpy(q, a->qs + 4 * g, sizeof q);
+                const int8x16_t g0 = vreinterpretq_s8_u64(vcombine_u64(vcreate_u64(G[q[0] & 255]), vcreate_u64(G[(q[0] >> 8) & 255])));
+                const int8x16_t g1 = vreinterpretq_s8_u64(vcombine_u64(vcreate_u64(G[(q[0] >> 16) & 255]), vcreate_u64(G[q[0] >> 24])));
+                const int8x16_t s0 = vreinterpretq_s8_u64(vcombine_u64(vcreate_u64(S[q[1] & 127]), vcreate_u64(S[(q[1] >> 7) & 127])));
+                const int8x16_t s1 = vreinterpretq_s8_u64(vcombine_u64(vcreate_u64(S[(q[1] >> 14) & 127]), vcreate_u64(S[(q[1] >> 21) & 127])));
+                q0[r] = vmulq_s8(g0, s0);
+                q1[r] = vmulq_s8(g1, s1);
+                ls[r] = 2 * (int32_t)(q[1] >> 28) + 1;
+            }
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const int8_t *q8 = ((const block_q8_K *)(x + c * xs) + i)->qs + 32 * g;
+                const int8x16_t x0 = vld1q_s8(q8), x1 = vld1q_s8(q8 + 16);
+                DS4_UNROLL for (int r = 0; r < NR; r++)
+                    acc[r][c] = vmlaq_n_s32(acc[r][c], dot16(dot16(vdupq_n_s32(0), q0[r], x0), q1[r], x1), ls[r]);
+            }
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const float wd = h2f(((const block_iq2_xxs *)(w + r * ws) + i)->d);
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+                const float d = wd * xb->d;
+                const float p = d * (float)vaddvq_s32(acc[r][c]);
+                sum[r][c] = sum[r][c] + p;
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = 0.125f * sum[r][c];
+}
+DS4_DEFINE_TILE(, iq2_xxs_neon, k_iq2_xxs, 4, 2)
 
 /* ---- quantizers ---- */
 
@@ -212,6 +450,9 @@ void ds4_simd_install_neon(ds4_type_traits *t, ds4_vec_ops *v) {
     SET(DS4_TYPE_F16, f16_neon);
     SET(DS4_TYPE_BF16, bf16_neon);
     SET(DS4_TYPE_Q8_0, q8_0_neon);
+    SET(DS4_TYPE_Q4_K, q4_K_neon);
+    SET(DS4_TYPE_Q2_K, q2_K_neon);
+    SET(DS4_TYPE_IQ2_XXS, iq2_xxs_neon);
 #undef SET
     t[DS4_TYPE_Q8_0].from_float = q8_0_from_float_neon;
     t[DS4_TYPE_Q8_K].from_float = q8_K_from_float_neon;
