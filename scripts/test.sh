@@ -13,5 +13,9 @@ if [ -n "$nvcc_bin" ]; then
     make -j"$(nproc)" NVCC="$nvcc_bin" cuda-check
     echo "cuda-check: CUDA sources compile ($nvcc_bin)"
 fi
+# NEON level (aarch64 cross build under qemu-user) on x86 hosts; 77: the
+# cross tools cannot be installed here, which skips it with a note.
+rc=0; bash scripts/neon_check.sh || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 77 ] || exit "$rc"
 make -j"$(nproc)" SANITIZE=1 all
 make test SANITIZE=1
