@@ -1,6 +1,6 @@
 /* Panel GEMM micro-benchmark: the live level's vec_dot_tile path against
- * pack + panel_gemm, single-threaded, per weight type that has a panel
- * kernel.
+ * pack + panel_gemm, single-threaded, per weight type; F16 (no panel
+ * kernel) runs the tile path alone.
  *
  *   build/bench/gemm [rows=1024] [n=4096] [reps=7] [ntok...=16 64 256]
  *
@@ -37,6 +37,15 @@ static float gauss(void) {
 static void random_weights(int type, int64_t n, int rows, uint8_t *w) {
     const ds4_type_traits *t = ds4_type_traits_ref(type);
     size_t rb = ds4_row_size(type, n);
+    if (!t->quantized) { /* float types: gaussian values */
+        float *v = malloc((size_t)n * sizeof *v);
+        for (int r = 0; r < rows; r++) {
+            for (int64_t i = 0; i < n; i++) v[i] = 0.1f * gauss();
+            t->from_float(v, w + (size_t)r * rb, n);
+        }
+        free(v);
+        return;
+    }
     for (size_t i = 0; i < rb * (size_t)rows; i++) w[i] = (uint8_t)next();
     int64_t nb = n / t->blck * rows;
     for (int64_t b = 0; b < nb; b++) {
@@ -85,10 +94,35 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nnt; i++) maxt = ntoks[i] > maxt ? ntoks[i] : maxt;
     printf("level %s, rows %d, n %lld, 1 thread, best of %d\n", ds4_simd_level(), rows, (long long)n, reps);
     printf("%-8s %5s %10s %10s %8s %7s\n", "type", "ntok", "tile GF/s", "panel GF/s", "ratio", "pack%");
-    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS };
+    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q4_K, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS, DS4_TYPE_F16 };
     float *xf = malloc((size_t)n * sizeof *xf);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const ds4_type_traits *t = ds4_type_traits_get(types[ti]);
+        if (!t->panel_gemm && !t->quantized && t->vec_dot_tile) { /* tiles only */
+            size_t rb = ds4_row_size(types[ti], n), xb = ds4_row_size(t->vec_dot_type, n);
+            uint8_t *w = malloc(rb * (size_t)rows), *xq = malloc(xb * (size_t)maxt);
+            float *y0 = malloc(sizeof(float) * (size_t)rows * (size_t)maxt);
+            random_weights(types[ti], n, rows, w);
+            for (int i = 0; i < maxt; i++) {
+                for (int64_t j = 0; j < n; j++) xf[j] = gauss();
+                ds4_type_traits_get(t->vec_dot_type)->from_float(xf, xq + (size_t)i * xb, n);
+            }
+            for (int k = 0; k < nnt; k++) {
+                double best = 1e30;
+                for (int r = 0; r < reps; r++) {
+                    double t0 = now();
+                    run_tile(t, n, w, rb, rows, xq, xb, ntoks[k], y0);
+                    double d = now() - t0;
+                    if (d < best) best = d;
+                }
+                printf("%-8s %5d %10.1f %10s\n", t->name, ntoks[k], 2.0 * rows * (double)n * ntoks[k] / best / 1e9, "-");
+                fflush(stdout);
+            }
+            free(w);
+            free(xq);
+            free(y0);
+            continue;
+        }
         if (!t->panel_gemm) {
             printf("%-8s  (no panel kernel at this level)\n", t->name);
             continue;

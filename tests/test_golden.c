@@ -1,7 +1,8 @@
 /* Golden parity: the forward pass against the transformers reference.
  *
  * For shared/golden/tiny-b and tiny-d (the one that drives the SwiGLU clamps):
- * convert the HF checkpoint with the f32, bf16 and q8_0 recipes, run the
+ * convert the HF checkpoint with the f32, bf16, f16 and q8_0 recipes (f16
+ * puts every matrix through the F16 kernels, fp32 lanes at avx512), run the
  * reference token sequence with reference numerics as one prefill, as
  * 64-token chunks, and as a prefill followed by token-by-token decode, and
  * compare every position's logits with golden.safetensors:
@@ -156,9 +157,11 @@ done:
 
 TEST(tiny_b_f32) { run_case("tiny-b", "f32", 1e-3, 1e-3, true); }
 TEST(tiny_b_bf16) { run_case("tiny-b", "bf16", 1e-3, 1e-3, false); }
+TEST(tiny_b_f16) { run_case("tiny-b", "f16", 1e-3, 1e-3, false); }
 TEST(tiny_b_q8_0) { run_case("tiny-b", "q8_0", 1.0, 0.15, false); }
 TEST(tiny_d_f32) { run_case("tiny-d", "f32", 1e-3, 1e-3, false); }
 TEST(tiny_d_bf16) { run_case("tiny-d", "bf16", 1e-3, 1e-3, false); }
+TEST(tiny_d_f16) { run_case("tiny-d", "f16", 1e-3, 1e-3, false); }
 TEST(tiny_d_q8_0) { run_case("tiny-d", "q8_0", 1.0, 0.15, false); }
 
 int main(void) {
@@ -173,9 +176,11 @@ int main(void) {
         levels++;
         RUN(tiny_b_f32);
         RUN(tiny_b_bf16);
+        RUN(tiny_b_f16);
         RUN(tiny_b_q8_0);
         RUN(tiny_d_f32);
         RUN(tiny_d_bf16);
+        RUN(tiny_d_f16);
         RUN(tiny_d_q8_0);
     }
     CHECK(levels >= 1);

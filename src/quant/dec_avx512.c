@@ -1,16 +1,16 @@
 /* Decode (matvec) kernels for AVX-512 CPUs with VNNI (the avx512 level):
- * Q2_K · Q8_K (needs GFNI too: Ice Lake, Zen 4 and later) and F16 · F32,
- * for tiles of one column, the two types that made the q2 recipe's decode
- * compute-bound.
+ * Q2_K · Q8_K (needs GFNI too: Ice Lake, Zen 4 and later) for tiles of one
+ * column, and F16 · F32 for every tile (decode and prefill): the two types
+ * that made the q2 recipe's decode compute-bound.
  *
  * Contract: as simd.h.  Q2_K is bit-identical to quant_ref.c (exact int32
  * isum and msum per block, then the reference's float step per block, in
- * block order).  F16 sums the exact products in double lanes; only the
- * order of the double sum differs from the reference.  Every tile result is
- * bit-identical to the same kernel's vec_dot.  Tiles with nc > 1 (prefill
- * without a panel kernel) keep the level's base tile for Q2_K (bit-identical
- * anyway); F16 runs its own kernel there too (4 x 4 instances), since its
- * summation order is its own.
+ * block order).  F16 sums in fp32 FMA lanes, in a fixed order of its own
+ * (within (8 + √n)·2^-24·Σ|w·x| of the reference's double sum).  Every tile
+ * result is bit-identical to the same kernel's vec_dot.  Tiles with nc > 1
+ * (prefill without a panel kernel) keep the level's base tile for Q2_K
+ * (bit-identical anyway); F16 runs its own kernel there too (4 x 4
+ * instances), since its summation order is its own.
  *
  * Q2_K, per block and row (4 rows per call, as ops.c hands decode tiles):
  *   planes  the 64 quant bytes are one zmm; plane j = (v >> 2j) & 3 holds
@@ -40,8 +40,9 @@
  * a shuffle: no change), one dpbusd chain per row (slower: latency),
  * unrolling two blocks (no change).
  *
- * F16: see the section below; 0.054 -> 0.038 ns per element (rows in L2),
- * and 0.028 -> 0.021 ns per element and column in 4-column tiles.
+ * F16: see the section below.  bench/kernels, rows in L2, 4-row tiles, ns
+ * per element and column (double lanes -> fp32): n = 4096: nc = 1 0.043 ->
+ * 0.030, nc = 4 0.022 -> 0.0125; n = 1024: 0.041 -> 0.019, 0.023 -> 0.0087.
  */
 #if defined(__x86_64__)
 
@@ -170,149 +171,184 @@ TGT_GF static float q2k_dot(int64_t n, const void *w, const void *x) {
 }
 
 /* ------------------------------------------------------------------------
- * F16 · F32 in double lanes.
+ * F16 · F32 in fp32 lanes.
  *
- * The level's kernel converts each weight with cvtph2ps + cvtps2pd; those
- * conversions issue at one per cycle on Zen 5 and were the limit: 0.057 ns
- * per element with the rows in L2 (one thread).  Here a weight's double is
- * built with integer ops instead.  For the f16 bits h = s|e(5)|m(10), the
- * 64-bit pattern  s << 63 | (h & 0x7fff) << 42  is a double with the f16's
- * sign, its 5-bit exponent in the low exponent bits and its mantissa on top
- * of the double's: exactly w·2^-1008, subnormal f16 included (they land on
- * double subnormals).  Per 32 weights: word A = (h >>arith 6) & 0x81FF (the
- * sign and the top 9 bits, for bits 48-63) and word B = h << 10 (the low 6
- * bits, for bits 32-47); one two-source word permute with zero masking per
- * 8 weights drops them into words 3 and 2 of each qword.  That is 3 ops per
- * 32 weights plus one shuffle per 8 (vpmovsxwq + shift + and, 3 ops per 8,
- * measured 0.046 ns; this: 0.040 ns).
- *
- * Exactness: the activations are converted per 8-element chunk and scaled by
- * 2^200, so every product w·2^-1008 · x·2^200 is exact (11 x 24 significant
- * bits) and lies in [2^-981, 2^-662]; every partial sum is then a multiple
- * of 2^-981 (a normal double) or zero and far from overflow, so each
- * addition rounds exactly as the unscaled one would, and the final double
- * times 2^808 is the unscaled sum in this order.  It is rounded once to
- * float, as the reference; only the order of the double additions differs.
+ * cvtph2ps turns 16 halves into floats exactly (subnormals, inf and NaN
+ * included), so a chunk costs one converting load per row and one FMA per
+ * pair; the products are rounded once each, inside the FMA, and summed in
+ * float (HF's reference runs these matmuls in fp32 too).  Error against the
+ * scalar reference (quant_ref.c: exact products summed in double): per lane
+ * a chain of ~n/16 FMAs, then 4 tree adds; test_simd bounds it by
+ * (8 + √n)·2^-24·Σ|w·x| and sees at most ~0.15 of that.
  *
  * Order, the same for every pair whatever tile holds it (nr, nc, position):
- * one accumulator of 8 double lanes per (row, column); chunk j (elements
- * 8j .. 8j + 7, the last one zero-padded) is added with one FMA, lane l
- * taking element 8j + l, for j = 0, 1, 2, ... in order (the 32-element
- * steps and the 8-element tail run the same chunk sequence); then
- * _mm512_reduce_add_pd (lanes 0-3 + 4-7, then the halves of that, then
- * the last pair) and the multiply by 2^808.  So a prefill tile and the
- * decode dot (the 1 x 1 instance) give the same bits.
+ * one accumulator of 16 float lanes per (row, column); chunk j (elements
+ * 16j .. 16j + 15) is added by one FMA, lane l taking element 16j + l, for
+ * j = 0, 1, 2, ... in order; the last chunk of a row whose length is not a
+ * multiple of 16 is loaded with a mask (weights and activations past n are
+ * zeros).  Then one reduction tree: lanes i + i+8, i + i+4, i + i+2,
+ * i + i+1 (f16_hsum1 for one pair, f16_hsum4 / f16_hsum16 for 4 / 16 pairs
+ * at once by transpose-adds, each lane running the same additions).  So a
+ * prefill tile and the decode dot give the same bits; ops.c's grouping of
+ * rows and tokens never changes a result.  (A NaN's payload may differ when
+ * two different NaNs meet: which one an add keeps depends on the operand
+ * order the compiler picks.)
  *
- * Infinite or NaN weights (exponent 31) are not representable this way: a
- * u16 max of 2h over the tile's rows (>= 0xF800: some row has one) is kept
- * in the loop, and only then are the rows checked one by one and such a row
- * recomputed by the level's kernel for every column, so it still gives what
- * the level's kernel gives (inf/NaN).  The check stays in the loop (one
- * register for all rows): a separate pass over the rows measured ~20%
- * slower.
+ * Special values need no path of their own: an inf weight gives ±inf, or
+ * NaN for inf·0 and inf - inf; a NaN weight or activation gives NaN; a
+ * product beyond FLT_MAX (|w| <= 65504, so |x| > ~5e33) overflows to ±inf
+ * where the reference, summing in double, could still come back into range
+ * by cancellation -- activations are nowhere near that.
  *
- * Tiles: 4 x 4 instances, 16 accumulators.  Per 32-element step the rows'
- * A/B words are built once (8 registers), then for each chunk the NC
- * activation vectors are converted and each row's permute feeds NC FMAs.
- * Per step of a 4 x 4 tile that is 64 FMAs + 16 multiplies (x·2^200) on the
- * two FMA pipes, 16 permutes + 16 cvtps2pd + 20 integer ops on the others;
- * measured ~44 cycles on Zen 5 against the 40 of the FMA pipes: 0.0214 ns
- * per element and column at nc = 4 (rows in L2, n = 4096; the 4 x 2 kernel
- * with two accumulators per pair before it: 0.0282), nc = 1 unchanged at
- * ~0.037 (permute-bound; decode streams from memory anyway).  Tried and not
- * kept: vscalefpd for the 2^200 (it issues beside the FMAs, but then the
- * permute/convert pipes bind: 7% slower; half and half: 4% slower), the
- * activation doubles of a step through a stack array read by the FMAs (6%
- * slower).  The activation conversion is per tile call and so per 4 rows;
- * it could only be amortized over more rows by a panel kernel (pack once).
+ * Tiles: 4 x 4 pairs in 16 zmm accumulators; per chunk 4 activation loads,
+ * 4 converting row loads and 16 FMAs (22 registers).  Measured on Zen 5, one
+ * thread (FMA peak ~250 GF/s: 2 x 16-lane FMAs per cycle at ~3.9 GHz):
+ * a 4 x 4 tile with its data in L1/L2 runs at 227 GF/s (n = 1024) to 235
+ * (n = 4096); in ops.c's loop (bench/gemm, rows x n, 16-256 tokens) 256 x
+ * 1024: 82 -> 195-215 GF/s, 512 x 1024: 82 -> 175-185, 24 x 4096 (the HC
+ * mixes): 85 -> 150-185 (L2-bound: a tile's 4 activation rows, 64 KB, and
+ * 4 weight rows, 32 KB, no longer fit in L1 together).  The double-lane
+ * kernel before this built doubles from the f16 bits with integer ops and
+ * word permutes (~0.021 ns per element and column at nc = 4).
+ *
+ * Decode (nc = 1): 4 rows at once, 4 accumulator chains (8 cycles per
+ * 32-element step), prefetching one row block (NR rows) and at least ~8 KB
+ * ahead, as the other decode kernels: rows in L2, 0.043 -> 0.030 ns per
+ * element at n = 4096, 0.041 -> 0.019 at 1024.  From DRAM on one thread it
+ * streams at ~26-33 GB/s where the slower double kernel reached ~37-44
+ * (interleaved runs over 64 MB of rows).  Slowing the loop down restores
+ * that (5-8 dummy shuffles per step: ~35-40 GB/s; the fast loop apparently
+ * outruns what the prefetchers sustain); not kept: it tunes to this
+ * machine's memory and costs the in-cache case.  Two rows at a time (half
+ * the streams) gave ~31, prefetch hints T1/T2/NTA, longer or shorter
+ * distances nothing; one row block ahead instead of two gained ~8% on the
+ * 1024-wide matrices (2 KB rows), none at 4096.  With 2 threads old and new
+ * were within the noise of this shared machine, and in ds4-bench's decode.
  * ------------------------------------------------------------------------ */
 
-static ds4_vec_dot_fn f16_base_dot;
+#define F16_UNROLL16 _Pragma("GCC unroll 16")
 
-/* Word permutes: qword q of result k <- B[8k + q] in word 2, A[8k + q] in
- * word 3 (index 32 + i selects the second source); words 0, 1 zeroed. */
-static const uint16_t f16_perm[4][32] __attribute__((aligned(64))) = {
-    { 0, 0, 32, 0, 0, 0, 33, 1, 0, 0, 34, 2, 0, 0, 35, 3, 0, 0, 36, 4, 0, 0, 37, 5, 0, 0, 38, 6, 0, 0, 39, 7 },
-    { 0, 0, 40, 8, 0, 0, 41, 9, 0, 0, 42, 10, 0, 0, 43, 11, 0, 0, 44, 12, 0, 0, 45, 13, 0, 0, 46, 14, 0, 0, 47, 15 },
-    { 0, 0, 48, 16, 0, 0, 49, 17, 0, 0, 50, 18, 0, 0, 51, 19, 0, 0, 52, 20, 0, 0, 53, 21, 0, 0, 54, 22, 0, 0, 55, 23 },
-    { 0, 0, 56, 24, 0, 0, 57, 25, 0, 0, 58, 26, 0, 0, 59, 27, 0, 0, 60, 28, 0, 0, 61, 29, 0, 0, 62, 30, 0, 0, 63, 31 },
-};
-
-/* 8 halves -> doubles times 2^-1008 (the tail's form; same values) */
-INL __m512d f16x8(__m128i h) {
-    const __m512i q = _mm512_slli_epi64(_mm512_cvtepi16_epi64(h), 42);
-    return _mm512_castsi512_pd(_mm512_and_si512(q, _mm512_set1_epi64((long long)0x81FFFFFFFFFFFFFFull)));
+/* The 16 halves at row + i as floats (cvtph2ps: exact, inf/NaN/subnormals
+ * included); m zero-pads a tail chunk. */
+INL __m512 f16w(const uint16_t *row, int64_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i)));
+}
+INL __m512 f16w_tail(const uint16_t *row, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + i));
 }
 
-/* Whether a row holds an inf/NaN weight (exponent 31): a u16 max of 2h. */
-INL int f16_special(int64_t n, const uint8_t *row) {
-    __m512i mx = _mm512_setzero_si512();
-    for (int64_t j = 0; j < n; j += 32) {
-        const __mmask32 m = n - j >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (n - j)) - 1);
-        const __m512i h = _mm512_maskz_loadu_epi16(m, (const uint16_t *)row + j);
-        mx = _mm512_max_epu16(mx, _mm512_add_epi16(h, h));
-    }
-    return _mm512_cmpge_epu16_mask(mx, _mm512_set1_epi16((short)0xF800)) != 0;
+/* Horizontal sums, every lane by the same tree: lanes i + i+8, then
+ * i + i+4, i + i+2, i + i+1 (_mm512_reduce_add_ps's pairing).  Of one
+ * accumulator: */
+INL float f16_hsum1(__m512 a) {
+    const __m256 s1 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    const __m128 s2 = _mm_add_ps(_mm256_castps256_ps128(s1), _mm256_extractf128_ps(s1, 1));
+    const __m128 s3 = _mm_add_ps(s2, _mm_movehl_ps(s2, s2));
+    return _mm_cvtss_f32(_mm_add_ss(s3, _mm_movehdup_ps(s3)));
 }
+
+/* Of four at once, by transpose-adds: lanes 0, 4, 8, 12 get the sums of
+ * a[0], a[2], a[1], a[3]. */
+INL __m512 f16_hsum4(const __m512 *a) {
+    const __m512i sw4 = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    /* lanes 0-7: a[0] i + i+8, lanes 8-15: a[1] (X0); a[2], a[3] (X1) */
+    const __m512 X0 = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, a[0], a[1]), _mm512_shuffle_f32x4(a[0], a[1], 0x4E));
+    const __m512 X1 = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, a[2], a[3]), _mm512_shuffle_f32x4(a[2], a[3], 0x4E));
+    /* 128-bit blocks a[0], a[2], a[1], a[3]: i + i+4 */
+    const __m512 Y = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, X0, X1), _mm512_permutex2var_ps(X0, sw4, X1));
+    const __m512 Z = _mm512_add_ps(Y, _mm512_shuffle_ps(Y, Y, _MM_SHUFFLE(1, 0, 3, 2)));    /* i + i+2 */
+    return _mm512_add_ps(Z, _mm512_shuffle_ps(Z, Z, _MM_SHUFFLE(2, 3, 0, 1)));            /* i + i+1 */
+}
+
+/* Of sixteen (vec_avx512.c's hsum16): lane m <- Σ acc[m]. */
+INL __m512 f16_hsum16(const __m512 *acc) {
+    __m512 B[16], X[8], Y[4], Z[2];
+    /* stage 4 below leaves lanes 4j + (0, 2, 1, 3): feed them swapped */
+    F16_UNROLL16 for (int k = 0; k < 16; k++) B[k] = acc[(k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)];
+    /* X[k]: lanes 0-7 B[k] (i + i+8), lanes 8-15 B[k+8] */
+    F16_UNROLL16 for (int k = 0; k < 8; k++)
+        X[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, B[k], B[k + 8]), _mm512_shuffle_f32x4(B[k], B[k + 8], 0x4E));
+    /* Y[k]: 128-bit blocks B[k], B[k+4], B[k+8], B[k+12] (i + i+4) */
+    const __m512i sw4 = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    F16_UNROLL16 for (int k = 0; k < 4; k++)
+        Y[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, X[k], X[k + 4]), _mm512_permutex2var_ps(X[k], sw4, X[k + 4]));
+    /* Z[k]: per block j, lanes 0-1 B[k+4j], 2-3 B[k+2+4j] (i + i+2) */
+    F16_UNROLL16 for (int k = 0; k < 2; k++)
+        Z[k] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, Y[k], Y[k + 2]),
+                             _mm512_shuffle_ps(Y[k], Y[k + 2], _MM_SHUFFLE(1, 0, 3, 2)));
+    /* lanes 4j + (B[4j], B[4j+2], B[4j+1], B[4j+3]) (i + i+1) */
+    return _mm512_add_ps(_mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(Z[0], Z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* One 16-element chunk at i for the NR x NC pairs: the NC activation vectors,
+ * then per row one conversion feeding NC FMAs. */
+#define F16_CHUNK(WLOAD, XLOAD)                                                                \
+    do {                                                                                       \
+        __m512 xv_[4];                                                                         \
+        DS4_UNROLL for (int c = 0; c < NC; c++) xv_[c] = XLOAD(c);                             \
+        DS4_UNROLL for (int r = 0; r < NR; r++) {                                              \
+            const __m512 wv_ = WLOAD(r);                                                       \
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(wv_, xv_[c], acc[r][c]); \
+        }                                                                                      \
+    } while (0)
 
 /* NR x NC pairs, one accumulator each; every pair runs the same sequence
- * (chunk order, then the reduction) whatever NR and NC are. */
+ * (chunk order, tail, reduction tree) whatever NR and NC are. */
 INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                const int NR, const int NC) {
-    const __m512d sx = _mm512_set1_pd(0x1p200);
-    const __m512i amask = _mm512_set1_epi16((short)0x81FF);
-    __m512d acc[4][4];
-    __m512i mx = _mm512_setzero_si512(); /* u16 max of 2h over all the tile's rows */
-    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_pd();
-    /* Decode (one column) streams the rows: prefetch two row blocks and at
-     * least ~8 KB ahead, as the Q8_0 kernel (simd_avx512.c); a prefill tile
-     * reads its rows for several columns and leaves it to the hardware. */
-    const size_t pfd = NC > 1 || ws == 0 ? 0
-                     : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    const uint16_t *wr[4];
+    const float *xc[4];
+    __m512 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) wr[r] = (const uint16_t *)(w + r * ws);
+    DS4_UNROLL for (int c = 0; c < NC; c++) xc[c] = (const float *)(x + c * xs);
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    /* Decode (one column) streams the rows: prefetch one row block (the next
+     * call's rows) and at least ~8 KB ahead; a prefill tile reads its rows
+     * for several columns and leaves it to the hardware. */
+    const size_t pfd = NC > 1 || ws == 0 ? 0 : (NR * ws >= 8192 ? (size_t)NR : (8192 + ws - 1) / ws) * ws;
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512i A[4], B[4];
-        DS4_UNROLL for (int r = 0; r < NR; r++) {
-            if (pfd) _mm_prefetch((const char *)((const uint16_t *)(w + r * ws) + i) + pfd, _MM_HINT_T0);
-            const __m512i h = _mm512_loadu_si512((const void *)((const uint16_t *)(w + r * ws) + i));
-            mx = _mm512_max_epu16(mx, _mm512_add_epi16(h, h));
-            A[r] = _mm512_and_si512(_mm512_srai_epi16(h, 6), amask);
-            B[r] = _mm512_slli_epi16(h, 10);
-        }
-        /* chunk k (elements i + 8k ..): NC activation vectors, then per row
-         * one permute shared by the NC FMAs */
-        DS4_UNROLL for (int k = 0; k < 4; k++) {
-            __m512d xd[4];
-            DS4_UNROLL for (int c = 0; c < NC; c++)
-                xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps((const float *)(x + c * xs) + i + 8 * k)), sx);
-            const __m512i ctl = _mm512_load_si512((const void *)f16_perm[k]);
-            DS4_UNROLL for (int r = 0; r < NR; r++) {
-                const __m512d wd = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi16(0xCCCCCCCCu, A[r], ctl, B[r]));
-                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_pd(wd, xd[c], acc[r][c]);
-            }
-        }
+#define WF(r) f16w(wr[r], i)
+#define XF(c) _mm512_loadu_ps(xc[c] + i)
+#define WF2(r) f16w(wr[r], i + 16)
+#define XF2(c) _mm512_loadu_ps(xc[c] + i + 16)
+    for (; i + 32 <= n; i += 32) { /* a line of every row per step */
+        if (pfd) DS4_UNROLL for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(wr[r] + i) + pfd, _MM_HINT_T0);
+        F16_CHUNK(WF, XF);
+        F16_CHUNK(WF2, XF2);
     }
-    for (; i < n; i += 8) { /* tail chunks, same accumulators; lanes past n load as zeros */
-        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
-        __m512d xd[4];
-        DS4_UNROLL for (int c = 0; c < NC; c++)
-            xd[c] = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, (const float *)(x + c * xs) + i)), sx);
-        DS4_UNROLL for (int r = 0; r < NR; r++) {
-            const __m128i h = _mm_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ws) + i);
-            mx = _mm512_max_epu16(mx, _mm512_castsi128_si512(_mm_add_epi16(h, h)));
-            const __m512d wd = f16x8(h);
-            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_pd(wd, xd[c], acc[r][c]);
-        }
+#undef WF2
+#undef XF2
+    for (; i < n; i += 16) { /* the same chunks; lanes past n load as zeros */
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+#define WT(r) f16w_tail(wr[r], i, m)
+#define XT(c) _mm512_maskz_loadu_ps(m, xc[c] + i)
+        F16_CHUNK(WT, XT);
+#undef WT
+#undef XT
     }
-    DS4_UNROLL for (int r = 0; r < NR; r++)
-        DS4_UNROLL for (int c = 0; c < NC; c++)
-            y[c * ldy + r] = (float)(_mm512_reduce_add_pd(acc[r][c]) * 0x1p808);
-    if (_mm512_cmpge_epu16_mask(mx, _mm512_set1_epi16((short)0xF800))) /* rare: find the rows */
-        for (int r = 0; r < NR; r++)
-            if (f16_special(n, w + r * ws))
-                for (int c = 0; c < NC; c++) y[c * ldy + r] = f16_base_dot(n, w + r * ws, x + c * xs);
+#undef WF
+#undef XF
+    float s[16];
+    if (NR * NC == 1) {
+        y[0] = f16_hsum1(acc[0][0]);
+    } else if (NR * NC <= 4) { /* decode's 4 x 1 */
+        __m512 a4[4];
+        DS4_UNROLL for (int k = 0; k < 4; k++) a4[k] = _mm512_setzero_ps();
+        DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) a4[c * NR + r] = acc[r][c];
+        _mm512_storeu_ps(s, f16_hsum4(a4));
+        static const int lane[4] = { 0, 8, 4, 12 };
+        DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) y[c * ldy + r] = s[lane[c * NR + r]];
+    } else {
+        __m512 a16[16];
+        F16_UNROLL16 for (int k = 0; k < 16; k++) a16[k] = _mm512_setzero_ps();
+        DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) a16[4 * c + r] = acc[r][c];
+        _mm512_storeu_ps(s, f16_hsum16(a16));
+        DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) y[c * ldy + r] = s[4 * c + r];
+    }
 }
-DS4_DEFINE_TILE(TGT, f16d, k_f16, 4, 4)
+#undef F16_CHUNK
+DS4_DEFINE_TILE(TGT, f16s, k_f16, 4, 4)
 
 void ds4_simd_install_avx512_dec(ds4_type_traits *t) {
     __builtin_cpu_init();
@@ -324,11 +360,10 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *t) {
         t[DS4_TYPE_Q2_K].vec_dot = q2k_dot;
         t[DS4_TYPE_Q2_K].vec_dot_tile = q2k_tile;
     }
-    if (t[DS4_TYPE_F16].vec_dot != f16d_dot) f16_base_dot = t[DS4_TYPE_F16].vec_dot;
-    if (f16_base_dot) {
-        t[DS4_TYPE_F16].vec_dot = f16d_dot;
-        t[DS4_TYPE_F16].vec_dot_tile = f16d_tile;
-    }
+    /* the level's only F16 kernel (simd_avx512.c has none; F16C comes with
+     * the avx2 level this one builds on) */
+    t[DS4_TYPE_F16].vec_dot = f16s_dot;
+    t[DS4_TYPE_F16].vec_dot_tile = f16s_tile;
 }
 
 #else

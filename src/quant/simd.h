@@ -16,14 +16,17 @@
  *                                block an exact int32 sum, then
  *                                sum += (float)isum * (d_w * d_x) in f32,
  *                                blocks in order, mul then add (no FMA)
- *   F32, F16, BF16 · F32         exact products summed in double lanes: only
+ *   F32, BF16 · F32              exact products summed in double lanes: only
  *                                the order of the double sum differs
+ *   F16 · F32                    avx2, neon: as F32; avx512: fp32 FMA lanes in a
+ *                                fixed order (dec_avx512.c), within
+ *                                (8 + √n)·2^-24·Σ|w·x| of the reference
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical
  *   ds4_vec_axpy_f32             bit-identical (mul then add, no FMA)
  * Every level's vec_dot_tile and panel_gemm (quant.h) are bit-identical to
- * its own vec_dot.  The avx512 level also installs, where the CPU has them,
- * kernels needing more than its base ISA (iq2_avx512.c: VBMI + BITALG,
- * dec_avx512.c: GFNI);
+ * its own vec_dot (a NaN result's payload aside, where two NaNs meet).  The
+ * avx512 level also installs, where the CPU has them, kernels needing more
+ * than its base ISA (iq2_avx512.c: VBMI + BITALG, dec_avx512.c: GFNI);
  * they keep the same guarantees.
  *
  * ds4_simd_force() rewrites the live table in place: call it only while no

@@ -42,22 +42,21 @@ INL int32_t hsum512_epi32(__m512i v) {
 }
 
 /* ------------------------------------------------------------------------
- * F32 / F16 / BF16 weights · f32: one 16-lane FMA accumulator per pair.
+ * F32 / BF16 weights · f32: one 8-lane double FMA accumulator per pair.
+ * (F16 runs in fp32 lanes: dec_avx512.c.)
  * ------------------------------------------------------------------------ */
 
-enum { KF32, KF16, KBF16 };
+enum { KF32, KBF16 };
 
 INL __m512 load_w16(const uint8_t *row, int64_t i, int kind) {
     if (kind == KF32) return _mm512_loadu_ps((const float *)row + i);
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
-    if (kind == KF16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 INL __m512 load_w16_tail(const uint8_t *row, int64_t i, __mmask16 m, int kind) {
     if (kind == KF32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
-    if (kind == KF16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
@@ -91,10 +90,8 @@ INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
-#define K_F16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF16)
 #define K_BF16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KBF16)
 DS4_DEFINE_TILE(TGT, f32_512, K_F32, 4, 4)
-DS4_DEFINE_TILE(TGT, f16_512, K_F16, 4, 4)
 DS4_DEFINE_TILE(TGT, bf16_512, K_BF16, 4, 4)
 
 /* ------------------------------------------------------------------------
@@ -615,7 +612,6 @@ TGT static double sumsq_512(const float *x, int64_t n) {
 void ds4_simd_install_avx512(ds4_type_traits *t, ds4_vec_ops *v) {
 #define SET(T, NAME) (t[T].vec_dot = NAME##_dot, t[T].vec_dot_tile = NAME##_tile)
     SET(DS4_TYPE_F32, f32_512);
-    SET(DS4_TYPE_F16, f16_512);
     SET(DS4_TYPE_BF16, bf16_512);
     SET(DS4_TYPE_Q8_0, q8_0_512);
     SET(DS4_TYPE_Q4_K, q4_K_512);
