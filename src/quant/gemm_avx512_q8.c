@@ -11,7 +11,7 @@
  * Missing tokens of the last panel are zero (their results are not stored).
  *
  * Kernel, per weight row r and panel p, per block: isum = corr; for the 8
- * dwords k: isum = dpbusd(isum, broadcast(w_r dword k) XOR 0x80, qs[k]),
+ * dwords k: isum = dpbusd(isum, broadcast(w_r dword k + 128 as u8), qs[k]),
  * i.e. Σ (w + 128)·x - 128·Σx = Σ w·x, exact in int32.  Then
  * acc = acc + cvt(isum) * (d_w * d_x): one f32 mul for the scale product,
  * one for the block, one add, in the scalar reference's order and never
@@ -19,13 +19,18 @@
  * and to the AVX-512 vec_dot (simd_avx512.c, same canonical order), however
  * tokens are batched.  One dpbusd does 64 MACs with no horizontal work
  * (the dot kernels need 1 dpbusd per 64 MACs plus a reduction tree); per
- * block a NR x TP register tile costs 8·NR·TP dpbusd, 8·NR broadcast+XOR
- * and 4·NR·TP float ops. */
+ * block a NR x TP register tile costs 8·NR·TP dpbusd, 8·NR broadcasts and
+ * 4·NR·TP float ops.  The weights' w + 128 and f32 d_w are made once per
+ * call (q8_0_unpack), not per tile: the XOR and half-float conversion per
+ * broadcast shared ports with the dpbusd (Intel Xeon, n = 1024-8192, 48
+ * tokens, 1 thread: ~295 -> ~360 GF/s; equal at 16 tokens, one panel). */
 #include "quant/simd_int.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
 #include "quant/simd_x86.h"
+
+#include <stdlib.h>
 #define UNROLL16 _Pragma("GCC unroll 16")
 
 enum {
@@ -33,7 +38,7 @@ enum {
     Q8P_QS = 8 * 64,                     /* bytes of quants per block */
     Q8P_BLOCK = Q8P_QS + 64 + 64,        /* + dx + corr */
     /* Register tile: 8 rows x 2 panels = 16 accumulators + 16 block sums.
-     * Measured on Zen 5 (n = 1024, 48-64 tokens, 1 thread): 8x2 ~690
+     * Measured on Zen 5 (before the unpack) (n = 1024, 48-64 tokens, 1 thread): 8x2 ~690
      * GF/s, 4x2 ~600, 8x1 ~550, 6x2 ~640 (dpbusd peak: 2/cycle, ~1 TF/s).
      * Dropping the float steps gains ~20%, so the bound is probably the
      * pipes shared by dpbusd and the 2 muls + cvt per (row, panel, block):
@@ -75,21 +80,47 @@ TGT static void q8_0_panel_pack(int64_t n, const void *x, size_t xs, int ntok, v
     }
 }
 
-/* NR rows x TP panels over all nb blocks, the register tile.  Row r's
- * results for panel p (16 token lanes) go to out[p*256 + r*16 ..]: a
- * 16-row x 16-token block per panel that q8_0_store_block() transposes.
- * pf_ofs: bytes from a row to the row whose blocks to prefetch (the next
- * row chunk), so they are in L1 when their turn comes. */
-INL void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, size_t pb, size_t pf_ofs, float *out,
-                   const int NR, const int TP) {
-    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+/* A row chunk's weights, unpacked once per call (q8_0_unpack): per block b
+ * and row r of the chunk, the 32 quants as u8 (w + 128) at
+ * q + (b·16 + r)·32 and the scale as f32 at d[b·16 + r].  The tiles then
+ * broadcast ready u8 dwords and f32 scales: per (row, block, panel pair)
+ * the raw layout cost 8 XORs and a half-float conversion more, on the
+ * ports the dpbusd and the float steps use (Intel: +30% GF/s). */
+typedef struct {
+    uint8_t *q;
+    float *d;
+} q8p_unpacked;
+
+TGT static void q8_0_unpack(int64_t nb, const uint8_t *w, size_t ws, int rc, q8p_unpacked u) {
+    const __m256i k80 = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < rc; r++) {
+        const block_q8_0 *wb = (const block_q8_0 *)(w + (size_t)r * ws);
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)wb[b].qs);
+            _mm256_store_si256((__m256i *)(u.q + ((size_t)b * 16 + r) * 32), _mm256_xor_si256(v, k80));
+            u.d[b * 16 + r] = _cvtsh_ss(wb[b].d);
+        }
+    }
+}
+
+/* NR rows x TP panels over all nb blocks, the register tile, from the
+ * unpacked block range u (rows r0 ..).  Row r's sums for panel p (16
+ * token lanes) live in out[p*256 + r*16 ..], a 16-row x 16-token block per
+ * panel that q8_0_store_block() transposes: zero at the first range
+ * (`first`), else loaded, so the blocks still add in order.  pf: the next chunk's raw rows (ws
+ * apart), prefetched block by block so the next unpack finds them in
+ * cache (the experts' weights come cold from memory); NULL for none. */
+INL void q8_0_tile(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t ws, const uint8_t *pan, size_t pb,
+                   float *out, int first, const int NR, const int TP) {
     __m512 acc[Q8P_NR][Q8P_TP];
     UNROLL for (int r = 0; r < NR; r++)
-        UNROLL for (int p = 0; p < TP; p++) acc[r][p] = _mm512_setzero_ps();
+        UNROLL for (int p = 0; p < TP; p++) acc[r][p] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + p * 256 + r * 16);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *pk = pan + (size_t)b * Q8P_BLOCK;
-        UNROLL for (int r = 0; r < NR; r++)
-            _mm_prefetch((const char *)((const block_q8_0 *)(w + r * ws + pf_ofs) + b), _MM_HINT_T0);
+        const uint8_t *wq = u.q + ((size_t)b * 16 + r0) * 32;
+        if (pf)
+            UNROLL for (int r = 0; r < NR; r++)
+                _mm_prefetch((const char *)((const block_q8_0 *)(pf + r * ws) + b), _MM_HINT_T0);
         __m512i is[Q8P_NR][Q8P_TP];
         UNROLL for (int p = 0; p < TP; p++) {
             const __m512i corr = _mm512_loadu_si512((const void *)(pk + p * pb + Q8P_QS + 64));
@@ -99,16 +130,12 @@ INL void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, 
             __m512i xk[Q8P_TP];
             UNROLL for (int p = 0; p < TP; p++) xk[p] = _mm512_loadu_si512((const void *)(pk + p * pb + 64 * k));
             UNROLL for (int r = 0; r < NR; r++) {
-                const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-                int32_t w4;
-                memcpy(&w4, wb->qs + 4 * k, 4);
-                const __m512i wu = _mm512_xor_si512(_mm512_set1_epi32(w4), k80); /* w + 128 as u8 */
+                const __m512i wu = _mm512_set1_epi32(*(const int32_t *)(const void *)(wq + r * 32 + 4 * k));
                 UNROLL for (int p = 0; p < TP; p++) is[r][p] = _mm512_dpbusd_epi32(is[r][p], wu, xk[p]);
             }
         }
         UNROLL for (int r = 0; r < NR; r++) {
-            const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)wb->d));
+            const __m512 dw = _mm512_set1_ps(u.d[b * 16 + r0 + r]);
             UNROLL for (int p = 0; p < TP; p++) {
                 const __m512 dx = _mm512_loadu_ps((const float *)(pk + p * pb + Q8P_QS));
                 const __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(is[r][p]), _mm512_mul_ps(dw, dx));
@@ -120,12 +147,12 @@ INL void q8_0_tile(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, 
         UNROLL for (int p = 0; p < TP; p++) _mm512_store_ps(out + p * 256 + r * 16, acc[r][p]);
 }
 
-typedef void (*q8p_tile_fn)(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, size_t pb, size_t pf_ofs,
-                            float *out);
+typedef void (*q8p_tile_fn)(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t ws, const uint8_t *pan,
+                            size_t pb, float *out, int first);
 #define Q8P_FN(R, P)                                                                                          \
-    TGT static void q8_0_tile_##R##_##P(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, size_t pb, \
-                                        size_t pf_ofs, float *out) {                                          \
-        q8_0_tile(nb, w, ws, pan, pb, pf_ofs, out, R, P);                                                     \
+    TGT static void q8_0_tile_##R##_##P(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t ws,    \
+                                        const uint8_t *pan, size_t pb, float *out, int first) {               \
+        q8_0_tile(nb, u, r0, pf, ws, pan, pb, out, first, R, P);                                              \
     }
 #define Q8P_ROW(R) Q8P_FN(R, 1) Q8P_FN(R, 2)
 #define Q8P_TROW(R) { q8_0_tile_##R##_1, q8_0_tile_##R##_2 }
@@ -170,33 +197,52 @@ TGT static void q8_0_store_block(const float *buf, int nrows, int ntok, float *y
     }
 }
 
-/* Rows in chunks of 16 (one transposed store block per panel): a chunk's
- * weights (16 rows) stay in L1 while the panels, which the caller sizes
- * for L2, stream past them TP at a time; within a chunk, NR-row tiles. */
+/* Rows in chunks of 16 (one transposed store block per panel).  A chunk's
+ * blocks are unpacked KB at a time (16 x 36 bytes a block: ~18 KB, L1),
+ * and every panel of the call, which the caller sizes for L2, streams past
+ * each range TP at a time in NR-row tiles; the panels' sums wait in sums
+ * (1 KB a panel) between ranges.  (Unpacking a whole chunk of n = 4096
+ * into L2 lost a fifth of the speed.) */
+enum { Q8P_KB = 32 };
+
 TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,
                                 int64_t ldy) {
     const int64_t nb = n / QK8_0;
     const size_t pb = q8_0_panel_bytes(n);
     const int np = (ntok + Q8P_TOK - 1) / Q8P_TOK;
-    _Alignas(64) float buf[Q8P_TP][256];
+    _Alignas(64) uint8_t wmem[Q8P_KB * 16 * 36];
+    const q8p_unpacked u = { wmem, (float *)(void *)(wmem + Q8P_KB * 16 * 32) };
+    _Alignas(64) float sums_stack[8 * 256];
+    float *sums = np <= 8 ? sums_stack : aligned_alloc(64, sizeof(float) * 256 * (size_t)np);
+    if (!sums) abort();
     for (int r0 = 0; r0 < nr; r0 += 16) {
         const int rc = nr - r0 < 16 ? nr - r0 : 16;
         const uint8_t *wc = (const uint8_t *)w + (size_t)r0 * ws;
-        if (rc < 16) memset(buf, 0, sizeof buf); /* rows past rc: read by the transpose, never stored */
-        for (int p = 0; p < np; p += Q8P_TP) {
-            const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
-            const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb;
-            for (int r = 0; r < rc; r += Q8P_NR) {
-                const int rr = rc - r < Q8P_NR ? rc - r : Q8P_NR;
-                q8p_tiles[rr - 1][pn - 1](nb, wc + (size_t)r * ws, ws, pp, pb, 16 * ws, buf[0] + 16 * r);
-            }
-            for (int q = 0; q < pn; q++) {
-                const int tok = ntok - (p + q) * Q8P_TOK;
-                q8_0_store_block(buf[q], rc, tok < Q8P_TOK ? tok : Q8P_TOK, y + (int64_t)(p + q) * Q8P_TOK * ldy + r0,
-                                 ldy);
+        /* the next chunk's rows, prefetched by each range's first panel pass */
+        const uint8_t *next = r0 + 16 < nr ? wc + 16 * ws : NULL;
+        if (rc < 16) memset(sums, 0, sizeof(float) * 256 * (size_t)np); /* rows past rc: transposed, never stored */
+        for (int64_t k0 = 0; k0 < nb; k0 += Q8P_KB) {
+            const int64_t kn = nb - k0 < Q8P_KB ? nb - k0 : Q8P_KB;
+            q8_0_unpack(kn, wc + (size_t)k0 * sizeof(block_q8_0), ws, rc, u);
+            for (int p = 0; p < np; p += Q8P_TP) {
+                const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
+                const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
+                for (int r = 0; r < rc; r += Q8P_NR) {
+                    const int rr = rc - r < Q8P_NR ? rc - r : Q8P_NR;
+                    const uint8_t *pf = p == 0 && next && r0 + 16 + r < nr
+                                            ? next + (size_t)r * ws + (size_t)k0 * sizeof(block_q8_0)
+                                            : NULL;
+                    q8p_tiles[rr - 1][pn - 1](kn, u, r, pf, ws, pp, pb, sums + (size_t)p * 256 + 16 * r, k0 == 0);
+                }
             }
         }
+        for (int q = 0; q < np; q++) {
+            const int tok = ntok - q * Q8P_TOK;
+            q8_0_store_block(sums + (size_t)q * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
+                             y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
+        }
     }
+    if (sums != sums_stack) free(sums);
 }
 
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table) {
