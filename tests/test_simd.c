@@ -11,6 +11,9 @@
  *   tiles            every nr x nc <= 4x4 bit-identical to the level's vec_dot;
  *                    F16 also at 8..4096 elements, every tile position, with
  *                    inf/NaN/subnormal weight rows, overflow, NaN activations
+ *   iq2 variants     each IQ2_XXS decode kernel of iq2_avx512.c the CPU
+ *                    runs, whichever is installed: dot and 1..4-row tiles
+ *                    bit-identical to the reference, 1..64 blocks
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    1..64 and 100, 300 tokens, 1..28 blocks, starting at a
  *                    later panel; IQ2_XXS with and without the VBMI unpack)
@@ -206,6 +209,68 @@ TEST(tiles_match_vec_dot) {
             free(x);
         }
     }
+}
+
+/* The IQ2_XXS decode variants of iq2_avx512.c, each where this CPU has its
+ * ISA, whichever one the level installed (the pick is by vendor): vec_dot
+ * and every nr <= 4 one-column tile bit-identical to the reference, at 1 to
+ * 64 blocks (the GFNI kernel sums 8 blocks per batch: short batches, one
+ * batch, several), over random rows (every grid, sign and scale code) and
+ * activations with outliers, and all-extreme rows and activations (the
+ * largest exact sums). */
+TEST(iq2_avx512_variants) {
+    static const char *const names[] = { "vbmi", "gfni" };
+    const int64_t lens[] = { 256, 512, 1792, 2048, 2304, 2816, 4096, 7168, 16384 };
+    int tested = 0;
+    if (!ds4_simd_supported("avx512")) return;
+    const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_IQ2_XXS);
+    for (int v = 0; v < 2; v++) {
+        ds4_type_traits s;
+        ds4_simd_traits_for("avx512", DS4_TYPE_IQ2_XXS, &s);
+        if (ds4_iq2_avx512_variant(names[v], &s) != 0) {
+            printf("  note: iq2_xxs %s variant not available on this CPU: skipped\n", names[v]);
+            continue;
+        }
+        for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
+            const int64_t n = lens[li];
+            for (int set = 0; set < 3; set++) {
+                rng_seed((uint64_t)(7000 + 10 * li + set));
+                const size_t rb = ds4_row_size(DS4_TYPE_IQ2_XXS, n), xb = ds4_row_size(DS4_TYPE_Q8_K, n);
+                uint8_t *w = malloc(rb * 4);
+                float *x = malloc((size_t)n * sizeof *x);
+                random_rows(DS4_TYPE_IQ2_XXS, n, 4, w);
+                fill_gauss(x, n);
+                if (set == 2) { /* every weight at its largest magnitude and scale, activations ±max */
+                    for (int64_t b = 0; b < n / QK_K * 4; b++) {
+                        block_iq2_xxs *blk = (block_iq2_xxs *)(w + (size_t)b * sizeof(block_iq2_xxs));
+                        for (int k = 0; k < QK_K / 8; k++) blk->qs[k] |= (uint16_t)(k % 4 == 3 ? 0xF000 : 0);
+                    }
+                    for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
+                }
+                void *xq = ref_activation(DS4_TYPE_IQ2_XXS, x, n);
+                (void)xb;
+                float want[4];
+                int bad = 0;
+                for (int r = 0; r < 4; r++) {
+                    want[r] = ref->vec_dot(n, w + r * rb, xq);
+                    const float got = s.vec_dot(n, w + r * rb, xq);
+                    bad += memcmp(&want[r], &got, 4) != 0;
+                }
+                for (int nr = 1; nr <= 4; nr++) {
+                    float y[4] = { NAN, NAN, NAN, NAN };
+                    s.vec_dot_tile(n, w, rb, nr, xq, 0, 1, y, 4);
+                    for (int r = 0; r < nr; r++) bad += memcmp(&want[r], &y[r], 4) != 0;
+                }
+                CHECKF(bad == 0, "iq2_xxs %s n=%lld set %d: %d results differ from the reference", names[v],
+                       (long long)n, set, bad);
+                tested++;
+                free(w);
+                free(x);
+                free(xq);
+            }
+        }
+    }
+    printf("  iq2_xxs avx512 variants: %d row sets bit-identical to the reference\n", tested);
 }
 
 /* The same bits, or both NaN: which NaN payload a sum of two NaNs keeps
@@ -702,6 +767,7 @@ int main(void) {
     RUN(dispatch_api);
     RUN(vec_dot_vs_scalar);
     RUN(tiles_match_vec_dot);
+    RUN(iq2_avx512_variants);
     RUN(f16_tiles_shape_invariant);
     RUN(panel_gemm_matches_vec_dot);
     RUN(quantizers_bit_exact);

@@ -1,35 +1,69 @@
-/* IQ2_XXS · Q8_K dot for AVX-512 CPUs with VBMI and BITALG (Ice Lake, Zen 4
- * and later): the decode (matvec) kernel of the q2 recipe's routed experts.
+/* IQ2_XXS · Q8_K decode (matvec) kernels for AVX-512 CPUs with VBMI and
+ * VNNI: the dot of the q2 recipe's routed experts.  Two variants, picked
+ * at install by CPU vendor on measurement: "vbmi" (also needs BITALG; tuned
+ * on Zen 5, installed on AMD and any non-Intel CPU) and "gfni" (needs GFNI;
+ * installed on Intel).  ds4_iq2_avx512_variant() (simd_int.h) lets the
+ * tests run both wherever the CPU has their ISA.
  *
- * Why a second kernel: the base avx512 kernel (simd_avx512.c) looks up the
- * 32 grid entries and 32 sign patterns of a block with scalar table loads,
- * ~200 instructions per 66-byte block, so a decode step reads IQ2_XXS
- * weights at a third of memory speed.  Here every step stays in vector
- * registers:
+ * Why not the base avx512 kernel (simd_avx512.c): it looks up the 32 grid
+ * entries and 32 sign patterns of a block with scalar table loads, ~200
+ * instructions per 66-byte block, a third of memory speed.
  *
- *   grid    each of the 256 grid entries has 8 magnitudes in {8, 25, 43}; we
- *           store it as a 16-bit code of 8 two-bit digits.  The block's 32
- *           indices become 32 word lanes, looked up with four two-register
- *           word permutes (64 entries each) and two blends on index bits 6-7;
- *           a word permute puts chunk q's code in qword q, a multishift
- *           pulls digit j into byte j and a byte permute maps digits to
- *           magnitudes.
+ * vbmi: every step in vector registers.
+ *   grid    each grid entry's 8 magnitudes in {8, 25, 43} as a 16-bit code
+ *           of 8 two-bit digits.  The block's 32 indices become 32 word
+ *           lanes, looked up with four two-register word permutes (64
+ *           entries each) and two blends on index bits 6-7; a word permute
+ *           puts chunk q's code in qword q, a multishift pulls digit j into
+ *           byte j and a byte permute maps digits to magnitudes.
  *   signs   the 7-bit codes come out of the aux words with one multishift;
  *           the eighth bit is their parity (even), via a byte popcount.  The
  *           32 sign bytes, stored, read back as four 64-bit masks that negate
- *           the activations (loads are cheaper than more shuffles here).
+ *           the activations.
  *   sums    maddubs(magnitudes, ±x) then vpdpwssd with the group scales
  *           2s + 1 (broadcast from a stored copy), as the base kernel: exact
- *           int32 block sums.
+ *           int32 block sums, one horizontal sum per block.
+ *   Zen 5 (one thread, L3-resident rows): 7.4 ns per block against 15 ns for
+ *   the AVX2 kernel; unrolling the chunk loop or interleaving two rows made
+ *   it slower.
  *
- * Measured on Zen 5 (one thread, L3-resident rows): 7.4 ns per block against
- * 15 ns for the AVX2 kernel; unrolling the chunk loop or interleaving two
- * rows made it slower.
+ * gfni: on Intel (Emerald Rapids) the vbmi kernel runs at 16.2 ns per block,
+ * bound by port 5, the only one for shuffles: vpermt2w takes it 2 cycles,
+ * vpermw/vpermb/multishift/vptestm and even a mask load (kmovq k, m64) 1,
+ * ~30 cycles of it per block.  This variant moves the expansions to
+ * gf2p8affineqb, which runs on port 0, and cuts the rest:
+ *   layout  lane g of every vector is 32-group g, chunk l its 8-group l, so
+ *           the codes and scales of a block are already where they are used
+ *           and one dpbusd chain over the 4 chunks gives each lane's group
+ *           sum; the activations are transposed into this layout once per
+ *           block for all rows of the tile (8 qword shuffles).
+ *   grid    the same four word permutes, on bit-plane codes (byte 0: which
+ *           elements are 25, byte 1: which are 43).  One gf2p8affine with a
+ *           bit-transpose matrix turns each lane's 8 code bytes into bit
+ *           planes per element, and per chunk one more maps its two bits to
+ *           the magnitude: 8 ^ 17·b0 ^ 35·b1 is affine over GF(2).
+ *   signs   one multishift puts the 4 sign codes of a group in bytes 0-3;
+ *           the same transpose with 0x7f as the row of bit 7 yields per
+ *           element its sign bit, the parity included; vptestmb per chunk
+ *           gives the mask that negates the activations.
+ *   sums    lanes × (2s + 1) with vpmuldq; the lane vectors of 8 blocks are
+ *           reduced together (14 shuffles instead of 4 per block), then
+ *           converted, scaled and added to the row's sum one block at a time.
+ *   prefetch two row blocks (>= 8 KB) ahead, as the Q8_0 decode kernel:
+ *           without it the matvec streamed at 3.4 GB/s, with it 6.0.
+ * Measured (Xeon model 207, 2 cores of a shared VM, one thread; bench/kernels
+ * 128 4096 iq2_xxs): 4-row tiles in L2 9.9 ns per block (0.0388 ns per
+ * element) against 16.2 for vbmi; matvec over 128 MiB 6.0 GB/s against 3.6
+ * (read bandwidth ~7.6).  Tried and slower here: grid entries by gathers
+ * (vpgatherqq, 11.4-14.5 ns: 2 elements per cycle, 32 per block), the
+ * codes by vpgatherdd (11.2), sign masks via kmov loads or vpshufbitqmb
+ * (port 0 and 5), magnitudes by blends of two masks.  Not measured on AMD,
+ * so AMD keeps vbmi.
  *
- * The float step per block, sum += (d_w · d_x) · (float)isum, and the final
- * 0.125 · sum are the reference's (quant_ref.c), so the result is
- * bit-identical to it and to the base kernel; tiles of more than one
- * column keep the base kernel's tile (it reuses weights across columns). */
+ * Both: the float step per block, sum += (d_w · d_x) · (float)isum, and
+ * the final 0.125 · sum are the reference's (quant_ref.c), so the result is
+ * bit-identical to it and to the base kernel; tiles of more than one column
+ * keep the base kernel's tile (it reuses weights across columns). */
 #if defined(__x86_64__)
 
 #include "quant/simd_int.h"
@@ -41,6 +75,7 @@
 #include "quant/iq2_tables.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bitalg,f16c")))
+#define TGF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c")))
 
 static uint16_t code16[256] __attribute__((aligned(64)));
 static pthread_once_t code_once = PTHREAD_ONCE_INIT;
@@ -152,11 +187,200 @@ TGT static inline float dot_row(const iq2_ctl *c, int64_t nb, const block_iq2_xx
     return 0.125f * sum;
 }
 
+static ds4_vec_dot_tile_fn base_tile; /* the level's tile, for nc > 1 */
+
+/* ---- the GFNI variant (Intel) -------------------------------------------
+ * Layout: lane g (qword g) of every vector is 32-group g of the block, and
+ * chunk l (l = 0..3) holds its 8-group l: chunk l, lane g = elements
+ * 32g + 8l .. 32g + 8l + 7.  The activations are transposed into that
+ * layout once per block for all rows of the tile (two-source qword
+ * permutes); the grid codes and sign codes of a block are already grouped
+ * by g, and the group scale becomes one per lane, so one dpbusd chain over
+ * the four chunks gives each lane's group sum. */
+
+typedef struct {
+    __m512i tab[8];  /* bit-plane code of each grid entry, 32 per register */
+    __m512i idx_ctl; /* word 4g + l <- index byte 8g + l (grid index of 8-group (g, l)) */
+    __m512i sgn_ctl; /* byte l of each qword <- aux bits 7l.., the 7-bit sign code of (g, l) */
+    __m512i kt;      /* gf2p8affine data: byte k = 1 << k (bit transpose) */
+    __m512i kx;      /* the same with 0x7f in byte 7: bit 7 = parity, the 8th sign */
+    __m512i mag[4];  /* gf2p8affine matrices: chunk l's two code bits -> magnitude */
+    __m512i sbit[4]; /* 0x80 >> l in every byte: chunk l's sign bit */
+} gf_ctl;
+
+static gf_ctl gctl __attribute__((aligned(64)));
+static pthread_once_t gf_once = PTHREAD_ONCE_INIT;
+
+TGF static void gf_build(void) {
+    static uint16_t plane[256] __attribute__((aligned(64)));
+    /* magnitude of element j = 8 ^ 17·b0 ^ 35·b1, where b0 = (25), b1 = (43):
+     * 8, 8 ^ 17 = 25, 8 ^ 35 = 43, an affine map over GF(2) */
+    for (int e = 0; e < 256; e++) {
+        unsigned b0 = 0, b1 = 0;
+        for (int j = 0; j < 8; j++) {
+            const unsigned m = (unsigned)(ds4_iq2xxs_grid[e] >> (8 * j)) & 255;
+            b0 |= (unsigned)(m == 25) << j;
+            b1 |= (unsigned)(m == 43) << j;
+        }
+        plane[e] = (uint16_t)(b0 | b1 << 8);
+    }
+    gf_ctl *c = &gctl;
+    for (int i = 0; i < 8; i++) c->tab[i] = _mm512_load_si512((const void *)(plane + 32 * i));
+    uint8_t b[64];
+    for (int i = 0; i < 64; i++) b[i] = (uint8_t)(8 * (i / 8) + (i / 2) % 4); /* both bytes of the word */
+    c->idx_ctl = _mm512_loadu_si512(b);
+    for (int i = 0; i < 64; i++) b[i] = (uint8_t)(32 + 7 * (i % 8 < 4 ? i % 8 : 0));
+    c->sgn_ctl = _mm512_loadu_si512(b);
+    c->kt = _mm512_set1_epi64((long long)0x8040201008040201ull);
+    c->kx = _mm512_set1_epi64((long long)0x7F40201008040201ull);
+    /* after the transpose, bit 7 - j of byte k is bit k of code byte j: chunk
+     * l's b0 plane sits in bit 7 - 2l, its b1 plane in bit 6 - 2l.  Matrix
+     * byte 7 - i selects the input bits whose parity is output bit i. */
+    for (int l = 0; l < 4; l++) {
+        uint64_t m = 0;
+        for (int i = 0; i < 8; i++) {
+            const unsigned row = ((17u >> i) & 1) << (7 - 2 * l) | ((35u >> i) & 1) << (6 - 2 * l);
+            m |= (uint64_t)row << (8 * (7 - i));
+        }
+        c->mag[l] = _mm512_set1_epi64((long long)m);
+        c->sbit[l] = _mm512_set1_epi8((char)(0x80 >> l));
+    }
+}
+
+/* The activation block in chunk layout: xt[l] lane g = qword 4g + l. */
+TGF static inline __attribute__((always_inline)) void gf_xt(const int8_t *q, __m512i xt[4]) {
+    const __m512i z0 = _mm512_loadu_si512((const void *)q), z1 = _mm512_loadu_si512((const void *)(q + 64));
+    const __m512i z2 = _mm512_loadu_si512((const void *)(q + 128)), z3 = _mm512_loadu_si512((const void *)(q + 192));
+    const __m512i i01 = _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0), i23 = _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2);
+    const __m512i p01 = _mm512_permutex2var_epi64(z0, i01, z1), p23 = _mm512_permutex2var_epi64(z0, i23, z1);
+    const __m512i q01 = _mm512_permutex2var_epi64(z2, i01, z3), q23 = _mm512_permutex2var_epi64(z2, i23, z3);
+    xt[0] = _mm512_shuffle_i64x2(p01, q01, 0x44);
+    xt[1] = _mm512_shuffle_i64x2(p01, q01, 0xEE);
+    xt[2] = _mm512_shuffle_i64x2(p23, q23, 0x44);
+    xt[3] = _mm512_shuffle_i64x2(p23, q23, 0xEE);
+}
+
+/* One row's block: 8 qwords whose sum is the exact integer block sum
+ * Σ_g (2 s_g + 1) · Σ_{j in g} grid·sign·q8 (|it| < 2^26). */
+TGF static inline __attribute__((always_inline)) __m512i gf_block(const gf_ctl *c, const uint16_t *qs,
+                                                                  const __m512i xt[4]) {
+    const __m512i v = _mm512_loadu_si512((const void *)qs);
+    const __m512i zero = _mm512_setzero_si512();
+    /* grid codes: four two-register word permutes cover the 256 entries,
+     * index bits 6-7 pick one; the word's high byte repeats the index,
+     * which the permutes (6 bits) and the tests (bits 6, 7) ignore */
+    const __m512i idx = _mm512_permutexvar_epi8(c->idx_ctl, v);
+    const __m512i t0 = _mm512_permutex2var_epi16(c->tab[0], idx, c->tab[1]);
+    const __m512i t1 = _mm512_permutex2var_epi16(c->tab[2], idx, c->tab[3]);
+    const __m512i t2 = _mm512_permutex2var_epi16(c->tab[4], idx, c->tab[5]);
+    const __m512i t3 = _mm512_permutex2var_epi16(c->tab[6], idx, c->tab[7]);
+    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+    const __m512i codes = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, t0, t1),
+                                                  _mm512_mask_blend_epi16(b6, t2, t3));
+    /* bit transpose (GFNI, off the shuffle port): bit 7 - j of byte k <-
+     * bit k of the lane's byte j, i.e. every chunk's two planes per element */
+    const __m512i tm = _mm512_gf2p8affine_epi64_epi8(c->kt, codes, 0);
+    /* signs: the 7-bit codes to bytes 0-3 of each lane, then the same
+     * transpose with the parity as bit 7 of each 8-group: bit 7 - l of byte
+     * k is the sign of element k of chunk l */
+    const __m512i sg = _mm512_gf2p8affine_epi64_epi8(c->kx, _mm512_multishift_epi64_epi8(c->sgn_ctl, v), 0);
+    __m512i acc = zero;
+    for (int l = 0; l < 4; l++) {
+        const __m512i mag = _mm512_gf2p8affine_epi64_epi8(tm, c->mag[l], 8);
+        const __mmask64 neg = _mm512_test_epi8_mask(sg, c->sbit[l]);
+        acc = _mm512_dpbusd_epi32(acc, mag, _mm512_mask_sub_epi8(xt[l], neg, zero, xt[l])); /* |q8| <= 127 */
+    }
+    /* lane g: the group sum (both dwords) times 2 s_g + 1 (aux bits 28-31) */
+    const __m512i s = _mm512_add_epi32(acc, _mm512_srli_epi64(acc, 32));
+    const __m512i ls = _mm512_or_si512(_mm512_srli_epi64(v, 59), _mm512_set1_epi64(1));
+    return _mm512_mul_epi32(s, ls);
+}
+
+/* Eight blocks' lane vectors -> qword j = block j's integer sum. */
+TGF static inline __attribute__((always_inline)) __m512i gf_sum8(const __m512i *p) {
+    const __m512i a = _mm512_add_epi64(_mm512_unpacklo_epi64(p[0], p[1]), _mm512_unpackhi_epi64(p[0], p[1]));
+    const __m512i b = _mm512_add_epi64(_mm512_unpacklo_epi64(p[2], p[3]), _mm512_unpackhi_epi64(p[2], p[3]));
+    const __m512i c = _mm512_add_epi64(_mm512_unpacklo_epi64(p[4], p[5]), _mm512_unpackhi_epi64(p[4], p[5]));
+    const __m512i d = _mm512_add_epi64(_mm512_unpacklo_epi64(p[6], p[7]), _mm512_unpackhi_epi64(p[6], p[7]));
+    const __m512i e = _mm512_add_epi64(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
+    const __m512i f = _mm512_add_epi64(_mm512_shuffle_i64x2(c, d, 0x88), _mm512_shuffle_i64x2(c, d, 0xDD));
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(e, f, 0x88), _mm512_shuffle_i64x2(e, f, 0xDD));
+}
+
+/* NR rows (1..4), one column.  Blocks go in batches of 8: per block the
+ * rows' lane vectors are kept, then per row one transposing reduction gives
+ * the 8 block sums, converted (exact ints, the reference's rounding of
+ * (float)bsum), scaled by d_w·d_x in lanes, and added to the row's sum one
+ * block at a time in order -- the reference's float steps. */
+TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const uint8_t *w, size_t ws,
+                                                              const uint8_t *x, float *y, const int NR) {
+    const gf_ctl *c = &gctl;
+    const block_q8_K *xb = (const block_q8_K *)x;
+    const int64_t nb = n / QK_K;
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    __m512i p[4][8];
+    uint16_t dw[4][8] __attribute__((aligned(16)));
+    float dx[8] __attribute__((aligned(32)));
+    /* prefetch distance as the Q8_0 decode kernel's (simd_avx512.c): two row
+     * blocks ahead, at least ~8 KB; none for one row (vec_dot) */
+    const size_t pfd = ws == 0 ? 0 : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    for (int64_t i0 = 0; i0 < nb; i0 += 8) {
+        const int cnt = nb - i0 < 8 ? (int)(nb - i0) : 8;
+        for (int j = 0; j < cnt; j++) {
+            const int64_t i = i0 + j;
+            __m512i xt[4];
+            gf_xt(xb[i].qs, xt);
+            dx[j] = xb[i].d;
+            _Pragma("GCC unroll 4") for (int r = 0; r < NR; r++) {
+                const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
+                dw[r][j] = a->d;
+                _mm_prefetch((const char *)a + pfd, _MM_HINT_T0); /* 66-byte blocks: two lines */
+                _mm_prefetch((const char *)a + pfd + 64, _MM_HINT_T0);
+                p[r][j] = gf_block(c, a->qs, xt);
+            }
+        }
+        for (int j = cnt; j < 8; j++) { /* a short last batch: zero lanes, not added */
+            dx[j] = 0.0f;
+            for (int r = 0; r < NR; r++) { p[r][j] = _mm512_setzero_si512(); dw[r][j] = 0; }
+        }
+        const __m256 dxv = _mm256_load_ps(dx);
+        for (int r = 0; r < NR; r++) {
+            const __m256 isum = _mm512_cvtepi64_ps(gf_sum8(p[r]));
+            const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)dw[r])), dxv);
+            float t[8] __attribute__((aligned(32)));
+            _mm256_store_ps(t, _mm256_mul_ps(d, isum));
+            float s = sum[r];
+            for (int j = 0; j < cnt; j++) s += t[j];
+            sum[r] = s;
+        }
+    }
+    for (int r = 0; r < NR; r++) y[r] = 0.125f * sum[r];
+}
+
+TGF static float gf_dot(int64_t n, const void *w, const void *x) {
+    float y;
+    gf_rows(n, w, 0, x, &y, 1);
+    return y;
+}
+
+TGF static void gf_tile(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc, float *y,
+                        int64_t ldy) {
+    if (nc > 1) {
+        base_tile(n, w, ws, nr, x, xs, nc, y, ldy);
+        return;
+    }
+    switch (nr) {
+    case 4: gf_rows(n, w, ws, x, y, 4); break;
+    case 3: gf_rows(n, w, ws, x, y, 3); break;
+    case 2: gf_rows(n, w, ws, x, y, 2); break;
+    default: gf_rows(n, w, ws, x, y, 1); break;
+    }
+}
+
 TGT static float iq2_xxs_dot(int64_t n, const void *w, const void *x) {
     return dot_row(&ctl, n / QK_K, w, x);
 }
-
-static ds4_vec_dot_tile_fn base_tile; /* the level's tile, for nc > 1 */
 
 TGT static void iq2_xxs_tile(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
                              float *y, int64_t ldy) {
@@ -167,21 +391,44 @@ TGT static void iq2_xxs_tile(int64_t n, const void *w, size_t ws, int nr, const 
     for (int r = 0; r < nr; r++) y[r] = dot_row(&ctl, n / QK_K, (const block_iq2_xxs *)((const uint8_t *)w + r * ws), x);
 }
 
+static int has_vbmi(void) {
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+static int has_gfni(void) {
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+/* Puts the named variant into row (an avx512 IQ2_XXS row); its tile keeps
+ * serving nc > 1.  0, or -1 if unknown or the CPU lacks the variant's ISA. */
+static int put(const char *name, ds4_type_traits *row) {
+    __builtin_cpu_init();
+    const int gf = strcmp(name, "gfni") == 0;
+    if (!(gf ? has_gfni() : strcmp(name, "vbmi") == 0 && has_vbmi())) return -1;
+    if (gf) pthread_once(&gf_once, gf_build);
+    else pthread_once(&code_once, build_all);
+    if (row->vec_dot_tile != iq2_xxs_tile && row->vec_dot_tile != gf_tile) base_tile = row->vec_dot_tile;
+    if (!base_tile) return -1;
+    row->vec_dot = gf ? gf_dot : iq2_xxs_dot;
+    row->vec_dot_tile = gf ? gf_tile : iq2_xxs_tile;
+    return 0;
+}
+
+int ds4_iq2_avx512_variant(const char *name, ds4_type_traits *row) { return put(name, row); }
+
 void ds4_simd_install_avx512_vbmi(ds4_type_traits *t) {
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512vbmi") || !__builtin_cpu_supports("avx512bitalg") ||
-        !__builtin_cpu_supports("avx512vnni"))
-        return;
-    pthread_once(&code_once, build_all);
-    if (t[DS4_TYPE_IQ2_XXS].vec_dot_tile != iq2_xxs_tile) base_tile = t[DS4_TYPE_IQ2_XXS].vec_dot_tile;
-    if (!base_tile) return;
-    t[DS4_TYPE_IQ2_XXS].vec_dot = iq2_xxs_dot;
-    t[DS4_TYPE_IQ2_XXS].vec_dot_tile = iq2_xxs_tile;
+    /* by vendor, on measurement (header comment): the GFNI variant on
+     * Intel, the VBMI one elsewhere (tuned on Zen 5) */
+    if (__builtin_cpu_is("intel") && put("gfni", &t[DS4_TYPE_IQ2_XXS]) == 0) return;
+    put("vbmi", &t[DS4_TYPE_IQ2_XXS]);
 }
 
 #else
 
 #include "quant/simd_int.h"
 void ds4_simd_install_avx512_vbmi(ds4_type_traits *t) { (void)t; }
+int ds4_iq2_avx512_variant(const char *name, ds4_type_traits *row) { (void)name; (void)row; return -1; }
 
 #endif

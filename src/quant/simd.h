@@ -26,7 +26,7 @@
  * Every level's vec_dot_tile and panel_gemm (quant.h) are bit-identical to
  * its own vec_dot (a NaN result's payload aside, where two NaNs meet).  The
  * avx512 level also installs, where the CPU has them, kernels needing more
- * than its base ISA (iq2_avx512.c: VBMI + BITALG, dec_avx512.c: GFNI);
+ * than its base ISA (iq2_avx512.c: VBMI + BITALG or GFNI, dec_avx512.c: GFNI);
  * they keep the same guarantees.
  *
  * ds4_simd_force() rewrites the live table in place: call it only while no

@@ -12,9 +12,15 @@
 void ds4_simd_install_avx2(ds4_type_traits *table, ds4_vec_ops *vec);
 void ds4_simd_install_avx512(ds4_type_traits *table, ds4_vec_ops *vec);
 void ds4_simd_install_neon(ds4_type_traits *table, ds4_vec_ops *vec);
-/* IQ2_XXS decode dot for AVX-512 CPUs that also have VBMI and BITALG
- * (iq2_avx512.c); a no-op elsewhere. */
+/* IQ2_XXS decode dot for AVX-512 CPUs with VBMI and VNNI (iq2_avx512.c):
+ * the GFNI variant on Intel CPUs with GFNI, else the BITALG one; a no-op
+ * elsewhere. */
 void ds4_simd_install_avx512_vbmi(ds4_type_traits *table);
+/* Tests: overwrite row (the avx512 level's IQ2_XXS row, whose tile then
+ * still serves nc > 1) with the named variant of iq2_avx512.c, "vbmi" or
+ * "gfni", whichever the vendor pick would install.  0, or -1 where the
+ * CPU lacks its ISA (and off x86). */
+int ds4_iq2_avx512_variant(const char *name, ds4_type_traits *row);
 /* Q2_K and F16 decode (one-column tile) kernels (dec_avx512.c), installed
  * after the vbmi ones; a no-op elsewhere. */
 void ds4_simd_install_avx512_dec(ds4_type_traits *table);
