@@ -523,3 +523,48 @@ void ds4_hadamard(float *x, int n) {
     float s = 1.0f / sqrtf((float)n);
     for (int i = 0; i < n; i++) x[i] *= s;
 }
+
+/* Float bits -> uint32 in the floats' order (negatives flipped, positives
+ * with the sign bit set), branch-free: signs are random in the scores.
+ * f + 0 turns -0 into +0 so that they tie. */
+static inline uint32_t topk_key(float f) {
+    uint32_t u;
+    f += 0.0f;
+    memcpy(&u, &f, sizeof u);
+    return u ^ ((uint32_t)-(int32_t)(u >> 31) | 0x80000000u);
+}
+
+int ds4_topk(const float *score, int n, int k, int32_t *out) {
+    if (n <= 0 || k <= 0) return 0;
+    if (n <= k) {
+        for (int i = 0; i < n; i++) out[i] = i;
+        return n;
+    }
+    static const int shifts[3] = {21, 10, 0};
+    uint32_t cnt[1 << 11];
+    /* Invariant: the candidates are the keys with key >> sh == pre, and the
+     * `need` largest of them (lowest index first among equals) complete the
+     * k - need keys whose prefix is above pre. */
+    uint32_t pre = 0;
+    int sh = 32, need = k;
+    for (int lv = 0; lv < 3; lv++) {
+        int s = shifts[lv], width = sh - s;
+        uint32_t nb = 1u << width;
+        memset(cnt, 0, sizeof cnt[0] * nb);
+        for (int i = 0; i < n; i++) {
+            uint32_t u = topk_key(score[i]);
+            if ((uint64_t)u >> sh == pre) cnt[(u >> s) & (nb - 1)]++;
+        }
+        uint32_t b = nb - 1;
+        while (cnt[b] < (uint32_t)need) need -= (int)cnt[b--]; /* stops: the candidates number >= need */
+        pre = pre << width | b;
+        sh = s;
+        if (cnt[b] == (uint32_t)need) break; /* the whole bin is taken: no need to split it */
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t hi = (uint64_t)topk_key(score[i]) >> sh;
+        if (hi > pre || (hi == pre && need > 0 && need--)) out[m++] = i;
+    }
+    return m;
+}
