@@ -119,6 +119,7 @@ int main(int argc, char **argv) {
     int n = nrows * 8, K = 512;
     float *sc = malloc(sizeof(float) * n);
     int32_t *sel = malloc(sizeof(int32_t) * K);
+    uint32_t *scratch = malloc(sizeof(uint32_t) * n);
     for (int mode = 0; mode < 2; mode++) {
         for (int i = 0; i < n; i++) sc[i] = mode ? (float)i : unif();
         double best[2] = {1e30, 1e30};
@@ -126,7 +127,7 @@ int main(int argc, char **argv) {
             double t0 = now();
             for (int i = 0; i < reps; i++) heap_topk(sc, n, K, sel);
             double t1 = now();
-            for (int i = 0; i < reps; i++) ds4_topk(sc, n, K, sel);
+            for (int i = 0; i < reps; i++) ds4_topk(sc, n, K, sel, scratch);
             double t2 = now();
             double d[2] = {(t1 - t0) / reps / n, (t2 - t1) / reps / n};
             for (int j = 0; j < 2; j++) best[j] = d[j] < best[j] ? d[j] : best[j];
@@ -136,5 +137,6 @@ int main(int argc, char **argv) {
     }
     free(sc);
     free(sel);
+    free(scratch);
     return 0;
 }

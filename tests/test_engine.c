@@ -109,13 +109,16 @@ TEST(topk) {
                     above += sc[j] > sc[i] || (sc[j] == sc[i] && j < i);
                 if (above < k) want[nw++] = i;
             }
-            int m = ds4_topk(sc, n, k, out);
+            uint32_t *scratch = malloc(sizeof(uint32_t) * n);
+            int m = ds4_topk(sc, n, k, out, scratch);
+            free(scratch);
             CHECKF(m == nw && memcmp(out, want, sizeof(int32_t) * (size_t)nw) == 0,
                    "topk n=%d k=%d mode=%d: %d vs %d rows", n, k, mode, m, nw);
             free(sc); free(out); free(want);
         }
     int32_t one[1];
-    CHECK(ds4_topk((const float[]){1.0f}, 1, 0, one) == 0);
+    uint32_t scr[1];
+    CHECK(ds4_topk((const float[]){1.0f}, 1, 0, one, scr) == 0);
 }
 
 TEST(rope_tables) {

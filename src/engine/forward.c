@@ -632,6 +632,7 @@ typedef struct {
     const ds4_layer_state *st;
     float *sc;
     size_t stride;
+    uint32_t *topk_scratch; /* stride per pool thread (ds4_topk) */
     int tb;          /* tokens per task (prefill) */
     int blocks;      /* row blocks (decode) */
 } idx_job;
@@ -669,7 +670,8 @@ static void indexer_select(const idx_job *j, int t) {
     int K = (int)j->s->model->hp.idx_topk, nvis = idx_nvis(j->b, t);
     int32_t *sel = j->b->sel + t * (K + 1);
     if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
-    ds4_topk(j->sc + (size_t)t * j->stride, nvis, K, sel);
+    ds4_topk(j->sc + (size_t)t * j->stride, nvis, K, sel,
+             j->topk_scratch + (size_t)ds4_pool_thread(j->s->pool) * j->stride);
     sel[K] = -1;
 }
 
@@ -706,10 +708,10 @@ static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
         return;
     }
     size_t stride = (size_t)idx_nvis(b, b->n - 1); /* the last token sees the most rows */
-    float *sc = malloc(sizeof(float) * stride * (size_t)b->n);
-    if (!sc) abort();
     int threads = ds4_pool_size(s->pool);
-    idx_job j = {s, b, st, sc, stride, 1, 1};
+    float *sc = malloc(sizeof(float) * stride * ((size_t)b->n + (size_t)threads));
+    if (!sc) abort();
+    idx_job j = {s, b, st, sc, stride, (uint32_t *)(void *)(sc + stride * (size_t)b->n), 1, 1};
     if (b->n >= 2 * threads) {
         /* token blocks, at least ~2 per thread */
         j.tb = b->n / (2 * threads) < IDX_TB ? b->n / (2 * threads) : IDX_TB;

@@ -534,37 +534,62 @@ static inline uint32_t topk_key(float f) {
     return u ^ ((uint32_t)-(int32_t)(u >> 31) | 0x80000000u);
 }
 
-int ds4_topk(const float *score, int n, int k, int32_t *out) {
+static inline float topk_unkey(uint32_t u) {
+    u ^= (u >> 31) ? 0x80000000u : 0xffffffffu;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Picks the bin holding the need-th largest key among counts c0 + c1 (two
+ * halves of one histogram: alternate elements go to alternate halves, so
+ * runs of equal keys make two chains of increments, not one); need becomes
+ * the rank inside that bin. */
+static uint32_t topk_bin(const uint32_t *c0, const uint32_t *c1, uint32_t nb, int *need) {
+    uint32_t b = nb - 1;
+    while (c0[b] + c1[b] < (uint32_t)*need) *need -= (int)(c0[b] + c1[b]), b--; /* stops: enough keys */
+    return b;
+}
+
+int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch) {
     if (n <= 0 || k <= 0) return 0;
     if (n <= k) {
         for (int i = 0; i < n; i++) out[i] = i;
         return n;
     }
-    static const int shifts[3] = {21, 10, 0};
-    uint32_t cnt[1 << 11];
-    /* Invariant: the candidates are the keys with key >> sh == pre, and the
-     * `need` largest of them (lowest index first among equals) complete the
-     * k - need keys whose prefix is above pre. */
-    uint32_t pre = 0;
-    int sh = 32, need = k;
-    for (int lv = 0; lv < 3; lv++) {
-        int s = shifts[lv], width = sh - s;
-        uint32_t nb = 1u << width;
-        memset(cnt, 0, sizeof cnt[0] * nb);
-        for (int i = 0; i < n; i++) {
-            uint32_t u = topk_key(score[i]);
-            if ((uint64_t)u >> sh == pre) cnt[(u >> s) & (nb - 1)]++;
-        }
-        uint32_t b = nb - 1;
-        while (cnt[b] < (uint32_t)need) need -= (int)cnt[b--]; /* stops: the candidates number >= need */
-        pre = pre << width | b;
-        sh = s;
-        if (cnt[b] == (uint32_t)need) break; /* the whole bin is taken: no need to split it */
+    uint32_t cnt[2][1 << 11];
+    int need = k;
+    /* level 1: the top 11 bits of every key (kept in scratch) */
+    memset(cnt, 0, sizeof cnt);
+    int i = 0;
+    for (; i + 1 < n; i += 2) {
+        uint32_t u0 = topk_key(score[i]), u1 = topk_key(score[i + 1]);
+        scratch[i] = u0, scratch[i + 1] = u1;
+        cnt[0][u0 >> 21]++, cnt[1][u1 >> 21]++;
     }
+    if (i < n) cnt[0][(scratch[i] = topk_key(score[i])) >> 21]++;
+    uint32_t b = topk_bin(cnt[0], cnt[1], 1u << 11, &need);
+    /* the candidates (keys in bin b) to the front of scratch, in place */
     int m = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t hi = (uint64_t)topk_key(score[i]) >> sh;
-        if (hi > pre || (hi == pre && need > 0 && need--)) out[m++] = i;
+    for (i = 0; i < n; i++) {
+        uint32_t u = scratch[i];
+        scratch[m] = u;
+        m += u >> 21 == b;
     }
+    /* levels 2 and 3 (11 and 10 bits) over the candidates only */
+    memset(cnt, 0, sizeof cnt);
+    for (i = 0; i < m; i++) cnt[i & 1][(scratch[i] >> 10) & 0x7ff]++;
+    uint32_t b2 = topk_bin(cnt[0], cnt[1], 1u << 11, &need);
+    memset(cnt, 0, sizeof cnt);
+    uint32_t pre = b << 11 | b2;
+    for (i = 0; i < m; i++)
+        if (scratch[i] >> 10 == pre) cnt[0][scratch[i] & 0x3ff]++;
+    uint32_t b3 = topk_bin(cnt[0], cnt[1], 1u << 10, &need);
+    /* The k-th largest score is an actual score: every score above it is
+     * taken, and the first `need` equal to it (float compares: -0 == +0). */
+    float thr = topk_unkey(pre << 10 | b3);
+    m = 0;
+    for (i = 0; i < n; i++)
+        if (score[i] > thr || (score[i] == thr && need > 0 && need--)) out[m++] = i;
     return m;
 }

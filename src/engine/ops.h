@@ -91,10 +91,11 @@ void ds4_hadamard(float *x, int n);            /* Sylvester order, scaled by n^-
  * into out (min(n, k) of them, the count returned).  The same set as a heap
  * keeping the k largest with ties going to the lower index (-0 ranks as +0;
  * scores must not be NaN).  Linear time: radix select on order-preserving
- * 32-bit keys (11, 11, 10 bits: a histogram pass each, stopping early once
- * a whole bin is taken), then one pass in index order takes every key above
- * the threshold and the first ties at it.  No allocation (8 KiB of stack). */
-int ds4_topk(const float *score, int n, int k, int32_t *out);
+ * 32-bit keys (11, 11, 10 bits; the keys go to scratch, the second and third
+ * histograms count only the first one's threshold bin), then one pass in
+ * index order takes every score above the k-th largest and the first ties
+ * at it.  scratch: n uint32_t. */
+int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch);
 
 static inline float ds4_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
