@@ -23,6 +23,7 @@
  *                                (8 + √n)·2^-24·Σ|w·x| of the reference
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical
  *   ds4_vec_axpy_f32             bit-identical (mul then add, no FMA)
+ *   ds4_vec_ops.idx_scores       bit-identical (one fmaf order, below)
  * Every level's vec_dot_tile and panel_gemm (quant.h) are bit-identical to
  * its own vec_dot (a NaN result's payload aside, where two NaNs meet).  The
  * avx512 level also installs, where the CPU has them, kernels needing more
