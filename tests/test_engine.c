@@ -72,6 +72,55 @@ TEST(hadamard_hand_values) {
     for (int i = 0; i < 128; i++) CHECK_NEAR(y[i], z[i], 1e-5);
 }
 
+/* ds4_topk against the definition (i is kept iff fewer than k scores rank
+ * above it: larger, or equal at a lower index), on random scores drawn from
+ * a few values (many ties, ±0, ±inf, huge and tiny magnitudes) or spread
+ * out, with n < k, n == k, k == 1, k == n - 1, k = n/2 cutting through ±0
+ * ties, and big n. */
+static uint64_t topk_rng = 12345;
+static uint32_t topk_next(void) {
+    topk_rng ^= topk_rng << 13; topk_rng ^= topk_rng >> 7; topk_rng ^= topk_rng << 17;
+    return (uint32_t)(topk_rng >> 32);
+}
+
+TEST(topk) {
+    static const float pool[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, 1e-30f, -1e-30f, 1e30f, -1e30f,
+                                 INFINITY, -INFINITY, 1.0000001f, 0x1p-149f, -0x1p-149f};
+    static const int sizes[][2] = {{1, 1}, {5, 8}, {8, 8}, {9, 8}, {100, 1}, {100, 99}, {300, 128},
+                                   {2048, 128}, {5000, 512}, {3000, 2999}};
+    int npool = (int)(sizeof pool / sizeof *pool);
+    for (int c = 0; c < 10; c++)
+        for (int mode = 0; mode < 5; mode++) {
+            int n = sizes[c][0], k = mode == 4 && n > 1 ? n / 2 : sizes[c][1];
+            float *sc = malloc(sizeof(float) * n);
+            int32_t *out = malloc(sizeof(int32_t) * (k + 1)), *want = malloc(sizeof(int32_t) * (k + 1));
+            for (int i = 0; i < n; i++) {
+                uint32_t r = topk_next();
+                if (mode == 0) sc[i] = pool[r % (uint32_t)npool];       /* few values: ties everywhere */
+                else if (mode == 1) sc[i] = (float)(r % 7) - 3.0f;     /* ties, negatives */
+                else if (mode == 2) sc[i] = ((float)r - 2147483648.0f) * 0x1p-20f; /* spread */
+                else if (mode == 3) sc[i] = (float)i * 0.5f;           /* ascending: each row evicts */
+                else sc[i] = (const float[]){-0.0f, 0.0f, 1.0f, -1.0f}[r % 4]; /* threshold at ±0 */
+            }
+            int nw = 0;
+            for (int i = 0; i < n; i++) {
+                int above = 0;
+                for (int j = 0; j < n && above < k; j++)
+                    above += sc[j] > sc[i] || (sc[j] == sc[i] && j < i);
+                if (above < k) want[nw++] = i;
+            }
+            uint32_t *scratch = malloc(sizeof(uint32_t) * n);
+            int m = ds4_topk(sc, n, k, out, scratch);
+            free(scratch);
+            CHECKF(m == nw && memcmp(out, want, sizeof(int32_t) * (size_t)nw) == 0,
+                   "topk n=%d k=%d mode=%d: %d vs %d rows", n, k, mode, m, nw);
+            free(sc); free(out); free(want);
+        }
+    int32_t one[1];
+    uint32_t scr[1];
+    CHECK(ds4_topk((const float[]){1.0f}, 1, 0, one, scr) == 0);
+}
+
 TEST(rope_tables) {
     /* Flash: pairs i <= 15 keep their frequency, i >= 25 are divided by 16 (MODEL.md §2.1). */
     float plain[32], yarn[32];
@@ -342,6 +391,7 @@ int main(void) {
     RUN(fp8_roundtrip_hand_values);
     RUN(fp4_roundtrip_hand_values);
     RUN(hadamard_hand_values);
+    RUN(topk);
     RUN(rope_tables);
     RUN(snapshot_continues_bitwise);
     RUN(quantized_batches_bitwise);

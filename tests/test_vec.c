@@ -14,7 +14,9 @@
  *   swiglu                     as exp (the only rounding source it adds)
  *   scale_mul, rot, hc mixes   bit-identical
  *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
- *                              magnitude below the format maximum */
+ *                              magnitude below the format maximum
+ *   idx_scores                 bit-identical, however the call is cut; the
+ *                              reference within a rounding bound of exact */
 #include "test.h"
 #include "test_rng.h"
 
@@ -391,12 +393,72 @@ TEST(fp_roundtrips) {
     }
 }
 
+/* Indexer scores: every level's kernel equals the scalar reference bit for
+ * bit on ragged shapes (heads not a multiple of 8/16, head dims not a
+ * multiple of 16, row counts with tails, several tokens per call), a score
+ * does not depend on how the call is cut (one row or one token at a time),
+ * and the reference is within (dI + nI + 4)·2^-24·Σ_h|w_h|·Σ_d|q_h[d]·k[d]|
+ * of the exact value (a double computation of the same formula). */
+TEST(idx_scores) {
+    static const int shapes[][3] = { /* nI, dI, n */
+        {16, 64, 100}, {1, 16, 1}, {3, 20, 15}, {5, 7, 16}, {8, 33, 17}, {13, 64, 31}, {17, 48, 32},
+        {24, 128, 33}, {64, 128, 70}, {9, 256, 40}, {4, 300, 19}, {2, 2, 5},
+    };
+    ds4_vec_ops v;
+    FOR_LEVELS(v, lv) {
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            int nI = shapes[si][0], dI = shapes[si][1], n = shapes[si][2], nt = 3;
+            int64_t os = n + 5;
+            rng_seed(100 + si);
+            float *q = malloc(sizeof(float) * nt * nI * dI), *w = malloc(sizeof(float) * nt * nI);
+            float *k = malloc(sizeof(float) * n * dI);
+            float *out = malloc(sizeof(float) * nt * os), *ref = malloc(sizeof(float) * nt * os);
+            float *one = malloc(sizeof(float) * nt * os);
+            fill_gauss(q, (int64_t)nt * nI * dI, 1.0f);
+            fill_gauss(w, (int64_t)nt * nI, 0.3f);
+            fill_gauss(k, (int64_t)n * dI, 1.0f);
+            if (si == 0) /* exact zeros and negative weights: relu's 0 and -0 paths */
+                for (int e = 0; e < dI; e++) k[e] = 0.0f;
+            for (int64_t i = 0; i < nt * os; i++) out[i] = ref[i] = one[i] = -1.0f;
+            v.idx_scores(q, w, nt, nI, dI, k, n, out, os);
+            ds4_vec_idx_scores_ref(q, w, nt, nI, dI, k, n, ref, os);
+            CHECKF(memcmp(out, ref, sizeof(float) * nt * os) == 0, "%s idx_scores nI=%d dI=%d n=%d", *lv, nI, dI, n);
+            /* one token and one row per call: the same bits */
+            for (int t = 0; t < nt; t++)
+                for (int i = 0; i < n; i++)
+                    v.idx_scores(q + (size_t)t * nI * dI, w + t * nI, 1, nI, dI, k + (size_t)i * dI, 1,
+                                 one + t * os + i, os);
+            CHECKF(memcmp(one, ref, sizeof(float) * nt * os) == 0, "%s idx_scores split nI=%d dI=%d n=%d", *lv,
+                   nI, dI, n);
+            if (!strcmp(*lv, "scalar")) {
+                double worst = 0;
+                for (int t = 0; t < nt; t++)
+                    for (int i = 0; i < n; i++) {
+                        double exact = 0, mag = 0;
+                        for (int h = 0; h < nI; h++) {
+                            const float *qh = q + ((size_t)t * nI + h) * dI, *ki = k + (size_t)i * dI;
+                            double d = 0, m = 0;
+                            for (int e = 0; e < dI; e++) { d += (double)qh[e] * ki[e]; m += fabs((double)qh[e] * ki[e]); }
+                            exact += w[t * nI + h] * (d > 0 ? d : 0);
+                            mag += fabs(w[t * nI + h]) * m;
+                        }
+                        double err = fabs(ref[t * os + i] - exact), bound = (dI + nI + 4) * 0x1p-24 * mag;
+                        if (bound > 0 && err / bound > worst) worst = err / bound;
+                        CHECKF(err <= bound, "ref vs exact nI=%d dI=%d t=%d i=%d: %g > %g", nI, dI, t, i, err, bound);
+                    }
+                if (si == 0) printf("  idx_scores ref: worst error %.3f of the bound\n", worst);
+            }
+            free(q); free(w); free(k); free(out); free(ref); free(one);
+        }
+    }
+}
+
 TEST(live_table) {
     const ds4_vec_ops *live = ds4_vec_ops_live();
     CHECK(live != NULL);
     CHECK(live->attn && live->dot16 && live->exp && live->swiglu && live->scale_mul && live->rot &&
           live->fp8_roundtrip && live->fp4_roundtrip &&
-          live->hc_collapse && live->hc_expand);
+          live->hc_collapse && live->hc_expand && live->idx_scores);
     const char *lv0 = ds4_simd_level();
     CHECK(ds4_simd_force("scalar") == 0);
     CHECK(ds4_vec_ops_live() == live && live->attn == ds4_vec_attn_ref);
@@ -410,6 +472,7 @@ int main(void) {
     RUN(elementwise);
     RUN(hc_mixes);
     RUN(fp_roundtrips);
+    RUN(idx_scores);
     RUN(live_table);
     TEST_END();
 }

@@ -617,37 +617,25 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
 /* Lightning indexer (§6.6)                                                  */
 
 /* Work of one indexer call.  Scores go to sc (token t's at
- * sc + t·stride), from per-token tasks in prefill, or, when the batch has
- * fewer tokens than the pool has threads (decode), from tasks over blocks
- * of rows so every thread scores; a row's score does not depend on who
- * computes it. */
+ * sc + t·stride), from tasks over blocks of up to IDX_TB tokens in prefill
+ * (one idx_scores call each: a block of rows is transposed once and scored
+ * against all of them while in L1), or, when the batch has fewer tokens than
+ * the pool has threads (decode), from tasks over blocks of rows for every
+ * token so every thread scores.  A row's score does not depend on who
+ * computes it or with which other rows and tokens (simd.h idx_scores); a
+ * task may score rows past a token's visible ones (up to those of the last
+ * token it serves: they exist, and select never reads them). */
+#define IDX_TB 8
 typedef struct {
     ds4_session *s;
     batch *b;
     const ds4_layer_state *st;
     float *sc;
     size_t stride;
-    uint64_t *bits;  /* per token: a bitmap of bwords words (indexer_select) */
-    size_t bwords;
-    int blocks;      /* row blocks per token (1: per-token tasks) */
+    uint32_t *topk_scratch; /* stride per pool thread (ds4_topk) */
+    int tb;          /* tokens per task (prefill) */
+    int blocks;      /* row blocks (decode) */
 } idx_job;
-
-/* Keeps the K largest scores; ties prefer the lower index.  Min-heap on
- * (score, -index). */
-static int heap_less(const float *sc, int32_t a, int32_t b) {
-    return sc[a] < sc[b] || (sc[a] == sc[b] && a > b);
-}
-
-static void heap_sift(int32_t *h, int n, int i, const float *sc) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && heap_less(sc, h[l], h[m])) m = l;
-        if (r < n && heap_less(sc, h[r], h[m])) m = r;
-        if (m == i) return;
-        int32_t tmp = h[i]; h[i] = h[m]; h[m] = tmp;
-        i = m;
-    }
-}
 
 /* Rows visible to token t's query (compressed rows i < (p+1)/4). */
 static int idx_nvis(const batch *b, int t) { return (int)((b->p0 + t + 1) / 4); }
@@ -667,80 +655,40 @@ static void indexer_query(ds4_session *s, batch *b, int t) {
     for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
 }
 
-/* score[i] = Σ_h w_h·relu(q_h·k_i) for rows [i0, i1) of token t. */
-static void indexer_scores(const idx_job *j, int t, int i0, int i1) {
+/* score[i] = Σ_h w_h·relu(q_h·k_i) for tokens [t0, t0 + nt), rows [i0, i1). */
+static void indexer_scores(const idx_job *j, int t0, int nt, int i0, int i1) {
     const ds4_hparams *hp = &j->s->model->hp;
-    batch *b = j->b;
     int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
-    const float *q = b->iq + (size_t)t * nI * dI, *w = b->iw + (size_t)t * nI;
-    float *score = j->sc + (size_t)t * j->stride;
-    const ds4_vec_ops *V = b->V;
-    const float *qp[16];
-    float dots_st[256], *dots = nI <= 256 ? dots_st : malloc(sizeof(float) * (size_t)nI);
-    if (!dots) abort();
-    for (int i = i0; i < i1; i++) {
-        const float *k = j->st->idx + (size_t)i * dI;
-        int h = 0;
-        for (; h + 16 <= nI; h += 16) { /* sixteen heads' dots at once, each exactly V->dot */
-            for (int g = 0; g < 16; g++) qp[g] = q + (size_t)(h + g) * dI;
-            V->dot16(V, qp, k, dI, dots + h);
-        }
-        for (; h < nI; h++) dots[h] = V->dot(q + (size_t)h * dI, k, dI);
-        float acc = 0;
-        for (h = 0; h < nI; h++)
-            if (dots[h] > 0) acc += w[h] * dots[h];
-        score[i] = acc;
-    }
-    if (dots != dots_st) free(dots);
+    const batch *b = j->b;
+    b->V->idx_scores(b->iq + (size_t)t0 * nI * dI, b->iw + (size_t)t0 * nI, nt, nI, dI,
+                     j->st->idx + (size_t)i0 * dI, i1 - i0, j->sc + (size_t)t0 * j->stride + i0, (int64_t)j->stride);
 }
 
-/* Token t's top-K rows, in ascending order, into b->sel. */
+/* Token t's top-K rows, in ascending order (a deterministic summation
+ * order for the attention), into b->sel. */
 static void indexer_select(const idx_job *j, int t) {
-    const ds4_hparams *hp = &j->s->model->hp;
-    batch *b = j->b;
-    int K = (int)hp->idx_topk, nvis = idx_nvis(b, t);
-    int32_t *sel = b->sel + t * (K + 1);
+    int K = (int)j->s->model->hp.idx_topk, nvis = idx_nvis(j->b, t);
+    int32_t *sel = j->b->sel + t * (K + 1);
     if (nvis <= K) { sel[0] = -1; return; } /* all visible rows are used */
-    const float *score = j->sc + (size_t)t * j->stride;
-    int n = 0;
-    for (int32_t i = 0; i < nvis; i++) {
-        if (n < K) {
-            sel[n++] = i;
-            if (n == K)
-                for (int k = K / 2 - 1; k >= 0; k--) heap_sift(sel, K, k, score);
-        } else if (heap_less(score, sel[0], i)) {
-            sel[0] = i;
-            heap_sift(sel, K, 0, score);
-        }
-    }
-    /* Row order (a deterministic summation order): through a bitmap of the
-     * visible rows, O(nvis / 64 + K), where sorting the K indices cost
-     * O(K log K) comparisons (V4 keeps K = 512 of up to 2^18 rows). */
-    uint64_t *bits = j->bits + (size_t)t * j->bwords;
-    memset(bits, 0, sizeof *bits * (size_t)((nvis + 63) / 64));
-    for (int i = 0; i < K; i++) bits[sel[i] >> 6] |= 1ull << (sel[i] & 63);
-    n = 0;
-    for (int w = 0; w < (nvis + 63) / 64; w++)
-        for (uint64_t m = bits[w]; m; m &= m - 1) sel[n++] = w * 64 + __builtin_ctzll(m);
+    ds4_topk(j->sc + (size_t)t * j->stride, nvis, K, sel,
+             j->topk_scratch + (size_t)ds4_pool_thread(j->s->pool) * j->stride);
     sel[K] = -1;
 }
 
-static void indexer_token_task(void *ctx, int64_t t) {
+static void indexer_tokens_task(void *ctx, int64_t task) {
     const idx_job *j = ctx;
-    indexer_query(j->s, j->b, (int)t);
-    int nvis = idx_nvis(j->b, (int)t);
-    if (nvis > (int)j->s->model->hp.idx_topk) indexer_scores(j, (int)t, 0, nvis);
-    indexer_select(j, (int)t);
+    int t0 = (int)task * j->tb, t1 = t0 + j->tb < j->b->n ? t0 + j->tb : j->b->n;
+    for (int t = t0; t < t1; t++) indexer_query(j->s, j->b, t);
+    int nvis = idx_nvis(j->b, t1 - 1); /* the block's last token sees the most rows */
+    if (nvis > (int)j->s->model->hp.idx_topk) indexer_scores(j, t0, t1 - t0, 0, nvis);
+    for (int t = t0; t < t1; t++) indexer_select(j, t);
 }
 
-static void indexer_block_task(void *ctx, int64_t task) {
+static void indexer_block_task(void *ctx, int64_t blk) {
     const idx_job *j = ctx;
-    int t = (int)(task / j->blocks), blk = (int)(task % j->blocks);
-    int nvis = idx_nvis(j->b, t);
-    if (nvis <= (int)j->s->model->hp.idx_topk) return;
-    int per = (nvis + j->blocks - 1) / j->blocks;
-    int i0 = blk * per, i1 = i0 + per < nvis ? i0 + per : nvis;
-    if (i0 < i1) indexer_scores(j, t, i0, i1);
+    int per = (int)((j->stride + (size_t)j->blocks - 1) / (size_t)j->blocks);
+    int i0 = (int)blk * per, i1 = i0 + per < (int)j->stride ? i0 + per : (int)j->stride;
+    if (i0 < i1) indexer_scores(j, 0, j->b->n, i0, i1);
 }
 
 static void indexer_select_task(void *ctx, int64_t t) { indexer_select(ctx, (int)t); }
@@ -760,21 +708,21 @@ static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
         return;
     }
     size_t stride = (size_t)idx_nvis(b, b->n - 1); /* the last token sees the most rows */
-    size_t bwords = (stride + 63) / 64;
-    size_t nsc = (stride * (size_t)b->n + 1) & ~(size_t)1; /* the bitmaps after it, 8-byte aligned */
-    float *sc = malloc(sizeof(float) * nsc + sizeof(uint64_t) * bwords * (size_t)b->n);
-    if (!sc) abort();
     int threads = ds4_pool_size(s->pool);
-    idx_job j = {s, b, st, sc, stride, (uint64_t *)(void *)(sc + nsc), bwords, 1};
+    float *sc = malloc(sizeof(float) * stride * ((size_t)b->n + (size_t)threads));
+    if (!sc) abort();
+    idx_job j = {s, b, st, sc, stride, (uint32_t *)(void *)(sc + stride * (size_t)b->n), 1, 1};
     if (b->n >= 2 * threads) {
-        ds4_pool_run(s->pool, b->n, indexer_token_task, &j);
+        /* token blocks, at least ~2 per thread */
+        j.tb = b->n / (2 * threads) < IDX_TB ? b->n / (2 * threads) : IDX_TB;
+        ds4_pool_run(s->pool, (b->n + j.tb - 1) / j.tb, indexer_tokens_task, &j);
     } else {
-        /* a few tokens: ~4 row blocks per thread and token, each >= 16 rows */
+        /* a few tokens: ~4 row blocks per thread, each >= 16 rows */
         int blocks = 4 * threads;
         while (blocks > 1 && (int64_t)stride / blocks < 16) blocks /= 2;
         j.blocks = blocks;
         for (int t = 0; t < b->n; t++) indexer_query(s, b, t);
-        ds4_pool_run(s->pool, (int64_t)b->n * blocks, indexer_block_task, &j);
+        ds4_pool_run(s->pool, blocks, indexer_block_task, &j);
         ds4_pool_run(s->pool, b->n, indexer_select_task, &j);
     }
     free(sc);

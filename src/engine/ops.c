@@ -523,3 +523,73 @@ void ds4_hadamard(float *x, int n) {
     float s = 1.0f / sqrtf((float)n);
     for (int i = 0; i < n; i++) x[i] *= s;
 }
+
+/* Float bits -> uint32 in the floats' order (negatives flipped, positives
+ * with the sign bit set), branch-free: signs are random in the scores.
+ * f + 0 turns -0 into +0 so that they tie. */
+static inline uint32_t topk_key(float f) {
+    uint32_t u;
+    f += 0.0f;
+    memcpy(&u, &f, sizeof u);
+    return u ^ ((uint32_t)-(int32_t)(u >> 31) | 0x80000000u);
+}
+
+static inline float topk_unkey(uint32_t u) {
+    u ^= (u >> 31) ? 0x80000000u : 0xffffffffu;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Picks the bin holding the need-th largest key among counts c0 + c1 (two
+ * halves of one histogram: alternate elements go to alternate halves, so
+ * runs of equal keys make two chains of increments, not one); need becomes
+ * the rank inside that bin. */
+static uint32_t topk_bin(const uint32_t *c0, const uint32_t *c1, uint32_t nb, int *need) {
+    uint32_t b = nb - 1;
+    while (c0[b] + c1[b] < (uint32_t)*need) *need -= (int)(c0[b] + c1[b]), b--; /* stops: enough keys */
+    return b;
+}
+
+int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch) {
+    if (n <= 0 || k <= 0) return 0;
+    if (n <= k) {
+        for (int i = 0; i < n; i++) out[i] = i;
+        return n;
+    }
+    uint32_t cnt[2][1 << 11];
+    int need = k;
+    /* level 1: the top 11 bits of every key (kept in scratch) */
+    memset(cnt, 0, sizeof cnt);
+    int i = 0;
+    for (; i + 1 < n; i += 2) {
+        uint32_t u0 = topk_key(score[i]), u1 = topk_key(score[i + 1]);
+        scratch[i] = u0, scratch[i + 1] = u1;
+        cnt[0][u0 >> 21]++, cnt[1][u1 >> 21]++;
+    }
+    if (i < n) cnt[0][(scratch[i] = topk_key(score[i])) >> 21]++;
+    uint32_t b = topk_bin(cnt[0], cnt[1], 1u << 11, &need);
+    /* the candidates (keys in bin b) to the front of scratch, in place */
+    int m = 0;
+    for (i = 0; i < n; i++) {
+        uint32_t u = scratch[i];
+        scratch[m] = u;
+        m += u >> 21 == b;
+    }
+    /* levels 2 and 3 (11 and 10 bits) over the candidates only */
+    memset(cnt, 0, sizeof cnt);
+    for (i = 0; i < m; i++) cnt[i & 1][(scratch[i] >> 10) & 0x7ff]++;
+    uint32_t b2 = topk_bin(cnt[0], cnt[1], 1u << 11, &need);
+    memset(cnt, 0, sizeof cnt);
+    uint32_t pre = b << 11 | b2;
+    for (i = 0; i < m; i++)
+        if (scratch[i] >> 10 == pre) cnt[0][scratch[i] & 0x3ff]++;
+    uint32_t b3 = topk_bin(cnt[0], cnt[1], 1u << 10, &need);
+    /* The k-th largest score is an actual score: every score above it is
+     * taken, and the first `need` equal to it (float compares: -0 == +0). */
+    float thr = topk_unkey(pre << 10 | b3);
+    m = 0;
+    for (i = 0; i < n; i++)
+        if (score[i] > thr || (score[i] == thr && need > 0 && need--)) out[m++] = i;
+    return m;
+}

@@ -87,6 +87,16 @@ void ds4_fp8_roundtrip(float *x, int64_t n);   /* 64-blocks, pow2 scale, E4M3 */
 void ds4_fp4_roundtrip(float *x, int64_t n);   /* 32-blocks, pow2 scale, E2M1 */
 void ds4_hadamard(float *x, int n);            /* Sylvester order, scaled by n^-½; n power of 2 */
 
+/* The indexer's top-k: indices of the k largest of score[0, n), ascending,
+ * into out (min(n, k) of them, the count returned).  The same set as a heap
+ * keeping the k largest with ties going to the lower index (-0 ranks as +0;
+ * scores must not be NaN).  Linear time: radix select on order-preserving
+ * 32-bit keys (11, 11, 10 bits; the keys go to scratch, the second and third
+ * histograms count only the first one's threshold bin), then one pass in
+ * index order takes every score above the k-th largest and the first ties
+ * at it.  scratch: n uint32_t. */
+int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch);
+
 static inline float ds4_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #endif

@@ -23,6 +23,7 @@
  *                                (8 + √n)·2^-24·Σ|w·x| of the reference
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical
  *   ds4_vec_axpy_f32             bit-identical (mul then add, no FMA)
+ *   ds4_vec_ops.idx_scores       bit-identical (one fmaf order, below)
  * Every level's vec_dot_tile and panel_gemm (quant.h) are bit-identical to
  * its own vec_dot (a NaN result's payload aside, where two NaNs meet).  The
  * avx512 level also installs, where the CPU has them, kernels needing more
@@ -99,6 +100,16 @@ typedef struct ds4_vec_ops {
     void (*hc_collapse)(const struct ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
     void (*hc_expand)(const struct ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
                       int H, int64_t n, float *scratch);
+    /* Lightning-indexer scores of nt tokens against n rows (MODEL.md §6.6):
+     *   out[t·ostride + i] = Σ_h w[t·nI + h]·relu(q_{t,h}·k_i)
+     * q: nt·nI·dI floats (token t, head h at (t·nI + h)·dI), k: n rows of
+     * dI floats at stride dI.  One order at every level, bit for bit: each
+     * dot a single fmaf chain from +0 over d = 0, 1, ..., relu(x) = x > 0 ?
+     * x : 0, then s = fmaf(w_h, relu_h, s) from +0 over h = 0, 1, ...  So a
+     * score does not depend on nt, n, or where its row and token sit in the
+     * call (prefill == chunked prefill == decode). */
+    void (*idx_scores)(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
+                       float *out, int64_t ostride);
 } ds4_vec_ops;
 
 /* The live helper set (implies ds4_simd_init()); stays valid, and follows

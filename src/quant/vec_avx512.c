@@ -530,6 +530,110 @@ TGT static void hc_collapse_512(const ds4_vec_ops *v, float *x, const float *X, 
     else ds4_vec_hc_collapse_ref(v, x, X, w, H, n);
 }
 
+/* ---- lightning-indexer scores --------------------------------------------------- */
+
+/* idx_scores_512 puts rows across the lanes: a block of IDX_RB rows is
+ * transposed once (16x16 tiles) into kt[d] = (k_{i0}[d], ..., k_{i0+15}[d]),
+ * and then, for every token of the call while the block sits in L1, H heads
+ * x 2 row vectors run as 2·H independent FMA chains over d, q_h[d] a
+ * broadcast: lane r's chain is exactly the reference's fmaf chain of row r,
+ * and relu and the head sum are lane-wise in head order, so every lane is
+ * the scalar reference bit for bit whatever the tiling.  The transposes
+ * cost ~4/(nt·nI) of the FMAs. */
+#define IDX_RB 32
+#define IDX_DMAX 256 /* kt on the stack: 32 KiB at most; wider heads use the reference */
+
+/* r[j] = row j (16 floats) -> r[c] = column c (lane j = row j). */
+TGTI void tr16(__m512 *r) {
+    __m512 t[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* per 128-bit lane: cols 0,1 of 2 rows */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* cols 2,3 */
+    }
+    __m512 u[16]; /* u[4j + c], lane L: rows 4j..4j+3 at col 4L + c */
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512d a = _mm512_castps_pd(t[4 * j]), b = _mm512_castps_pd(t[4 * j + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * j + 2]), d = _mm512_castps_pd(t[4 * j + 3]);
+        u[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* 4x4 transpose of the 128-bit lanes of u[c], u[4+c], u[8+c], u[12+c] */
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+/* Heads [h, h + H) of one token against the block's two row vectors, folded
+ * into the running sums s0, s1 in head order. */
+#define DEF_IDX_TILE(H)                                                                               \
+    TGTI void idx_tile_##H(const float *qh, const float *wh, int dI, const float *kt, __m512 *s0, __m512 *s1) { \
+        __m512 a0[H], a1[H];                                                                          \
+        _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) a0[g] = a1[g] = _mm512_setzero_ps();     \
+        for (int e = 0; e < dI; e++) {                                                                \
+            __m512 k0 = _mm512_load_ps(kt + (size_t)e * 16);                                          \
+            __m512 k1 = _mm512_load_ps(kt + (size_t)(IDX_DMAX + e) * 16);                             \
+            _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) {                                     \
+                __m512 qb = _mm512_set1_ps(qh[(size_t)g * dI + e]);                                   \
+                a0[g] = _mm512_fmadd_ps(qb, k0, a0[g]);                                               \
+                a1[g] = _mm512_fmadd_ps(qb, k1, a1[g]);                                               \
+            }                                                                                         \
+        }                                                                                             \
+        const __m512 z = _mm512_setzero_ps();                                                         \
+        _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) { /* max_ps(x, 0) = x > 0 ? x : 0 */      \
+            __m512 wb = _mm512_set1_ps(wh[g]);                                                        \
+            *s0 = _mm512_fmadd_ps(wb, _mm512_max_ps(a0[g], z), *s0);                                  \
+            *s1 = _mm512_fmadd_ps(wb, _mm512_max_ps(a1[g], z), *s1);                                  \
+        }                                                                                             \
+    }
+DEF_IDX_TILE(8)
+DEF_IDX_TILE(4)
+DEF_IDX_TILE(2)
+DEF_IDX_TILE(1)
+
+TGT static void idx_scores_512(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
+                               float *out, int64_t ostride) {
+    if (dI < 1 || dI > IDX_DMAX || nI < 1) {
+        ds4_vec_idx_scores_ref(q, w, nt, nI, dI, k, n, out, ostride);
+        return;
+    }
+    float kt[2 * IDX_DMAX * 16] __attribute__((aligned(64))); /* [row vector][d][16 rows] */
+    for (int64_t i0 = 0; i0 < n; i0 += IDX_RB) {
+        /* transpose rows [i0, i0 + 32) (zeros past n) */
+        for (int v = 0; v < 2; v++)
+            for (int c = 0; c < dI; c += 16) {
+                __mmask16 dm = tail_mask(dI - c);
+                __m512 r[16];
+                _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
+                    int64_t row = i0 + 16 * v + j;
+                    r[j] = row < n ? _mm512_maskz_loadu_ps(dm, k + row * dI + c) : _mm512_setzero_ps();
+                }
+                tr16(r);
+                float *dst = kt + ((size_t)v * IDX_DMAX + c) * 16;
+                _Pragma("GCC unroll 16") for (int d = 0; d < 16; d++) _mm512_store_ps(dst + d * 16, r[d]);
+            }
+        __mmask16 m0 = tail_mask(n - i0), m1 = n - i0 > 16 ? tail_mask(n - i0 - 16) : 0;
+        for (int t = 0; t < nt; t++) {
+            const float *qt = q + (size_t)t * nI * dI, *wt = w + (size_t)t * nI;
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+            int h = 0;
+            for (; h + 8 <= nI; h += 8) idx_tile_8(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1);
+            if (h + 4 <= nI) { idx_tile_4(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1); h += 4; }
+            if (h + 2 <= nI) { idx_tile_2(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1); h += 2; }
+            if (h < nI) idx_tile_1(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1);
+            float *o = out + t * ostride + i0;
+            _mm512_mask_storeu_ps(o, m0, s0);
+            if (m1) _mm512_mask_storeu_ps(o + 16, m1, s1);
+        }
+    }
+}
+
 void ds4_vec_install_avx512(ds4_vec_ops *v) {
     v->dot16 = dot16_512;
     v->attn = attn_512;
@@ -541,11 +645,116 @@ void ds4_vec_install_avx512(ds4_vec_ops *v) {
     v->fp4_roundtrip = fp4_rt_512;
     v->hc_collapse = hc_collapse_512;
     v->hc_expand = hc_expand_512;
+    v->idx_scores = idx_scores_512;
 }
 
 #else /* not x86 */
 
 #include "quant/vec_int.h"
+/* ---- lightning-indexer scores --------------------------------------------------- */
+
+/* idx_scores_512 puts rows across the lanes: a block of IDX_RB rows is
+ * transposed once (16x16 tiles) into kt[d] = (k_{i0}[d], ..., k_{i0+15}[d]),
+ * and then, for every token of the call while the block sits in L1, H heads
+ * x 2 row vectors run as 2·H independent FMA chains over d, q_h[d] a
+ * broadcast: lane r's chain is exactly the reference's fmaf chain of row r,
+ * and relu and the head sum are lane-wise in head order, so every lane is
+ * the scalar reference bit for bit whatever the tiling.  The transposes
+ * cost ~4/(nt·nI) of the FMAs. */
+#define IDX_RB 32
+#define IDX_DMAX 256 /* kt on the stack: 32 KiB at most; wider heads use the reference */
+
+/* r[j] = row j (16 floats) -> r[c] = column c (lane j = row j). */
+TGTI void tr16(__m512 *r) {
+    __m512 t[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* per 128-bit lane: cols 0,1 of 2 rows */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* cols 2,3 */
+    }
+    __m512 u[16]; /* u[4j + c], lane L: rows 4j..4j+3 at col 4L + c */
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512d a = _mm512_castps_pd(t[4 * j]), b = _mm512_castps_pd(t[4 * j + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * j + 2]), d = _mm512_castps_pd(t[4 * j + 3]);
+        u[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* 4x4 transpose of the 128-bit lanes of u[c], u[4+c], u[8+c], u[12+c] */
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+/* Heads [h, h + H) of one token against the block's two row vectors, folded
+ * into the running sums s0, s1 in head order. */
+#define DEF_IDX_TILE(H)                                                                               \
+    TGTI void idx_tile_##H(const float *qh, const float *wh, int dI, const float *kt, __m512 *s0, __m512 *s1) { \
+        __m512 a0[H], a1[H];                                                                          \
+        _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) a0[g] = a1[g] = _mm512_setzero_ps();     \
+        for (int e = 0; e < dI; e++) {                                                                \
+            __m512 k0 = _mm512_load_ps(kt + (size_t)e * 16);                                          \
+            __m512 k1 = _mm512_load_ps(kt + (size_t)(IDX_DMAX + e) * 16);                             \
+            _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) {                                     \
+                __m512 qb = _mm512_set1_ps(qh[(size_t)g * dI + e]);                                   \
+                a0[g] = _mm512_fmadd_ps(qb, k0, a0[g]);                                               \
+                a1[g] = _mm512_fmadd_ps(qb, k1, a1[g]);                                               \
+            }                                                                                         \
+        }                                                                                             \
+        const __m512 z = _mm512_setzero_ps();                                                         \
+        _Pragma("GCC unroll 8") for (int g = 0; g < H; g++) { /* max_ps(x, 0) = x > 0 ? x : 0 */      \
+            __m512 wb = _mm512_set1_ps(wh[g]);                                                        \
+            *s0 = _mm512_fmadd_ps(wb, _mm512_max_ps(a0[g], z), *s0);                                  \
+            *s1 = _mm512_fmadd_ps(wb, _mm512_max_ps(a1[g], z), *s1);                                  \
+        }                                                                                             \
+    }
+DEF_IDX_TILE(8)
+DEF_IDX_TILE(4)
+DEF_IDX_TILE(2)
+DEF_IDX_TILE(1)
+
+TGT static void idx_scores_512(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
+                               float *out, int64_t ostride) {
+    if (dI < 1 || dI > IDX_DMAX || nI < 1) {
+        ds4_vec_idx_scores_ref(q, w, nt, nI, dI, k, n, out, ostride);
+        return;
+    }
+    float kt[2 * IDX_DMAX * 16] __attribute__((aligned(64))); /* [row vector][d][16 rows] */
+    for (int64_t i0 = 0; i0 < n; i0 += IDX_RB) {
+        /* transpose rows [i0, i0 + 32) (zeros past n) */
+        for (int v = 0; v < 2; v++)
+            for (int c = 0; c < dI; c += 16) {
+                __mmask16 dm = tail_mask(dI - c);
+                __m512 r[16];
+                _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
+                    int64_t row = i0 + 16 * v + j;
+                    r[j] = row < n ? _mm512_maskz_loadu_ps(dm, k + row * dI + c) : _mm512_setzero_ps();
+                }
+                tr16(r);
+                float *dst = kt + ((size_t)v * IDX_DMAX + c) * 16;
+                _Pragma("GCC unroll 16") for (int d = 0; d < 16; d++) _mm512_store_ps(dst + d * 16, r[d]);
+            }
+        __mmask16 m0 = tail_mask(n - i0), m1 = n - i0 > 16 ? tail_mask(n - i0 - 16) : 0;
+        for (int t = 0; t < nt; t++) {
+            const float *qt = q + (size_t)t * nI * dI, *wt = w + (size_t)t * nI;
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+            int h = 0;
+            for (; h + 8 <= nI; h += 8) idx_tile_8(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1);
+            if (h + 4 <= nI) { idx_tile_4(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1); h += 4; }
+            if (h + 2 <= nI) { idx_tile_2(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1); h += 2; }
+            if (h < nI) idx_tile_1(qt + (size_t)h * dI, wt + h, dI, kt, &s0, &s1);
+            float *o = out + t * ostride + i0;
+            _mm512_mask_storeu_ps(o, m0, s0);
+            if (m1) _mm512_mask_storeu_ps(o + 16, m1, s1);
+        }
+    }
+}
+
 void ds4_vec_install_avx512(ds4_vec_ops *v) { (void)v; }
 
 #endif

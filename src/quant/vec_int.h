@@ -7,6 +7,7 @@
 #include "quant/simd.h"
 
 void ds4_vec_install_ref(ds4_vec_ops *v);
+void ds4_vec_install_avx2(ds4_vec_ops *v);
 void ds4_vec_install_avx512(ds4_vec_ops *v);
 
 /* The scalar versions, for kernels that fall back on them. */
@@ -15,6 +16,8 @@ void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float 
 void ds4_vec_hc_collapse_ref(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
 void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C, int H,
                            int64_t n, float *scratch);
+void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
+                            float *out, int64_t ostride);
 void ds4_vec_fp_roundtrip_ref(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float));
 
 #endif

@@ -111,6 +111,27 @@ void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const
     }
 }
 
+/* simd.h's order; the 16 heads of a group interleave their chains (each
+ * still one chain over d), which changes nothing but the speed. */
+void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
+                            float *out, int64_t ostride) {
+    for (int t = 0; t < nt; t++) {
+        const float *qt = q + (size_t)t * nI * dI, *wt = w + (size_t)t * nI;
+        for (int64_t i = 0; i < n; i++) {
+            const float *ki = k + i * dI;
+            float s = 0;
+            for (int h0 = 0; h0 < nI; h0 += 16) {
+                int hn = nI - h0 < 16 ? nI - h0 : 16;
+                float acc[16] = {0};
+                for (int e = 0; e < dI; e++)
+                    for (int h = 0; h < hn; h++) acc[h] = fmaf(qt[(size_t)(h0 + h) * dI + e], ki[e], acc[h]);
+                for (int h = 0; h < hn; h++) s = fmaf(wt[h0 + h], acc[h] > 0 ? acc[h] : 0.0f, s);
+            }
+            out[t * ostride + i] = s;
+        }
+    }
+}
+
 void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->dot16 = ds4_vec_dot16_ref;
     v->attn = ds4_vec_attn_ref;
@@ -122,4 +143,5 @@ void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->fp4_roundtrip = fp4_rt_ref;
     v->hc_collapse = ds4_vec_hc_collapse_ref;
     v->hc_expand = ds4_vec_hc_expand_ref;
+    v->idx_scores = ds4_vec_idx_scores_ref;
 }
