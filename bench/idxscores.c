@@ -22,14 +22,7 @@
 #include "engine/ops.h"
 #include "quant/simd.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+#include "bench_util.h"
 static float unif(void) { return (float)((double)(next() >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
 
 static volatile float sink;

@@ -29,14 +29,7 @@
 #include "quant/quant.h"
 #include "quant/simd.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+#include "bench_util.h"
 static float gauss(void) { /* cheap approximately-normal values */
     float s = 0;
     for (int i = 0; i < 4; i++) s += (float)(next() >> 40) / (float)(1 << 24);
