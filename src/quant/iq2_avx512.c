@@ -138,11 +138,17 @@ TGT static void build_all(void) {
     ctl_init(&ctl);
 }
 
-TGT static inline __m512i lookup_codes(const iq2_ctl *c, __m512i idx) {
-    const __m512i t0 = _mm512_permutex2var_epi16(c->tab[0], idx, c->tab[1]);
-    const __m512i t1 = _mm512_permutex2var_epi16(c->tab[2], idx, c->tab[3]);
-    const __m512i t2 = _mm512_permutex2var_epi16(c->tab[4], idx, c->tab[5]);
-    const __m512i t3 = _mm512_permutex2var_epi16(c->tab[6], idx, c->tab[7]);
+/* The 16-bit entry of a 256-entry table (tab: 32 entries per register)
+ * for each word lane's index byte (bits 0-7; the high byte is ignored):
+ * four two-register word permutes cover 64 entries each (6 index bits),
+ * index bits 6-7 pick one.  Both variants' grid lookup; AVX512BW only, so
+ * it inlines into either's target. */
+static inline __attribute__((always_inline, target("avx512f,avx512bw"))) __m512i lookup_codes(const __m512i tab[8],
+                                                                                               __m512i idx) {
+    const __m512i t0 = _mm512_permutex2var_epi16(tab[0], idx, tab[1]);
+    const __m512i t1 = _mm512_permutex2var_epi16(tab[2], idx, tab[3]);
+    const __m512i t2 = _mm512_permutex2var_epi16(tab[4], idx, tab[5]);
+    const __m512i t3 = _mm512_permutex2var_epi16(tab[6], idx, tab[7]);
     const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
     const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
     return _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, t0, t1), _mm512_mask_blend_epi16(b6, t2, t3));
@@ -161,7 +167,7 @@ TGT static inline float dot_row(const iq2_ctl *c, int64_t nb, const block_iq2_xx
         const __m512i v = _mm512_loadu_si512((const void *)a[i].qs);
         /* index bytes to word lanes; the high bytes are junk, which the
          * permutes (6 index bits) and the bit 6/7 tests never look at */
-        const __m512i codes = lookup_codes(c, _mm512_permutexvar_epi8(c->idx_ctl, v));
+        const __m512i codes = lookup_codes(c->tab, _mm512_permutexvar_epi8(c->idx_ctl, v));
         const __m512i ms = _mm512_and_si512(_mm512_multishift_epi64_epi8(c->sgn_ctl, v), c->sgn_keep);
         const __m512i par = _mm512_and_si512(_mm512_popcnt_epi8(ms), c->par_keep);
         const __m512i sb = _mm512_or_si512(ms, _mm512_slli_epi16(par, 7)); /* bit 0 -> bit 7 of the same byte */
@@ -266,18 +272,9 @@ TGF static inline __attribute__((always_inline)) __m512i gf_block(const gf_ctl *
                                                                   const __m512i xt[4]) {
     const __m512i v = _mm512_loadu_si512((const void *)qs);
     const __m512i zero = _mm512_setzero_si512();
-    /* grid codes: four two-register word permutes cover the 256 entries,
-     * index bits 6-7 pick one; the word's high byte repeats the index,
-     * which the permutes (6 bits) and the tests (bits 6, 7) ignore */
-    const __m512i idx = _mm512_permutexvar_epi8(c->idx_ctl, v);
-    const __m512i t0 = _mm512_permutex2var_epi16(c->tab[0], idx, c->tab[1]);
-    const __m512i t1 = _mm512_permutex2var_epi16(c->tab[2], idx, c->tab[3]);
-    const __m512i t2 = _mm512_permutex2var_epi16(c->tab[4], idx, c->tab[5]);
-    const __m512i t3 = _mm512_permutex2var_epi16(c->tab[6], idx, c->tab[7]);
-    const __mmask32 b6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
-    const __mmask32 b7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
-    const __m512i codes = _mm512_mask_blend_epi16(b7, _mm512_mask_blend_epi16(b6, t0, t1),
-                                                  _mm512_mask_blend_epi16(b6, t2, t3));
+    /* grid codes (lookup_codes); the word's high byte repeats the index,
+     * which the lookup ignores */
+    const __m512i codes = lookup_codes(c->tab, _mm512_permutexvar_epi8(c->idx_ctl, v));
     /* bit transpose (GFNI, off the shuffle port): bit 7 - j of byte k <-
      * bit k of the lane's byte j, i.e. every chunk's two planes per element */
     const __m512i tm = _mm512_gf2p8affine_epi64_epi8(c->kt, codes, 0);
