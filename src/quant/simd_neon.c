@@ -161,6 +161,26 @@ INL int32_t bsum_dot(const int16_t *bsums, int16x8_t m_lo, int16x8_t m_hi) {
     return vaddvq_s32(t);
 }
 
+/* Q4_K / Q2_K: one block's float steps for an NR x NC tile, as the
+ * reference: sum += xd·d·isum - xd·dmin·msum (mul, mul, sub, add; the min
+ * term from the activation's 16-sums and the row's mins). */
+INL void k_block_steps(const uint8_t *x, size_t xs, int64_t i, int32x4_t acc[4][4], const int16x8_t *mlo,
+                       const int16x8_t *mhi, const float *wd, const float *wdmin, float sum[4][4], const int NR,
+                       const int NC) {
+    DS4_UNROLL for (int c = 0; c < NC; c++) {
+        const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            const int32_t isum = vaddvq_s32(acc[r][c]);
+            const int32_t msum = bsum_dot(xb->bsums, mlo[r], mhi[r]);
+            const float d = xb->d * wd[r], dmin = xb->d * wdmin[r];
+            const float p = d * (float)isum, q = dmin * (float)msum;
+            const float t = p - q;
+            sum[r][c] = sum[r][c] + t;
+        }
+    }
+}
+
+
 INL int16x8_t widen_lo(uint8x16_t v) { return vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v))); }
 INL int16x8_t widen_hi(uint8x16_t v) { return vreinterpretq_s16_u16(vmovl_high_u8(v)); }
 
@@ -218,17 +238,7 @@ INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
                 }
             }
         }
-        DS4_UNROLL for (int c = 0; c < NC; c++) {
-            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
-            DS4_UNROLL for (int r = 0; r < NR; r++) {
-                const int32_t isum = vaddvq_s32(acc[r][c]);
-                const int32_t msum = bsum_dot(xb->bsums, mlo[r], mhi[r]);
-                const float d = xb->d * wd[r], dm = xb->d * wdmin[r];
-                const float p = d * (float)isum, q = dm * (float)msum;
-                const float t = p - q;
-                sum[r][c] = sum[r][c] + t;
-            }
-        }
+        k_block_steps(x, xs, i, acc, mlo, mhi, wd, wdmin, sum, NR, NC);
     }
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
 }
@@ -286,17 +296,7 @@ INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
                 }
             }
         }
-        DS4_UNROLL for (int c = 0; c < NC; c++) {
-            const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
-            DS4_UNROLL for (int r = 0; r < NR; r++) {
-                const int32_t isum = vaddvq_s32(acc[r][c]);
-                const int32_t msum = bsum_dot(xb->bsums, mlo[r], mhi[r]);
-                const float dall = xb->d * wd[r], dmin = xb->d * wdmin[r];
-                const float p = dall * (float)isum, q = dmin * (float)msum;
-                const float t = p - q;
-                sum[r][c] = sum[r][c] + t;
-            }
-        }
+        k_block_steps(x, xs, i, acc, mlo, mhi, wd, wdmin, sum, NR, NC);
     }
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = sum[r][c];
 }
