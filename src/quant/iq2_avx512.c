@@ -36,8 +36,13 @@
  *           and one dpbusd chain over the 4 chunks gives each lane's group
  *           sum; the activations are transposed into this layout once per
  *           block for all rows of the tile (8 qword shuffles).
- *   grid    the same four word permutes, on bit-plane codes (byte 0: which
- *           elements are 25, byte 1: which are 43).  One gf2p8affine with a
+ *   grid    bit-plane codes (byte 0: which elements are 25, byte 1: which
+ *           are 43), two rows at a time: one byte permute gathers both
+ *           rows' 64 index bytes, each plane byte is looked up with two
+ *           two-register byte permutes and a blend on index bit 7, and byte
+ *           unpacks interleave the planes into each row's code words (half
+ *           the shuffles and a quarter of the k-masks of four word permutes
+ *           and two bit tests per row).  One gf2p8affine with a
  *           bit-transpose matrix turns each lane's 8 code bytes into bit
  *           planes per element, and per chunk one more maps its two bits to
  *           the magnitude: 8 ^ 17·b0 ^ 35·b1 is affine over GF(2).
@@ -58,11 +63,14 @@
  * codes by vpgatherdd (11.2), sign masks via kmov loads or vpshufbitqmb
  * (port 0 and 5), magnitudes by blends of two masks.
  * Zen 5 (EPYC family 26, same tile bench): 5.4 ns per block against 7.8
- * for vbmi; small-q2 decode 182 -> 200-210 tok/s (2 threads), gate_up
- * 1.50 -> 1.21 ms per token.  There a k-mask op costs ~0.85 of a vpaddd's
- * 0.33 (test + masked sub 1.36), cross-lane permutes 0.63, and shifts,
- * dpbusd, gf2p8affine, multishift ~0.5: per block ~4 for the grid lookup,
- * ~5.4 for the signs, ~4 for magnitudes and sums.
+ * for vbmi (small-q2 decode 182 -> 200-210 tok/s, 2 threads; gate_up 1.50
+ * -> 1.21 ms per token); the two-row grid lookup then 5.4 -> 5.1 (an A/B of
+ * two builds in one process, interleaved).  Tried there and slower: signs
+ * as 0x00/0xff bytes by gf2p8affine and a ternlog select of q8 or -q8
+ * (+15%), two dpbusd chains per block (+30%), vpmovb2m of shifted sign
+ * bytes or a masked move from a negated copy instead of test + masked sub
+ * (+1%, +8%); 8 rows per tile call (sharing the transpose) gained 1-2%,
+ * not worth a wider tile contract.
  *
  * Both: the float step per block, sum += (d_w · d_x) · (float)isum, and
  * the final 0.125 · sum are the reference's (quant_ref.c), so the result is
@@ -209,8 +217,10 @@ static ds4_vec_dot_tile_fn base_tile; /* the level's tile, for nc > 1 */
  * the four chunks gives each lane's group sum. */
 
 typedef struct {
-    __m512i tab[8];  /* bit-plane code of each grid entry, 32 per register */
-    __m512i idx_ctl; /* word 4g + l <- index byte 8g + l (grid index of 8-group (g, l)) */
+    __m512i pt[8];   /* bit-plane codes of the grid entries, 64 per register:
+                      * pt[0..3] byte 0 (which elements are 25), pt[4..7]
+                      * byte 1 (which are 43) */
+    __m512i pair_ctl; /* two rows' index bytes -> idx2 (gf_codes2) */
     __m512i sgn_ctl; /* byte l of each qword <- aux bits 7l.., the 7-bit sign code of (g, l) */
     __m512i kt;      /* gf2p8affine data: byte k = 1 << k (bit transpose) */
     __m512i kx;      /* the same with 0x7f in byte 7: bit 7 = parity, the 8th sign */
@@ -222,7 +232,7 @@ static gf_ctl gctl __attribute__((aligned(64)));
 static pthread_once_t gf_once = PTHREAD_ONCE_INIT;
 
 TGF static void gf_build(void) {
-    static uint16_t plane[256] __attribute__((aligned(64)));
+    static uint8_t plane[2][256] __attribute__((aligned(64)));
     /* magnitude of element j = 8 ^ 17·b0 ^ 35·b1, where b0 = (25), b1 = (43):
      * 8, 8 ^ 17 = 25, 8 ^ 35 = 43, an affine map over GF(2) */
     for (int e = 0; e < 256; e++) {
@@ -232,13 +242,19 @@ TGF static void gf_build(void) {
             b0 |= (unsigned)(m == 25) << j;
             b1 |= (unsigned)(m == 43) << j;
         }
-        plane[e] = (uint16_t)(b0 | b1 << 8);
+        plane[0][e] = (uint8_t)b0;
+        plane[1][e] = (uint8_t)b1;
     }
     gf_ctl *c = &gctl;
-    for (int i = 0; i < 8; i++) c->tab[i] = _mm512_load_si512((const void *)(plane + 32 * i));
+    for (int i = 0; i < 8; i++) c->pt[i] = _mm512_load_si512((const void *)(plane[i / 4] + 64 * (i % 4)));
     uint8_t b[64];
-    for (int i = 0; i < 64; i++) b[i] = (uint8_t)(8 * (i / 8) + (i / 2) % 4); /* both bytes of the word */
-    c->idx_ctl = _mm512_loadu_si512(b);
+    /* 128-bit lane L of idx2: row A's index bytes of 32-groups 2L and 2L + 1
+     * (bytes 8g + 0..3 of its block), then row B's (source bytes 64 + ..) */
+    for (int i = 0; i < 64; i++) {
+        const int L = i / 16, j = i % 16;
+        b[i] = (uint8_t)((j >= 8 ? 64 : 0) + 16 * L + (j % 8 < 4 ? j % 8 : 8 + j % 8 - 4));
+    }
+    c->pair_ctl = _mm512_loadu_si512(b);
     for (int i = 0; i < 64; i++) b[i] = (uint8_t)(32 + 7 * (i % 8 < 4 ? i % 8 : 0));
     c->sgn_ctl = _mm512_loadu_si512(b);
     c->kt = _mm512_set1_epi64((long long)0x8040201008040201ull);
@@ -270,15 +286,29 @@ TGF static inline __attribute__((always_inline)) void gf_xt(const int8_t *q, __m
     xt[3] = _mm512_shuffle_i64x2(p23, q23, 0xEE);
 }
 
-/* One row's block: 8 qwords whose sum is the exact integer block sum
- * Σ_g (2 s_g + 1) · Σ_{j in g} grid·sign·q8 (|it| < 2^26). */
-TGF static inline __attribute__((always_inline)) __m512i gf_block(const gf_ctl *c, const uint16_t *qs,
+/* The grid codes of two rows' blocks (qs va, vb) in gf_block's layout:
+ * word 4g + l = bit-plane code of 8-group (g, l).  One byte permute puts
+ * both rows' 64 index bytes in one register (idx2), two-register byte
+ * permutes and a blend on index bit 7 look up each plane byte (one k-mask
+ * for both rows: mask ops are the costly ones on Zen 5), and the byte
+ * unpacks interleave the planes into row A's and row B's words. */
+TGF static inline __attribute__((always_inline)) void gf_codes2(const gf_ctl *c, __m512i va, __m512i vb, __m512i *ca,
+                                                                __m512i *cb) {
+    const __m512i idx = _mm512_permutex2var_epi8(va, c->pair_ctl, vb);
+    const __mmask64 hi = _mm512_movepi8_mask(idx); /* entries 128-255 */
+    const __m512i p0 = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(c->pt[0], idx, c->pt[1]),
+                                              _mm512_permutex2var_epi8(c->pt[2], idx, c->pt[3]));
+    const __m512i p1 = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(c->pt[4], idx, c->pt[5]),
+                                              _mm512_permutex2var_epi8(c->pt[6], idx, c->pt[7]));
+    *ca = _mm512_unpacklo_epi8(p0, p1);
+    *cb = _mm512_unpackhi_epi8(p0, p1);
+}
+
+/* One row's block (qs v, grid codes from gf_codes2): 8 qwords whose sum is
+ * the exact integer block sum Σ_g (2 s_g + 1) · Σ_{j in g} grid·sign·q8
+ * (|it| < 2^26).  xt: the activations in chunk layout (gf_xt). */
+TGF static inline __attribute__((always_inline)) __m512i gf_block(const gf_ctl *c, __m512i v, __m512i codes,
                                                                   const __m512i xt[4]) {
-    const __m512i v = _mm512_loadu_si512((const void *)qs);
-    const __m512i zero = _mm512_setzero_si512();
-    /* grid codes (lookup_codes); the word's high byte repeats the index,
-     * which the lookup ignores */
-    const __m512i codes = lookup_codes(c->tab, _mm512_permutexvar_epi8(c->idx_ctl, v));
     /* bit transpose (GFNI, off the shuffle port): bit 7 - j of byte k <-
      * bit k of the lane's byte j, i.e. every chunk's two planes per element */
     const __m512i tm = _mm512_gf2p8affine_epi64_epi8(c->kt, codes, 0);
@@ -286,11 +316,11 @@ TGF static inline __attribute__((always_inline)) __m512i gf_block(const gf_ctl *
      * transpose with the parity as bit 7 of each 8-group: bit 7 - l of byte
      * k is the sign of element k of chunk l */
     const __m512i sg = _mm512_gf2p8affine_epi64_epi8(c->kx, _mm512_multishift_epi64_epi8(c->sgn_ctl, v), 0);
-    __m512i acc = zero;
+    __m512i acc = _mm512_setzero_si512();
     for (int l = 0; l < 4; l++) {
         const __m512i mag = _mm512_gf2p8affine_epi64_epi8(tm, c->mag[l], 8);
         const __mmask64 neg = _mm512_test_epi8_mask(sg, c->sbit[l]);
-        acc = _mm512_dpbusd_epi32(acc, mag, _mm512_mask_sub_epi8(xt[l], neg, zero, xt[l])); /* |q8| <= 127 */
+        acc = _mm512_dpbusd_epi32(acc, mag, _mm512_mask_sub_epi8(xt[l], neg, _mm512_setzero_si512(), xt[l]));
     }
     /* lane g: the group sum (both dwords) times 2 s_g + 1 (aux bits 28-31) */
     const __m512i s = _mm512_add_epi32(acc, _mm512_srli_epi64(acc, 32));
@@ -338,7 +368,16 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
                 dw[r][j] = a->d;
                 _mm_prefetch((const char *)a + pfd, _MM_HINT_T0); /* 66-byte blocks: two lines */
                 _mm_prefetch((const char *)a + pfd + 64, _MM_HINT_T0);
-                p[r][j] = gf_block(c, a->qs, xt);
+            }
+            /* rows in pairs (an odd last row pairs with itself) */
+            _Pragma("GCC unroll 2") for (int r = 0; r < NR; r += 2) {
+                const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
+                const block_iq2_xxs *b = r + 1 < NR ? (const block_iq2_xxs *)(w + (r + 1) * ws) + i : a;
+                const __m512i va = _mm512_loadu_si512((const void *)a->qs), vb = _mm512_loadu_si512((const void *)b->qs);
+                __m512i ca, cb;
+                gf_codes2(c, va, vb, &ca, &cb);
+                p[r][j] = gf_block(c, va, ca, xt);
+                if (r + 1 < NR) p[r + 1][j] = gf_block(c, vb, cb, xt);
             }
         }
         for (int j = cnt; j < 8; j++) { /* a short last batch: zero lanes, not added */
