@@ -41,7 +41,7 @@ void ds4_engine_opts_default(ds4_engine_opts *o) {
     o->n_threads = 0;
     o->numerics = DS4_NUMERICS_MODEL;
     o->ctx_max = 4096;
-    o->max_batch = 256;
+    o->max_batch = DS4_MAX_BATCH_DEFAULT;
 }
 
 int ds4_backend_parse(const char *s) {
@@ -111,7 +111,7 @@ ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds
     s->model = m;
     if (opts) s->opts = *opts; else ds4_engine_opts_default(&s->opts);
     if (s->opts.ctx_max == 0) s->opts.ctx_max = 4096;
-    if (s->opts.max_batch <= 0) s->opts.max_batch = 256;
+    if (s->opts.max_batch <= 0) s->opts.max_batch = DS4_MAX_BATCH_DEFAULT;
     if (s->opts.numerics == DS4_NUMERICS_MODEL && (hp->idx_head_dim & (hp->idx_head_dim - 1))) {
         ds4_err_set(err, "indexer head dim %u is not a power of two: the FP4/Hadamard numerics need one "
                     "(use reference numerics)", hp->idx_head_dim);
