@@ -315,7 +315,9 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     uint8_t *xq = NULL, *xq_heap = NULL;
     if (nconv) {
         /* panels are read as aligned 64-byte rows */
-        xq = conv_bytes <= sizeof xq_stack ? xq_stack : (xq_heap = aligned_alloc(64, conv_bytes));
+        /* prefill's (MBs) in the pool's kept scratch */
+        xq = conv_bytes <= sizeof xq_stack ? xq_stack : ds4_pool_scratch(pool, conv_bytes);
+        if (!xq) xq = xq_heap = aligned_alloc(64, conv_bytes);
         if (!xq) abort(); /* activation buffers are tiny next to the weights */
         size_t off = 0;
         int64_t nblocks = 0;

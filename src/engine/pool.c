@@ -62,6 +62,8 @@ struct ds4_pool {
     atomic_int spin;             /* adaptive spin budget (a hint; relaxed) */
     atomic_int stop;
     pool_job slot[2];            /* job g lives in slot[g & 1] */
+    void *scratch;               /* ds4_pool_scratch */
+    size_t scratch_bytes;
 };
 
 /* Claims and runs tasks of job g until none is left or the job changed.
@@ -155,7 +157,22 @@ void ds4_pool_free(ds4_pool *p) {
     pthread_cond_destroy(&p->done);
     free(p->threads);
     free(p->wargs);
+    free(p->scratch);
     free(p);
+}
+
+void *ds4_pool_scratch(ds4_pool *p, size_t bytes) {
+    if (!p) return NULL;
+    if (bytes > p->scratch_bytes) {
+        /* half again as much, so batches of growing sizes settle quickly */
+        size_t want = ((bytes + bytes / 2) + 63) & ~(size_t)63;
+        void *b = aligned_alloc(64, want);
+        if (!b) return NULL;
+        free(p->scratch);
+        p->scratch = b;
+        p->scratch_bytes = want;
+    }
+    return p->scratch;
 }
 
 int ds4_pool_size(const ds4_pool *p) { return p ? p->n : 1; }

@@ -8,6 +8,7 @@
 #ifndef DS4_ENGINE_POOL_H
 #define DS4_ENGINE_POOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct ds4_pool ds4_pool;
@@ -22,5 +23,13 @@ void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx);
  * running at the same time see different indices, so per-thread scratch
  * indexed by it stays in that core's cache from one task to the next. */
 int ds4_pool_thread(const ds4_pool *p);
+/* A 64-byte-aligned buffer of at least `bytes`, owned by the pool and kept
+ * between calls (it only grows), for the thread that runs ds4_pool_run:
+ * like ds4_pool_run, one user at a time.  Valid until the next call or
+ * ds4_pool_free; NULL if p is NULL or memory is short.  Why: prefill's
+ * per-matmul buffers of a few MB, malloc'ed and freed each time, went back
+ * to the OS and were faulted in and zeroed again (clear_page ~7% of a q2
+ * prefill). */
+void *ds4_pool_scratch(ds4_pool *p, size_t bytes);
 
 #endif
