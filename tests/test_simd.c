@@ -16,7 +16,7 @@
  *                    bit-identical to the reference, 1..64 blocks
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    1..64 and 100, 300 tokens, 1..28 blocks, starting at a
- *                    later panel; IQ2_XXS with and without the VBMI unpack)
+ *                    later panel; IQ2_XXS with each unpack variant the CPU runs)
  *   quantizers       f32 -> Q8_0 / Q8_K bit-identical, ties and sign cases;
  *                    rows of edge-case blocks (zeros, huge, tiny, denormal,
  *                    ties) at lengths around the 16-block groups
@@ -383,7 +383,7 @@ TEST(f16_tiles_shape_invariant) {
  * their tiles, every token count to 64 and two that take several tiles and
  * token chunks), for row lengths of one block to several of the kernels'
  * block ranges, and when the kernel starts at a later panel.  On an avx512
- * CPU with VBMI the IQ2_XXS kernel without the VBMI unpack is checked too. */
+ * CPU the IQ2_XXS kernel is checked with each unpack variant the CPU runs. */
 TEST(panel_gemm_matches_vec_dot) {
     const int64_t lens[] = { 256, 512, 1024, 2816, 7168 };
     const int nrs[] = { 1, 3, 4, 5, 7, 13, 16, 23, 30, 37 };
@@ -401,9 +401,13 @@ TEST(panel_gemm_matches_vec_dot) {
             ds4_simd_traits_for(*lv, type, &s);
             if (!s.panel_gemm) continue;
             CHECK(s.panel_tokens > 0 && s.panel_bytes && s.panel_pack);
-            ds4_panel_gemm_fn gemms[2] = { s.panel_gemm, NULL };
-            if (type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0 && ds4_gemm_avx512_k_iq2_base() != s.panel_gemm)
-                gemms[1] = ds4_gemm_avx512_k_iq2_base();
+            /* the live kernel, then the other IQ2_XXS unpack variants this CPU runs */
+            ds4_panel_gemm_fn gemms[4] = { s.panel_gemm, NULL, NULL, NULL };
+            const char *gname[4] = { "", " (base unpack)", " (vbmi unpack)", " (gfni unpack)" };
+            for (int v = 0, ng = 1; v < 3 && type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0; v++) {
+                ds4_panel_gemm_fn g = ds4_gemm_avx512_k_iq2_variant(v);
+                if (g && g != s.panel_gemm) { gname[ng] = gname[v + 1]; gemms[ng++] = g; }
+            }
             for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
                 int64_t n = lens[li];
                 rng_seed((uint64_t)(type * 77 + li));
@@ -426,7 +430,7 @@ TEST(panel_gemm_matches_vec_dot) {
                 for (int ki = 0; ki < nnt; ki++) {
                     int ntok = ntoks[ki];
                     s.panel_pack(n, xq, xb, ntok, panels);
-                    for (int gi = 0; gi < 2 && gemms[gi]; gi++)
+                    for (int gi = 0; gi < 4 && gemms[gi]; gi++)
                         for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
                             for (int pass = 0; pass < 3; pass++) {
                                 /* 1: start at the second panel; 2: rows of y at a multiple of 16
@@ -447,7 +451,7 @@ TEST(panel_gemm_matches_vec_dot) {
                                 for (int i = 0; i < ymax; i++) spill += !isnan(y[i]); /* nothing else written */
                                 CHECKF(bad == 0 && spill == 0,
                                        "%s %s%s n=%lld nr=%d ntok=%d t0=%d ldy=%d: %d differ, %d written outside", *lv,
-                                       s.name, gi ? " (no vbmi)" : "", (long long)n, nr, ntok, t0, ldy, bad, spill);
+                                       s.name, gname[gi], (long long)n, nr, ntok, t0, ldy, bad, spill);
                             }
                 }
                 tested++;

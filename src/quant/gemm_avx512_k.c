@@ -45,8 +45,10 @@
  *            carries 128·Σ ls·w, a per-row constant the unpack computes and
  *            that starts the accumulator negated (exact).  Per 32-group chain
  *            times the odd scale 2s+1 (vpmulld); the 1/8 at the end, as the
- *            reference.  CPUs with VBMI + BITALG unpack the grid with
- *            in-register lookups (unpack_iq2_xxs_vbmi).
+ *            reference.  CPUs with VBMI + GFNI unpack the grid with
+ *            in-register lookups and bit transposes (unpack_iq2_xxs_gfni),
+ *            CPUs with VBMI + BITALG but no GFNI with in-register lookups
+ *            (unpack_iq2_xxs_vbmi).
  */
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -266,7 +268,8 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
     o->d = h2f(a->d);
 }
 
-/* IQ2_XXS on CPUs with VBMI + BITALG (Ice Lake, Zen 4 and later): the
+/* IQ2_XXS on CPUs with VBMI + BITALG but no GFNI (the GFNI unpack below
+ * replaced it wherever GFNI exists: Ice Lake, Zen 4 and later): the
  * scalar grid loads and qword inserts above are the costly part of the
  * unpack, so here, as in iq2_avx512.c's dot, the grid stays in registers:
  * each entry as a 16-bit code of 8 two-bit digits (0, 1, 2: 8, 25, 43),
@@ -355,6 +358,163 @@ TGTV static void unpack_rows_iq2_xxs_vbmi(const uint8_t *w, size_t ws, int rc, i
             unpack_iq2_xxs_vbmi((const block_iq2_xxs *)(w + (size_t)r * ws) + kb0 + b, &wd[r * nbk + b]);
 }
 
+/* IQ2_XXS on CPUs with VBMI + GFNI (Ice Lake, Zen 4 and later): the VBMI
+ * unpack above spends most of its time per 64-element chunk on shuffles
+ * (expand, multishift, magnitude permute, scale permute) and on the k-masks
+ * of the signs.  Here, as in iq2_avx512.c's GFNI dot, a bit transpose
+ * (gf2p8affineqb) does the expansion, and a byte permute then maps each
+ * element's three bits (is 25, is 43, sign) straight to its signed weight,
+ * so no k-mask is built per chunk.
+ *   layout  the weights go out in "chunk layout": chunk l (q[16l .. 16l+16))
+ *           holds in qword g the 8-group (g, l), elements 32g + 8l .. +7.
+ *           Dword 16l + 2g + h of it pairs with panel dword 8g + 2l + h,
+ *           which the tiles (KIQ2G) read in that order; that costs them
+ *           nothing (a broadcast load from another address), and the
+ *           32-group of panel dwords 8g .. 8g + 7 is still g.
+ *   grid    two bit planes per entry (byte lo: which elements are 25, hi:
+ *           which are 43), looked up on the index bytes where they lie by
+ *           two-register byte permutes (128 entries each) and a blend on
+ *           index bit 7.  The planes' bit 7 is stored as the parity of the
+ *           whole plane, so that one transpose matrix serves planes and
+ *           sign codes (below).
+ *   signs   one multishift puts 8-group l's 7-bit sign code in byte 4 + l
+ *           of its qword (a masked ternlog merges it, bit 7 cleared, into
+ *           the lo planes' unused bytes).
+ *   expand  per pair of chunks a byte permute gathers each qword's six
+ *           bytes (lo, hi, sign code of both 8-groups) and gf2p8affine with
+ *           matrix rows 1 << k (k < 7) and 0xFF (k = 7) transposes them:
+ *           byte k gets bit k of each, and for element 7 the parity of
+ *           each -- the plane's stored bit, and the sign code's parity,
+ *           which is the eighth sign (ksigns).  Bits 0-2 of byte k are
+ *           element k's (lo, hi, sign) in the pair's first chunk, bits 3-5
+ *           in its second; vpermb reads 6 index bits, so one table maps
+ *           bits 0-2 and another bits 3-5 to the signed weight.
+ *   corr    Σ_g ls_g·Σ w by dpbusd of ls (broadcast to the group's bytes)
+ *           against chunk sums (|w0 + w1| <= 86 fits s8); the horizontal
+ *           sums of 16 blocks at a time in one transposing add tree.
+ * Measured on Zen 5 (EPYC, one thread): the unpack alone (16 rows x 4
+ * blocks in L1, repeated) 6.0 -> 3.3 ns per block against the VBMI one;
+ * `build/bench/gemm 512 1024 7 16 48 128` iq2_xxs panel 445 -> 525 GF/s
+ * at 16 tokens, 639 -> 675 at 48, 702 -> 713 at 128.  Per block it runs
+ * 10 shuffles (4 lookups, 2 gathers of the pairs, 4 weight permutes), 2
+ * affines and no k-mask but b7, where the VBMI unpack runs 15 shuffles,
+ * 4 mask loads and a horizontal sum.  Tried: the lookup's blends as
+ * merge-masked permutes (vpermi2b with a mask, chained on index bit 7):
+ * 3.4 ns, no gain.
+ */
+#define TGTG __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")))
+#define INLG static inline __attribute__((always_inline)) TGTG
+
+static struct {
+    uint8_t lo[256], hi[256]; /* grid entry -> plane byte (bit k: element k is 25 / 43; bit 7: parity) */
+    uint8_t pair_ctl[2][64];  /* chunks 2p, 2p+1: qword bytes 7..2 <- lo, hi, sign of 2p, then of 2p+1 */
+    uint8_t wtab[2][64];      /* 6-bit index -> signed weight of bits 0-2 (wtab[0]) / 3-5 (wtab[1]) */
+    uint8_t sgn_ctl[64];      /* byte 4 + l of each qword <- qword bits 32 + 7l .. */
+    uint8_t ls_ctl[64];       /* byte j of each qword <- its byte 0 */
+} iq2g __attribute__((aligned(64)));
+
+static pthread_once_t iq2g_once = PTHREAD_ONCE_INIT;
+static void iq2g_build(void) {
+    for (int e = 0; e < 256; e++) {
+        unsigned b0 = 0, b1 = 0;
+        for (int k = 0; k < 8; k++) {
+            const unsigned m = (unsigned)(ds4_iq2xxs_grid[e] >> (8 * k)) & 255;
+            b0 |= (unsigned)(m == 25) << k;
+            b1 |= (unsigned)(m == 43) << k;
+        }
+        /* bit 7 := parity of the plane: the transpose's row 0xFF for element 7 gives it back */
+        iq2g.lo[e] = (uint8_t)((b0 & 0x7f) | (unsigned)__builtin_parity(b0) << 7);
+        iq2g.hi[e] = (uint8_t)((b1 & 0x7f) | (unsigned)__builtin_parity(b1) << 7);
+    }
+    for (int i = 0; i < 64; i++) {
+        const int g = i / 8, j = i % 8;
+        for (int p = 0; p < 2; p++) {
+            const int c0 = 2 * p, c1 = 2 * p + 1;
+            static const int src[8] = { 0, 0, 2, 1, 0, 2, 1, 0 }; /* byte j: 0 lo, 1 hi, 2 sign */
+            const int c = j >= 5 ? c0 : c1;
+            int s = src[j] == 0 ? 8 * g + c : src[j] == 1 ? 64 + 8 * g + c : 8 * g + 4 + c;
+            if (j < 2) s = 8 * g; /* unused */
+            iq2g.pair_ctl[p][i] = (uint8_t)s;
+        }
+        for (int t = 0; t < 2; t++) {
+            const int b = i >> (3 * t);
+            const int mag = b & 2 ? 43 : b & 1 ? 25 : 8;
+            iq2g.wtab[t][i] = (uint8_t)(b & 4 ? -mag : mag);
+        }
+        iq2g.sgn_ctl[i] = (uint8_t)(j >= 4 ? 32 + 7 * (j - 4) : 0);
+        iq2g.ls_ctl[i] = (uint8_t)(8 * ((i / 8) % 2));
+    }
+}
+
+#define LDG(p) _mm512_load_si512((const void *)(p))
+/* One block: weights, scales, d; returns the dword lanes whose sum is
+ * Σ_g ls_g·Σ_{j in g} w_j (the caller forms corr). */
+INLG __m512i unpack_iq2_xxs_gfni(const block_iq2_xxs *a, wblk *o) {
+    const __m512i v = _mm512_loadu_si512((const void *)a->qs);
+    const __mmask64 b7 = _mm512_movepi8_mask(v);
+    const __m512i lo = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDG(iq2g.lo), v, LDG(iq2g.lo + 64)),
+                                              _mm512_permutex2var_epi8(LDG(iq2g.lo + 128), v, LDG(iq2g.lo + 192)));
+    const __m512i hi = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDG(iq2g.hi), v, LDG(iq2g.hi + 64)),
+                                              _mm512_permutex2var_epi8(LDG(iq2g.hi + 128), v, LDG(iq2g.hi + 192)));
+    /* odd dwords (bytes 4-7 of each qword): the sign codes & 0x7f; even: lo */
+    const __m512i ls7 = _mm512_mask_ternarylogic_epi32(lo, 0xAAAA, _mm512_multishift_epi64_epi8(LDG(iq2g.sgn_ctl), v),
+                                                       _mm512_set1_epi8(0x7f), 0x88);
+    const __m512i xt = _mm512_set1_epi64((long long)0xFF40201008040201ull);
+    const __m512i t01 = _mm512_gf2p8affine_epi64_epi8(xt, _mm512_permutex2var_epi8(ls7, LDG(iq2g.pair_ctl[0]), hi), 0);
+    const __m512i t23 = _mm512_gf2p8affine_epi64_epi8(xt, _mm512_permutex2var_epi8(ls7, LDG(iq2g.pair_ctl[1]), hi), 0);
+    const __m512i w0 = _mm512_permutexvar_epi8(t01, LDG(iq2g.wtab[0])), w1 = _mm512_permutexvar_epi8(t01, LDG(iq2g.wtab[1]));
+    const __m512i w2 = _mm512_permutexvar_epi8(t23, LDG(iq2g.wtab[0])), w3 = _mm512_permutexvar_epi8(t23, LDG(iq2g.wtab[1]));
+    _mm512_store_si512((__m512i *)(o->q + 0), w0);
+    _mm512_store_si512((__m512i *)(o->q + 16), w1);
+    _mm512_store_si512((__m512i *)(o->q + 32), w2);
+    _mm512_store_si512((__m512i *)(o->q + 48), w3);
+    /* ls = 2s + 1 per qword (see unpack_iq2_xxs_vbmi) */
+    const __m512i ls = _mm512_or_si512(_mm512_srli_epi64(v, 59), _mm512_set1_epi64(1));
+    _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(ls));
+    o->d = h2f(a->d);
+    const __m512i lsb = _mm512_shuffle_epi8(ls, LDG(iq2g.ls_ctl));
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lsb, _mm512_add_epi8(w0, w1)), lsb,
+                               _mm512_add_epi8(w2, w3));
+}
+
+/* Lane i of the result = the sum of a[i]'s 16 dwords. */
+INLG __m512i hsum16(const __m512i a[16]) {
+    __m512i c[8], d[4];
+    UNROLL for (int i = 0; i < 8; i++) /* per 128-bit lane: dwords 0, 2 of a[2i], 1, 3 of a[2i+1] */
+        c[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+    UNROLL for (int i = 0; i < 4; i++) /* per 128-bit lane: dword j of a[4i + j] */
+        d[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(c[2 * i], c[2 * i + 1]), _mm512_unpackhi_epi64(c[2 * i], c[2 * i + 1]));
+    const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
+    const __m512i e1 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(e0, e1, 0x88), _mm512_shuffle_i32x4(e0, e1, 0xDD));
+}
+#undef LDG
+
+/* Rows [0, rc) x blocks [kb0, kb0 + nbk) (see k_unpack); the corr sums
+ * of every 16 blocks (in wd order) in one hsum16. */
+TGTG static void unpack_rows_iq2_xxs_gfni(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd) {
+    __m512i tot[16];
+    int32_t c[16] __attribute__((aligned(64)));
+    int i = 0; /* blocks in tot */
+    for (int r = 0; r < rc; r++) {
+        const block_iq2_xxs *a = (const block_iq2_xxs *)(w + (size_t)r * ws) + kb0;
+        for (int b = 0; b < nbk; b++) {
+            tot[i] = unpack_iq2_xxs_gfni(a + b, wd + b);
+            if (++i == 16) {
+                _mm512_store_si512((__m512i *)c, _mm512_mullo_epi32(hsum16(tot), _mm512_set1_epi32(-128)));
+                for (int j = 0; j < 16; j++) wd[b - 15 + j].corr = c[j];
+                i = 0;
+            }
+        }
+        wd += nbk;
+    }
+    if (i) { /* the last i blocks, wd[-i .. -1] */
+        for (int j = i; j < 16; j++) tot[j] = _mm512_setzero_si512();
+        _mm512_store_si512((__m512i *)c, _mm512_mullo_epi32(hsum16(tot), _mm512_set1_epi32(-128)));
+        for (int j = 0; j < i; j++) wd[j - i].corr = c[j];
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Micro-kernels: NR rows x TP panels over a range of blocks whose weights
  * are already unpacked (wd: row r's block b at wd[r * wst + b]).  The f32
@@ -363,7 +523,14 @@ TGTV static void unpack_rows_iq2_xxs_vbmi(const uint8_t *w, size_t ws, int rc, i
  * transposed by store_block()).
  * ------------------------------------------------------------------------ */
 
-enum { KQ2, KQ4, KIQ2, KIQ2V }; /* KIQ2V: KIQ2 with the VBMI unpack (the same tiles) */
+/* KIQ2V: KIQ2 with the VBMI unpack (the same tiles); KIQ2G: the GFNI
+ * unpack, whose weights lie in chunk layout (tiles of their own, wq()). */
+enum { KQ2, KQ4, KIQ2, KIQ2V, KIQ2G };
+#define IS_IQ2(kind) ((kind) == KIQ2 || (kind) == KIQ2G)
+/* The weight dword that pairs with panel dword k (elements 4k .. 4k+3):
+ * k itself, or for KIQ2G's chunk layout (unpack_iq2_xxs_gfni) dword
+ * 16l + 2g + h for k = 8g + 2l + h. */
+#define wq(kind, k) ((kind) == KIQ2G ? 16 * (((k) % 8) / 2) + 2 * ((k) / 8) + (k) % 2 : (k))
 
 INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *out, int first, int last,
                 const int NR, const int TP, const int kind) {
@@ -377,7 +544,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
         UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
         __m512i acc[TMAX];
         UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-            acc[r * TP + p] = kind == KIQ2 ? _mm512_set1_epi32(wb[r]->corr) : _mm512_setzero_si512();
+            acc[r * TP + p] = IS_IQ2(kind) ? _mm512_set1_epi32(wb[r]->corr) : _mm512_setzero_si512();
         if (kind == KQ2) {
             for (int j = 0; j < 8; j++) UNROLL for (int kk = 0; kk < 8; kk++) {
                 const int k = 8 * j + kk;
@@ -397,9 +564,9 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                     __m512i xv[PMAXT];
                     UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                     UNROLL for (int r = 0; r < NR; r++) {
-                        const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
+                        const __m512i wv = _mm512_set1_epi32(wb[r]->q[wq(kind, k)]);
                         UNROLL for (int p = 0; p < TP; p++)
-                            tmp[r * TP + p] = kind == KIQ2 ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
+                            tmp[r * TP + p] = IS_IQ2(kind) ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
                                                            : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
                     }
                 }
@@ -413,7 +580,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
         /* per-block float steps, one token per lane, in the reference's order */
         UNROLL for (int p = 0; p < TP; p++) {
             const __m512 xd = _mm512_loadu_ps((const float *)(xb[p] + DOFF));
-            if (kind == KIQ2) {
+            if (IS_IQ2(kind)) {
                 UNROLL for (int r = 0; r < NR; r++) {
                     const __m512 d = _mm512_mul_ps(_mm512_set1_ps(wb[r]->d), xd);
                     SUM(r, p) = _mm512_add_ps(SUM(r, p), _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[r * TP + p])));
@@ -437,7 +604,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
             }
         }
     }
-    if (kind == KIQ2 && last) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+    if (IS_IQ2(kind) && last) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
         SUM(r, p) = _mm512_mul_ps(_mm512_set1_ps(0.125f), SUM(r, p));
 #undef SUM
 }
@@ -467,6 +634,10 @@ typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, s
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
     if (kind == KIQ2V) {
         unpack_rows_iq2_xxs_vbmi(w, ws, rc, kb0, nbk, wd);
+        return;
+    }
+    if (kind == KIQ2G) {
+        unpack_rows_iq2_xxs_gfni(w, ws, rc, kb0, nbk, wd);
         return;
     }
     const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
@@ -552,6 +723,8 @@ KT_R12(KQ2, 1) KT_R12(KQ2, 2) KT_R12(KQ2, 3) KT_R12(KQ2, 4) KT_R12(KQ2, 5) KT_R1
 KT_R12(KQ4, 1) KT_R12(KQ4, 2) KT_R12(KQ4, 3) KT_R12(KQ4, 4)
 KT_R123(KIQ2, 1) KT_R123(KIQ2, 2) KT_R123(KIQ2, 3) KT_R123(KIQ2, 4)
 KT_R12(KIQ2, 5) KT_R12(KIQ2, 6) KT_R12(KIQ2, 7) KT_R12(KIQ2, 8)
+KT_R123(KIQ2G, 1) KT_R123(KIQ2G, 2) KT_R123(KIQ2G, 3) KT_R123(KIQ2G, 4)
+KT_R12(KIQ2G, 5) KT_R12(KIQ2G, 6) KT_R12(KIQ2G, 7) KT_R12(KIQ2G, 8)
 /* [rows - 1][panels - 1]; NULL: a shape the type's nr[] never asks for */
 static const k_tile_fn q2_tiles[RMAX][PMAXT] = { KT_T12(KQ2, 1), KT_T12(KQ2, 2), KT_T12(KQ2, 3), KT_T12(KQ2, 4),
                                                  KT_T12(KQ2, 5), KT_T12(KQ2, 6), KT_T12(KQ2, 7), KT_T12(KQ2, 8) };
@@ -559,6 +732,9 @@ static const k_tile_fn q4_tiles[RMAX][PMAXT] = { KT_T12(KQ4, 1), KT_T12(KQ4, 2),
 static const k_tile_fn iq2_tiles[RMAX][PMAXT] = { KT_T123(KIQ2, 1), KT_T123(KIQ2, 2), KT_T123(KIQ2, 3),
                                                   KT_T123(KIQ2, 4), KT_T12(KIQ2, 5), KT_T12(KIQ2, 6),
                                                   KT_T12(KIQ2, 7), KT_T12(KIQ2, 8) };
+static const k_tile_fn iq2g_tiles[RMAX][PMAXT] = { KT_T123(KIQ2G, 1), KT_T123(KIQ2G, 2), KT_T123(KIQ2G, 3),
+                                                   KT_T123(KIQ2G, 4), KT_T12(KIQ2G, 5), KT_T12(KIQ2G, 6),
+                                                   KT_T12(KIQ2G, 7), KT_T12(KIQ2G, 8) };
 /* Rows per tile for 1, 2, 3 panels (nr[tp]), and the most panels per tile.
  * Measured on Zen 5 (one thread, 16-512 tokens, the small model's expert
  * shapes): for Q2_K 8 x 2 beats 8 x 3, 7 x 3, 5 x 3, 6 x 4 and 4 x 4 (by
@@ -590,6 +766,7 @@ DEFINE_GEMM(q2_K_gemm, KQ2, q2_K_panel_bytes, q2_tiles, q2_nr, Q2_TP)
 DEFINE_GEMM(q4_K_gemm, KQ4, q4_K_panel_bytes, q4_tiles, q4_nr, Q4_TP)
 DEFINE_GEMM(iq2_xxs_gemm, KIQ2, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
 DEFINE_GEMM(iq2_xxs_gemm_vbmi, KIQ2V, iq2_xxs_panel_bytes, iq2_tiles, iq2_nr, IQ2_TP)
+DEFINE_GEMM(iq2_xxs_gemm_gfni, KIQ2G, iq2_xxs_panel_bytes, iq2g_tiles, iq2_nr, IQ2_TP)
 
 void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
 #define SETP(T, NAME) \
@@ -599,19 +776,33 @@ void ds4_gemm_install_avx512_k(ds4_type_traits *t) {
     SETP(DS4_TYPE_Q4_K, q4_K);
     SETP(DS4_TYPE_IQ2_XXS, iq2_xxs);
 #undef SETP
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg")) {
-        pthread_once(&iq2v_once, iq2v_build);
-        t[DS4_TYPE_IQ2_XXS].panel_gemm = iq2_xxs_gemm_vbmi;
-    }
+    const ds4_panel_gemm_fn g = ds4_gemm_avx512_k_iq2_variant(2);
+    const ds4_panel_gemm_fn v = ds4_gemm_avx512_k_iq2_variant(1);
+    if (g) t[DS4_TYPE_IQ2_XXS].panel_gemm = g;
+    else if (v) t[DS4_TYPE_IQ2_XXS].panel_gemm = v;
 }
 
-ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return iq2_xxs_gemm; }
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_variant(int variant) {
+    __builtin_cpu_init();
+    const int vbmi = __builtin_cpu_supports("avx512vbmi");
+    switch (variant) {
+    case 0: return iq2_xxs_gemm;
+    case 1:
+        if (!vbmi || !__builtin_cpu_supports("avx512bitalg")) return NULL;
+        pthread_once(&iq2v_once, iq2v_build);
+        return iq2_xxs_gemm_vbmi;
+    case 2:
+        if (!vbmi || !__builtin_cpu_supports("gfni")) return NULL;
+        pthread_once(&iq2g_once, iq2g_build);
+        return iq2_xxs_gemm_gfni;
+    default: return NULL;
+    }
+}
 
 #else /* not x86 */
 
 #include "quant/simd_int.h"
 void ds4_gemm_install_avx512_k(ds4_type_traits *table) { (void)table; }
-ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void) { return NULL; }
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_variant(int variant) { (void)variant; return NULL; }
 
 #endif

@@ -29,10 +29,12 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *table);
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
 void ds4_gemm_install_avx512_k(ds4_type_traits *table);
 void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
-/* The avx512 level's IQ2_XXS panel GEMM without the VBMI unpack that
- * ds4_gemm_install_avx512_k() installs where the CPU has VBMI + BITALG, so
- * that tests can check both on such a CPU; NULL off x86. */
-ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_base(void);
+/* The avx512 level's IQ2_XXS panel GEMM variants, so that tests can check
+ * each one the CPU runs: 0 the base unpack (AVX-512 F/BW), 1 the VBMI one
+ * (needs VBMI + BITALG), 2 the GFNI one (VBMI + GFNI).
+ * ds4_gemm_install_avx512_k() installs 2 where the CPU has it, else 1,
+ * else 0.  NULL where the CPU lacks the variant's ISA, and off x86. */
+ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_variant(int variant);
 
 /* IQ2_XXS sign patterns as ±1 bytes (index: 7-bit sign code), for kernels
  * without mask registers; filled by dispatch.c before any installer runs. */
