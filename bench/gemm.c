@@ -4,8 +4,10 @@
  *
  *   build/bench/gemm [rows=1024] [n=4096] [reps=7] [ntok...=16 64 256]
  *
- * tile:  the loop ops.c runs (token chunks of ~512 KB of activations, rows
- *        DS4_TILE at a time, tokens DS4_TILE at a time);
+ * tile:  the loop ops.c's mm_rows runs over all rows as one piece (token
+ *        chunks of ~512 KB of activations, row blocks of ~256 KB of
+ *        weights, per block tokens DS4_TILE at a time, rows DS4_TILE at a
+ *        time);
  * panel: pack(all tokens) + panel_gemm(all rows, all tokens); "pack" is the
  *        pack share of that time.
  * GF/s = 2·rows·n·ntok / seconds, best of reps.  Results of both paths are
@@ -57,14 +59,19 @@ static void run_tile(const ds4_type_traits *t, int64_t n, const uint8_t *w, size
                      size_t xb, int ntok, float *y) {
     int chunk = (int)((512u << 10) / xb) / DS4_TILE * DS4_TILE;
     if (chunk < DS4_TILE) chunk = DS4_TILE;
+    int rblk = (int)((256u << 10) / rb) / DS4_TILE * DS4_TILE; /* ops.c's MM_TILE_WBLOCK */
+    if (rblk < DS4_TILE) rblk = DS4_TILE;
     for (int t0 = 0; t0 < ntok; t0 += chunk) {
         int t1 = t0 + chunk < ntok ? t0 + chunk : ntok;
-        for (int r = 0; r < rows; r += DS4_TILE) {
-            int nr = rows - r < DS4_TILE ? rows - r : DS4_TILE;
+        for (int b0 = 0; b0 < rows; b0 += rblk) {
+            int b1 = b0 + rblk < rows ? b0 + rblk : rows;
             for (int c = t0; c < t1; c += DS4_TILE) {
                 int nc = t1 - c < DS4_TILE ? t1 - c : DS4_TILE;
-                t->vec_dot_tile(n, w + (size_t)r * rb, rb, nr, xq + (size_t)c * xb, xb, nc, y + (int64_t)c * rows + r,
-                                rows);
+                for (int r = b0; r < b1; r += DS4_TILE) {
+                    int nr = b1 - r < DS4_TILE ? b1 - r : DS4_TILE;
+                    t->vec_dot_tile(n, w + (size_t)r * rb, rb, nr, xq + (size_t)c * xb, xb, nc,
+                                    y + (int64_t)c * rows + r, rows);
+                }
             }
         }
     }

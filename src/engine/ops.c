@@ -57,10 +57,24 @@ typedef struct {
     int nspan;
 } mm_job;
 
+/* Weight bytes per row block of the tile loop (mm_rows). */
+#define MM_TILE_WBLOCK (256u << 10)
+
 /* Rows [r0, r1) of one segment.  With a tile kernel: for each chunk of
- * tokens whose activations fit in L2, walk the rows DS4_TILE at a time and
- * hand each row block x up to DS4_TILE tokens to the kernel, so a row block
- * is read from memory once per chunk and reused from L1 across its tokens.
+ * tokens whose activations fit in L2, take the rows in blocks of ~256 KB
+ * of weights (L2); per block, for each group of DS4_TILE tokens walk the
+ * block's rows DS4_TILE at a time, handing each row group x token group to
+ * the kernel.  So the token group's activations stay in L1 across the
+ * block's rows and the weights stream from L2: rows outer and tokens inner
+ * (as this loop first did) read the activations, f32 for F16 weights and
+ * so twice the weight bytes, from L2 for every tile, more than L2 feeds at
+ * the FMA rate.  F16 (4x4 tiles, dec_avx512.c) on Zen 5, one thread,
+ * `build/bench/gemm ROWS N 7 16 48 128` (tile column: this loop over all
+ * rows as one piece), GF/s at 16/48/128 tokens: 512 x 1024 177/183/187 ->
+ * 213/215/216; 24 x 4096 155/155/153 -> 216/209/166; 512 x 4096
+ * 139/150/147 -> 154/152/148 (the 64 KB of a token group's activations
+ * no longer fit L1 there).  Pieces of 16 rows (what the pool's split gives
+ * a 512-row matrix on 2 threads) keep most of it: 512 x 1024 ~150 -> ~200.
  * Decode (n = 1) is then DS4_TILE independent rows per call, which hides
  * the FMA latency of the one-accumulator dots.  Every result is
  * bit-identical to the type's vec_dot (quant.h), so how rows are grouped
@@ -93,15 +107,22 @@ static void mm_rows(const mm_seg_job *j, int64_t r0, int64_t r1) {
         }
         return;
     }
+    /* rows in blocks of ~MM_TILE_WBLOCK weight bytes (L2); per block each
+     * token group passes over all its row groups */
+    int64_t rblk = (int64_t)(MM_TILE_WBLOCK / (j->row_bytes ? j->row_bytes : 1)) / DS4_TILE * DS4_TILE;
+    if (rblk < DS4_TILE) rblk = DS4_TILE;
     for (int t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
         int t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
-        for (int64_t r = r0; r < r1; r += DS4_TILE) {
-            int nr = r1 - r < DS4_TILE ? (int)(r1 - r) : DS4_TILE;
-            const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
+        for (int64_t b0 = r0; b0 < r1; b0 += rblk) {
+            int64_t b1 = b0 + rblk < r1 ? b0 + rblk : r1;
             for (int t = t0; t < t1; t += DS4_TILE) {
                 int nc = t1 - t < DS4_TILE ? t1 - t : DS4_TILE;
-                j->tile(j->ne0, row, j->row_bytes, nr, j->xq + (size_t)t * j->xq_bytes, j->xq_bytes, nc,
-                        j->Y + (int64_t)t * j->ldy + r, j->ldy);
+                for (int64_t r = b0; r < b1; r += DS4_TILE) {
+                    int nr = b1 - r < DS4_TILE ? (int)(b1 - r) : DS4_TILE;
+                    const uint8_t *row = j->base + (size_t)(j->row0 + r) * j->row_bytes;
+                    j->tile(j->ne0, row, j->row_bytes, nr, j->xq + (size_t)t * j->xq_bytes, j->xq_bytes, nc,
+                            j->Y + (int64_t)t * j->ldy + r, j->ldy);
+                }
             }
         }
     }
