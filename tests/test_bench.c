@@ -115,6 +115,22 @@ TEST(run_two_frontiers) {
     }
     free(lg);
 
+    /* --repeat: every repeat starts from the same state, so the rows, the
+     * last logits and the generated ids are those of a single run */
+    o.gen = 5; o.roofline = true; o.repeat = 3;
+    CHECKF(ds4_bench_run(m, &o, &r0, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(r0.n_rows, 2);
+    CHECK(r0.last_logits_hash == r.last_logits_hash);
+    CHECK(memcmp(r0.generated, r.generated, sizeof(int32_t) * 6) == 0);
+    if (r0.n_rows == 2)
+        for (int i = 0; i < 2; i++) {
+            CHECK(r0.rows[i].kv_bytes == r.rows[i].kv_bytes);
+            CHECK(r0.rows[i].bytes_per_token == r.rows[i].bytes_per_token);
+            CHECK(r0.rows[i].prefill_tps > 0 && r0.rows[i].gen_tps > 0);
+        }
+    ds4_bench_result_free(&r0);
+    o.repeat = 1;
+
     /* explicit tokens are cycled; out-of-range ids are refused */
     int32_t bad[2] = {1, (int32_t)V};
     o.tokens = bad; o.n_tokens = 2;

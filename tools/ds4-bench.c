@@ -39,6 +39,8 @@ static void usage(FILE *f) {
             "  --seed N             seed of the pseudo-random ids (default 1; same ids as peer_llama)\n"
             "  --numerics MODE      model (default) or reference\n"
             "  --batch N            engine batch size (default: engine default)\n"
+            "  --repeat N           time each frontier's prefill and generation N times from the\n"
+            "                       same state and keep the fastest (default 1)\n"
             "  --no-warmup          skip prefaulting the weights and the warm-up eval\n",
             DEFAULT_MODEL);
     ds4_experts_usage(f);
@@ -102,6 +104,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--gen")) U32(o.gen);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) U32(o.n_threads);
         else if (!strcmp(a, "--batch")) U32(o.max_batch);
+        else if (!strcmp(a, "--repeat")) {
+            U32(o.repeat);
+            if (o.repeat < 1 || o.repeat > 100) { fprintf(stderr, "ds4-bench: --repeat must be 1..100\n"); return 2; }
+        }
         else if (!strcmp(a, "--seed")) U32(o.seed);
         else if (!strcmp(a, "--roofline")) o.roofline = true;
         else if (!strcmp(a, "--phases")) o.phases = true;

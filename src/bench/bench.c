@@ -360,7 +360,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
     float *logits = malloc(sizeof(float) * V);
     r->rows = calloc((size_t)nf, sizeof *r->rows);
     r->generated = calloc((size_t)o->gen + 1, sizeof(int32_t));
-    membuf snap = {0};
+    membuf snap = {0}, base = {0}; /* after / before a frontier's prefill interval */
     ds4_session *s = NULL;
     ds4_membw *probe = NULL; /* NULL: fixed --bandwidth, or no roofline */
     int rc = -1;
@@ -429,11 +429,38 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
         row->n_prefill = fr[k] - prev;
         memset(ph_pre, 0, sizeof ph_pre);
         memset(ph_gen, 0, sizeof ph_gen);
-        if (o->phases) s->opts.phase_ns = ph_pre;
-        double t0 = now_s();
-        if (ds4_session_eval(s, seq + prev, (int)row->n_prefill, DS4_LOGITS_LAST, logits, err)) goto out;
-        row->prefill_s = now_s() - t0;
-        s->opts.phase_ns = NULL;
+        /* Repeats start from the same state (the frontier before, kept in
+         * memory); on a shared machine the fastest of a few runs is the
+         * figure that reproduces. */
+        int reps = o->repeat > 1 ? o->repeat : 1;
+        if (reps > 1 && prev > 0) {
+            base.n = base.off = 0;
+            if (ds4_session_payload_save(s, seq, logits, mb_write, &base, err)) goto out;
+        }
+        row->prefill_s = 0;
+        for (int rep = 0; rep < reps; rep++) {
+            double ph[DS4_PHASE_N] = {0};
+            if (rep > 0) {
+                if (prev == 0) {
+                    ds4_session_reset(s);
+                } else {
+                    int32_t *toks = NULL;
+                    uint32_t ntok = 0;
+                    base.off = 0;
+                    if (ds4_session_payload_load(s, mb_read, &base, &toks, &ntok, logits, err)) goto out;
+                    free(toks);
+                }
+            }
+            if (o->phases) s->opts.phase_ns = ph;
+            double t0 = now_s();
+            if (ds4_session_eval(s, seq + prev, (int)row->n_prefill, DS4_LOGITS_LAST, logits, err)) goto out;
+            double dt = now_s() - t0;
+            s->opts.phase_ns = NULL;
+            if (rep == 0 || dt < row->prefill_s) {
+                row->prefill_s = dt;
+                memcpy(ph_pre, ph, sizeof ph);
+            }
+        }
         row->prefill_tps = row->n_prefill / row->prefill_s;
         row->kv_bytes = ds4_bench_kv_bytes(s);
         prev = fr[k];
@@ -445,28 +472,47 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             uint64_t kv_read = 0;
             snap.n = snap.off = 0;
             if (ds4_session_payload_save(s, seq, logits, mb_write, &snap, err)) goto out;
-            int32_t tok = argmax(logits, V);
-            r->generated[0] = tok;
-            if (s->experts) ds4_experts_stats_reset(s->experts);
-            /* Bandwidth drifts with what the neighbours on a shared machine
-             * do, so each timed generation is bracketed by two short probes
-             * and judged against the larger (the stricter limit). */
-            row->bandwidth = probe ? ds4_membw_measure(probe, 2) : r->bandwidth;
-            if (o->phases) s->opts.phase_ns = ph_gen;
-            t0 = now_s();
-            for (int g = 0; g < o->gen; g++) {
-                if (o->roofline) kv_read += ds4_bench_kv_read_bytes(s); /* cheap: a loop over layers */
-                if (ds4_session_eval(s, &tok, 1, DS4_LOGITS_LAST, logits, err)) goto out;
-                tok = argmax(logits, V);
-                r->generated[g + 1] = tok;
+            row->gen_s = 0;
+            for (int rep = 0; rep < reps; rep++) {
+                if (rep > 0) { /* back to the state after the prefill */
+                    int32_t *toks = NULL;
+                    uint32_t ntok = 0;
+                    snap.off = 0;
+                    if (ds4_session_payload_load(s, mb_read, &snap, &toks, &ntok, logits, err)) goto out;
+                    free(toks);
+                }
+                int32_t tok = argmax(logits, V);
+                r->generated[0] = tok;
+                if (s->experts) ds4_experts_stats_reset(s->experts);
+                /* Bandwidth drifts with what the neighbours on a shared
+                 * machine do, so each timed generation is bracketed by two
+                 * short probes and judged against the larger (the stricter
+                 * limit). */
+                double bw = probe ? ds4_membw_measure(probe, 2) : r->bandwidth;
+                double ph[DS4_PHASE_N] = {0};
+                uint64_t kvr = 0;
+                if (o->phases) s->opts.phase_ns = ph;
+                double t0 = now_s();
+                for (int g = 0; g < o->gen; g++) {
+                    if (o->roofline) kvr += ds4_bench_kv_read_bytes(s); /* cheap: a loop over layers */
+                    if (ds4_session_eval(s, &tok, 1, DS4_LOGITS_LAST, logits, err)) goto out;
+                    tok = argmax(logits, V);
+                    r->generated[g + 1] = tok;
+                }
+                double dt = now_s() - t0;
+                s->opts.phase_ns = NULL;
+                if (probe) {
+                    double after = ds4_membw_measure(probe, 2);
+                    if (after > bw) bw = after;
+                }
+                if (rep == 0 || dt < row->gen_s) {
+                    row->gen_s = dt;
+                    row->bandwidth = bw;
+                    kv_read = kvr;
+                    memcpy(ph_gen, ph, sizeof ph);
+                }
             }
-            row->gen_s = now_s() - t0;
-            s->opts.phase_ns = NULL;
             row->gen_tps = o->gen / row->gen_s;
-            if (probe) {
-                double after = ds4_membw_measure(probe, 2);
-                if (after > row->bandwidth) row->bandwidth = after;
-            }
             if (s->experts) {
                 ds4_expert_stats st;
                 ds4_experts_stats_get(s->experts, &st);
@@ -486,6 +532,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             }
             int32_t *toks = NULL;
             uint32_t ntok = 0;
+            snap.off = 0;
             if (ds4_session_payload_load(s, mb_read, &snap, &toks, &ntok, logits, err)) goto out;
             free(toks);
         }
@@ -521,6 +568,7 @@ out:
     ds4_session_free(s);
     ds4_membw_free(probe);
     free(snap.p);
+    free(base.p);
     free(logits);
     free(seq);
     free(fr);

@@ -63,6 +63,8 @@ typedef struct ds4_bench_opts {
     size_t n_tokens;
     uint32_t seed;               /* LCG seed for generated ids (0: 1) */
     bool warmup;                 /* prefault the weights and evaluate one batch (<= 512 tokens) first */
+    int repeat;                  /* each frontier's prefill interval and generation timed this many
+                                  * times from the same state, the fastest kept (<= 1: once) */
     FILE *csv;                   /* rows are printed here as they finish (may be NULL) */
     bool phases;                 /* per row, two csv comment lines: µs per token of each forward
                                   * phase (engine.h ds4_phase), prefill and generation */
