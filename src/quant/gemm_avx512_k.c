@@ -688,6 +688,10 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                     const int ntr = (rc + nrmax[tp] - 1) / nrmax[tp];
                     const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * bb;
                     float *out = buf[nkc == 1 ? 0 : p - g0];
+                    if (c == 0 && r0 + rc < nr) { /* the next chunk's output lines (see ds4_prefetch_out) */
+                        const int nrc = nr - r0 - rc < RC ? nr - r0 - rc : RC;
+                        ds4_prefetch_out(y, ldy, r0 + rc, nrc, p * PANEL, (p + tp) * PANEL < ntok ? (p + tp) * PANEL : ntok);
+                    }
                     for (int r = 0, i = 0; r < rc; i++) {
                         const int rr = (rc - r + (ntr - i) - 1) / (ntr - i);
                         if (pf1 > pf0) { /* this tile's share of the next chunk's lines */

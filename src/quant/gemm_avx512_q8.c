@@ -226,6 +226,8 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
             q8_0_unpack(kn, wc + (size_t)k0 * sizeof(block_q8_0), ws, rc, u);
             for (int p = 0; p < np; p += Q8P_TP) {
                 const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
+                if (k0 == 0) /* the chunk's output lines, stored after its last range */
+                    ds4_prefetch_out(y, ldy, r0, rc, p * Q8P_TOK, (p + pn) * Q8P_TOK < ntok ? (p + pn) * Q8P_TOK : ntok);
                 const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
                 for (int r = 0; r < rc; r += Q8P_NR) {
                     const int rr = rc - r < Q8P_NR ? rc - r : Q8P_NR;

@@ -40,4 +40,22 @@ ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_variant(int variant);
  * without mask registers; filled by dispatch.c before any installer runs. */
 extern uint64_t ds4_iq2_sign_pm1[128];
 
+#if defined(__x86_64__) || defined(__i386__)
+/* A panel GEMM's output block -- rows [r0, r0 + nr) of tokens [t0, t1),
+ * token t's row at y + t·ldy -- fetched for writing ahead of its stores.
+ * Each token's piece is a line or two of its own page, so without this
+ * every store waited on its read-for-ownership (from L3 or DRAM: prefill
+ * outputs are MBs): Q8_0 512 -> 4096 rows x 512 tokens, 2 threads, Zen 5:
+ * 769 -> 1059 GF/s; 1024 -> 1024 rows +4%.  PREFETCHW exists on every
+ * x86-64 CPU with these kernels' ISA (Intel since Broadwell, AMD since
+ * K8). */
+static inline void ds4_prefetch_out(const float *y, int64_t ldy, int r0, int nr, int t0, int t1) {
+    for (int t = t0; t < t1; t++) {
+        const float *o = y + (int64_t)t * ldy + r0;
+        __asm__ volatile("prefetchw %0" ::"m"(*(const char *)o));
+        __asm__ volatile("prefetchw %0" ::"m"(*(const char *)(o + nr - 1)));
+    }
+}
+#endif
+
 #endif
