@@ -195,9 +195,11 @@ TEST(quantized_batches_bitwise) {
                            m->layers[0].gate_exps.type == DS4_TYPE_IQ2_XXS);
         ds4_engine_opts o;
         ds4_engine_opts_default(&o);
-        o.ctx_max = 256;
+        o.ctx_max = 512;
         o.n_threads = 2;
-        enum { N = 60 };
+        /* > 2·128: ratio-128 compressor blocks complete inside batches and
+         * across batch edges (chunks of 17, decode) */
+        enum { N = 300 };
         int32_t toks[N];
         for (int i = 0; i < N; i++) toks[i] = (i * 53 + 5) % (int)m->hp.n_vocab;
         size_t V = m->hp.n_vocab;
@@ -217,6 +219,16 @@ TEST(quantized_batches_bitwise) {
             CHECKF(memcmp(one, chunk, V * N * sizeof(float)) == 0, "%s: chunks of 17 differ from one prefill",
                    recipes[ri]);
             CHECKF(memcmp(one, dec, V * N * sizeof(float)) == 0, "%s: decode differs from prefill", recipes[ri]);
+            /* the whole state, compressor frontiers included, is the same
+             * however the tokens were batched */
+            membuf pa = {0}, pb = {0}, pc = {0};
+            CHECK(ds4_session_payload_save(a, toks, NULL, mem_write, &pa, &err) == 0);
+            CHECK(ds4_session_payload_save(b, toks, NULL, mem_write, &pb, &err) == 0);
+            CHECK(ds4_session_payload_save(c, toks, NULL, mem_write, &pc, &err) == 0);
+            CHECK(pa.n == pb.n && pa.n == pc.n);
+            CHECKF(pa.n == pb.n && memcmp(pa.p, pb.p, pa.n) == 0, "%s: chunked state differs", recipes[ri]);
+            CHECKF(pa.n == pc.n && memcmp(pa.p, pc.p, pa.n) == 0, "%s: decoded state differs", recipes[ri]);
+            free(pa.p); free(pb.p); free(pc.p);
         }
         ds4_session_free(a);
         ds4_session_free(b);

@@ -530,34 +530,63 @@ static void hc_post_token(ds4_session *s, batch *b, const void *arg, int t) {
 /* ------------------------------------------------------------------------ */
 /* Compressors (§6.4)                                                        */
 
-/* Feeds one token's (a, z) rows (width c·d) into a frontier; if it completes
- * a block, pools it into `row` (width d) and returns 1.  The pooling is a
- * softmax over the block's rows per column e: row[e] = Σ_r p_r·kv_r / Σ_r p_r,
- * p_r = expf(sc_r - max), in double, rows in order (ratio 4: the previous
- * block's Ca rows, then this block's Cb rows).  It runs a row at a time
- * across the columns (the live vector expf equals libm's; every column's
- * sums keep their order), not column by column with scalar expf. */
-static int compressor_push(const ds4_vec_ops *V, float *st_kv, float *st_sc, int m, int d, int64_t pos,
-                           const float *a, const float *z, float *row) {
-    int c = m == 4 ? 2 : 1, w = c * d;
-    int slot = m == 4 ? m + (int)(pos % m) : (int)(pos % m);
-    memcpy(st_kv + (size_t)slot * w, a, sizeof(float) * w);
-    memcpy(st_sc + (size_t)slot * w, z, sizeof(float) * w);
-    if ((pos + 1) % m != 0) return 0;
+/* A compressor (§6.4) over one batch.  Ratio m pools blocks of m positions
+ * (ratio 4 with overlap: the previous block's Ca rows, then this block's
+ * Cb rows, each half of a 2d-wide input row).  The frontier state holds the
+ * rows that later blocks still need: slot (m == 4 ? 4 : 0) + pos % m is the
+ * last row written with that residue, and for m = 4 slots 0-3 are the rows
+ * of the last completed block.  A block completing in the batch reads its
+ * rows from the batch (position >= p0) or from the state as the batch found
+ * it, so every block can be pooled on its own, in parallel, before the state
+ * moves on: prefill no longer runs the compressors one token at a time. */
+typedef struct {
+    int m, c, d, w;          /* ratio, halves (2 for m = 4), output width, row width c·d */
+    int64_t p0;              /* the batch's first position */
+    const float *bkv, *bsc;  /* the batch's rows (stride w); bsc with the APE added */
+    const float *skv, *ssc;  /* the frontier state at the batch's start */
+} comp_src;
+
+static int64_t floor_div(int64_t a, int64_t m) { return a >= 0 ? a / m : -((-a + m - 1) / m); }
+
+/* Row of position pos: kv and score vectors (full width w). */
+static void comp_row(const comp_src *cs, int64_t pos, const float **kv, const float **sc) {
+    if (pos >= cs->p0) {
+        *kv = cs->bkv + (size_t)(pos - cs->p0) * cs->w;
+        *sc = cs->bsc + (size_t)(pos - cs->p0) * cs->w;
+        return;
+    }
+    int64_t r = pos - floor_div(pos, cs->m) * cs->m; /* pos mod m, >= 0 */
+    /* ratio 4: the block still open at p0 is in slots 4-7, the one before in 0-3
+     * (before position 0: the reset slots) */
+    int slot = cs->m == 4 ? (floor_div(pos, 4) == floor_div(cs->p0, 4) ? 4 : 0) + (int)r : (int)r;
+    *kv = cs->skv + (size_t)slot * cs->w;
+    *sc = cs->ssc + (size_t)slot * cs->w;
+}
+
+/* Pools block K into row (width d): per column e, row[e] = Σ_r p_r·kv_r /
+ * Σ_r p_r with p_r = expf(sc_r - max), in double, rows in order (ratio 4:
+ * the previous block's Ca, then this block's Cb), rows whose score is -inf
+ * left out.  It runs a row at a time across the columns (the live vector
+ * expf equals libm's; every column's sums keep their order). */
+static void comp_pool(const ds4_vec_ops *V, const comp_src *cs, int64_t K, float *row) {
+    const int m = cs->m, d = cs->d, rows = cs->c * m;
     double *num = malloc((sizeof(double) * 2 + sizeof(float) * 2) * (size_t)d);
     if (!num) abort();
     double *den = num + d;
     float *mx = (float *)(den + d), *p = mx + d;
-    int rows = c * m;
     for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
-    /* ratio 4: previous block's Ca (rows 0..3, cols 0..d) + this block's Cb (rows 4..7, cols d..2d) */
     for (int r = 0; r < rows; r++) {
-        const float *sc = st_sc + (size_t)r * w + (m == 4 && r >= m ? d : 0);
+        const float *kv, *sc;
+        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kv, &sc);
+        sc += m == 4 && r >= m ? d : 0;
         for (int e = 0; e < d; e++) mx[e] = fmaxf(mx[e], sc[e]);
     }
     for (int r = 0; r < rows; r++) {
+        const float *kv, *sc;
+        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kv, &sc);
         int col = m == 4 && r >= m ? d : 0;
-        const float *sc = st_sc + (size_t)r * w + col, *kv = st_kv + (size_t)r * w + col;
+        sc += col;
+        kv += col;
         for (int e = 0; e < d; e++) p[e] = sc[e] - mx[e];
         V->exp(p, p, d);
         for (int e = 0; e < d; e++) {
@@ -568,48 +597,116 @@ static int compressor_push(const ds4_vec_ops *V, float *st_kv, float *st_sc, int
     }
     for (int e = 0; e < d; e++) row[e] = den[e] > 0 ? (float)(num[e] / den[e]) : 0.0f;
     free(num);
-    if (m == 4) {
-        memcpy(st_kv, st_kv + (size_t)m * w, sizeof(float) * m * w);
-        memcpy(st_sc, st_sc + (size_t)m * w, sizeof(float) * m * w);
+}
+
+/* Moves the frontier state past the batch (after every block is pooled):
+ * each slot takes the batch's last row of its residue, and for ratio 4 slots
+ * 0-3 the rows of the last block completed in the batch. */
+static void comp_advance(const comp_src *cs, int n, float *skv, float *ssc) {
+    const int m = cs->m, base = m == 4 ? 4 : 0;
+    const int64_t last = cs->p0 + n - 1;
+    size_t wb = sizeof(float) * (size_t)cs->w;
+    if (m == 4 && floor_div(last + 1, 4) > floor_div(cs->p0, 4)) { /* a block completed */
+        int64_t K = floor_div(last + 1, 4) - 1;
+        for (int j = 0; j < 4; j++) {
+            const float *kv, *sc;
+            comp_row(cs, 4 * K + j, &kv, &sc); /* the old slots 4-7 or the batch, before any write */
+            if (kv != skv + (size_t)j * cs->w) {
+                memmove(skv + (size_t)j * cs->w, kv, wb);
+                memmove(ssc + (size_t)j * cs->w, sc, wb);
+            }
+        }
     }
-    return 1;
+    for (int64_t q = last; q >= cs->p0 && q > last - m; q--) {
+        int slot = base + (int)(q % m);
+        memcpy(skv + (size_t)slot * cs->w, cs->bkv + (size_t)(q - cs->p0) * cs->w, wb);
+        memcpy(ssc + (size_t)slot * cs->w, cs->bsc + (size_t)(q - cs->p0) * cs->w, wb);
+    }
+}
+
+/* One compressed row: the pooled block, then RMSNorm, RoPE at the block's
+ * first position, and the QAT round trips. */
+typedef struct {
+    ds4_session *s;
+    batch *b;
+    const ds4_layer *L;
+    ds4_layer_state *st;
+    comp_src att, idx;        /* idx only for ratio 4 */
+    int64_t k_att, k_idx;     /* first block completed in the batch */
+    int n_att, n_idx;         /* blocks completed in the batch */
+} comp_job;
+
+static void comp_task(void *ctx, int64_t i) {
+    const comp_job *j = ctx;
+    const ds4_hparams *hp = &j->s->model->hp;
+    const ds4_layer *L = j->L;
+    ds4_layer_state *st = j->st;
+    int dr = (int)hp->rope_dim;
+    bool qat = j->s->opts.numerics == DS4_NUMERICS_MODEL;
+    if (i < j->n_att) {
+        int dh = j->att.d, m = j->att.m;
+        int64_t K = j->k_att + i, n = st->n_comp + i;
+        float *row = st->comp + (size_t)n * dh;
+        comp_pool(j->b->V, &j->att, K, row);
+        rmsnorm_v(j->b, row, L->comp_norm, dh, hp->rms_eps, row);
+        ds4_rope(row, dh, dr, j->s->rope_comp, n * m, 1);
+        if (qat) j->b->V->fp8_roundtrip(row, dh - dr);
+    } else {
+        int dI = j->idx.d;
+        int64_t K = j->k_idx + (i - j->n_att), n = st->n_idx + (i - j->n_att);
+        float *row = st->idx + (size_t)n * dI;
+        comp_pool(j->b->V, &j->idx, K, row);
+        rmsnorm_v(j->b, row, L->idx_comp_norm, dI, hp->rms_eps, row);
+        ds4_rope(row, dI, dr, j->s->rope_comp, n * 4, 1);
+        if (qat) { ds4_hadamard(row, dI); j->b->V->fp4_roundtrip(row, dI); }
+    }
+}
+
+/* z += APE of the token's position in its block (both compressors). */
+static void comp_ape_token(ds4_session *s, batch *b, const void *arg, int t) {
+    const ds4_layer *L = arg;
+    int m = L->ratio, dh = (int)s->model->hp.head_dim, dI = (int)s->model->hp.idx_head_dim;
+    int wc = (m == 4 ? 2 : 1) * dh;
+    int64_t pos = b->p0 + t;
+    float *z = b->cz + (size_t)t * wc;
+    const float *ape = L->comp_ape + (size_t)(pos % m) * wc;
+    for (int i = 0; i < wc; i++) z[i] += ape[i];
+    if (m != 4) return;
+    float *iz = b->iz + (size_t)t * 2 * dI;
+    const float *iape = L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI;
+    for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
 }
 
 /* Runs the attention compressor (and, for ratio 4, the indexer compressor)
  * over the batch, appending completed rows to the layer state.  Its input
  * projections (b->ca, cz, ia, iz) are computed by attention() in the same
- * pool job as the other projections of x̂. */
+ * pool job as the other projections of x̂.  The same code serves decode
+ * (one token, at most one block per compressor) and prefill (blocks over
+ * the pool). */
 static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
-    int m = L->ratio, c = m == 4 ? 2 : 1;
-    int dh = (int)hp->head_dim, dI = (int)hp->idx_head_dim, dr = (int)hp->rope_dim;
-    int64_t D = hp->n_embd;
-    bool qat = s->opts.numerics == DS4_NUMERICS_MODEL;
-    int wc = c * dh;
-    (void)D; /* b->ca, cz (and ia, iz) were projected by attention() */
-    for (int t = 0; t < b->n; t++) {
-        int64_t pos = b->p0 + t;
-        float *z = b->cz + (size_t)t * wc;
-        const float *ape = L->comp_ape + (size_t)(pos % m) * wc;
-        for (int i = 0; i < wc; i++) z[i] += ape[i];
-        float *row = st->comp + (size_t)st->n_comp * dh;
-        if (compressor_push(b->V, st->comp_kv, st->comp_sc, m, dh, pos, b->ca + (size_t)t * wc, z, row)) {
-            rmsnorm_v(b, row, L->comp_norm, dh, hp->rms_eps, row);
-            ds4_rope(row, dh, dr, s->rope_comp, (int64_t)st->n_comp * m, 1);
-            if (qat) b->V->fp8_roundtrip(row, dh - dr);
-            st->n_comp++;
-        }
-        if (m != 4) continue;
-        float *iz = b->iz + (size_t)t * 2 * dI;
-        const float *iape = L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI;
-        for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
-        float *irow = st->idx + (size_t)st->n_idx * dI;
-        if (compressor_push(b->V, st->idx_kv, st->idx_sc, 4, dI, pos, b->ia + (size_t)t * 2 * dI, iz, irow)) {
-            rmsnorm_v(b, irow, L->idx_comp_norm, dI, hp->rms_eps, irow);
-            ds4_rope(irow, dI, dr, s->rope_comp, (int64_t)st->n_idx * 4, 1);
-            if (qat) { ds4_hadamard(irow, dI); b->V->fp4_roundtrip(irow, dI); }
-            st->n_idx++;
-        }
+    int m = L->ratio, n = b->n;
+    int dh = (int)hp->head_dim, dI = (int)hp->idx_head_dim;
+    if (n > 1) for_tokens(s, b, comp_ape_token, L);
+    else comp_ape_token(s, b, L, 0);
+    /* blocks K with last position mK + m - 1 in [p0, p0 + n) */
+    int64_t k0 = floor_div(b->p0, m), k1 = floor_div(b->p0 + n, m);
+    comp_job j = {s, b, L, st, {m, m == 4 ? 2 : 1, dh, (m == 4 ? 2 : 1) * dh, b->p0, b->ca, b->cz, st->comp_kv,
+                                st->comp_sc},
+                  {0}, k0, 0, (int)(k1 - k0), 0};
+    if (m == 4) {
+        j.idx = (comp_src){4, 2, dI, 2 * dI, b->p0, b->ia, b->iz, st->idx_kv, st->idx_sc};
+        j.k_idx = k0;
+        j.n_idx = j.n_att;
+    }
+    int tasks = j.n_att + j.n_idx;
+    if (tasks > 1) ds4_pool_run(s->pool, tasks, comp_task, &j);
+    else if (tasks == 1) comp_task(&j, 0);
+    comp_advance(&j.att, n, st->comp_kv, st->comp_sc);
+    st->n_comp += (uint32_t)j.n_att;
+    if (m == 4) {
+        comp_advance(&j.idx, n, st->idx_kv, st->idx_sc);
+        st->n_idx += (uint32_t)j.n_idx;
     }
 }
 
