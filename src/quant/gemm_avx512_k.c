@@ -54,6 +54,7 @@
 
 #include "quant/simd_x86.h"
 #include "quant/iq2_tables.h"
+#include "quant/lut_avx512.h"
 
 #include <pthread.h>
 
@@ -323,10 +324,7 @@ INLV void unpack_iq2_xxs_vbmi(const block_iq2_xxs *a, wblk *o) {
     const __m512i v = _mm512_loadu_si512((const void *)a->qs);
     /* low and high code bytes at the index bytes' positions */
     const __mmask64 b7 = _mm512_movepi8_mask(v);
-    const __m512i lo = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_lo), v, LDV(iq2v.code_lo + 64)),
-                                              _mm512_permutex2var_epi8(LDV(iq2v.code_lo + 128), v, LDV(iq2v.code_lo + 192)));
-    const __m512i hi = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDV(iq2v.code_hi), v, LDV(iq2v.code_hi + 64)),
-                                              _mm512_permutex2var_epi8(LDV(iq2v.code_hi + 128), v, LDV(iq2v.code_hi + 192)));
+    const __m512i lo = ds4_lut256_epi8(iq2v.code_lo, v, b7), hi = ds4_lut256_epi8(iq2v.code_hi, v, b7);
     /* sign bytes code | parity << 7, bytes 0-3 of each 32-group's qword */
     const __m512i sc = _mm512_and_si512(_mm512_multishift_epi64_epi8(LDV(iq2v.sgn_ctl), v), LDV(iq2v.sgn_keep));
     /* sc | (popcount << 7 & 0x80): the popcount's bit 0 to bit 7 of its byte */
@@ -415,13 +413,10 @@ static struct {
 
 static pthread_once_t iq2g_once = PTHREAD_ONCE_INIT;
 static void iq2g_build(void) {
+    uint8_t is25[256], is43[256];
+    ds4_iq2xxs_grid_planes(is25, is43);
     for (int e = 0; e < 256; e++) {
-        unsigned b0 = 0, b1 = 0;
-        for (int k = 0; k < 8; k++) {
-            const unsigned m = (unsigned)(ds4_iq2xxs_grid[e] >> (8 * k)) & 255;
-            b0 |= (unsigned)(m == 25) << k;
-            b1 |= (unsigned)(m == 43) << k;
-        }
+        const unsigned b0 = is25[e], b1 = is43[e];
         /* bit 7 := parity of the plane: the transpose's row 0xFF for element 7 gives it back */
         iq2g.lo[e] = (uint8_t)((b0 & 0x7f) | (unsigned)__builtin_parity(b0) << 7);
         iq2g.hi[e] = (uint8_t)((b1 & 0x7f) | (unsigned)__builtin_parity(b1) << 7);
@@ -452,10 +447,7 @@ static void iq2g_build(void) {
 INLG __m512i unpack_iq2_xxs_gfni(const block_iq2_xxs *a, wblk *o) {
     const __m512i v = _mm512_loadu_si512((const void *)a->qs);
     const __mmask64 b7 = _mm512_movepi8_mask(v);
-    const __m512i lo = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDG(iq2g.lo), v, LDG(iq2g.lo + 64)),
-                                              _mm512_permutex2var_epi8(LDG(iq2g.lo + 128), v, LDG(iq2g.lo + 192)));
-    const __m512i hi = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(LDG(iq2g.hi), v, LDG(iq2g.hi + 64)),
-                                              _mm512_permutex2var_epi8(LDG(iq2g.hi + 128), v, LDG(iq2g.hi + 192)));
+    const __m512i lo = ds4_lut256_epi8(iq2g.lo, v, b7), hi = ds4_lut256_epi8(iq2g.hi, v, b7);
     /* odd dwords (bytes 4-7 of each qword): the sign codes & 0x7f; even: lo */
     const __m512i ls7 = _mm512_mask_ternarylogic_epi32(lo, 0xAAAA, _mm512_multishift_epi64_epi8(LDG(iq2g.sgn_ctl), v),
                                                        _mm512_set1_epi8(0x7f), 0x88);

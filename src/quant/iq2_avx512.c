@@ -85,6 +85,7 @@
 #include <string.h>
 
 #include "quant/iq2_tables.h"
+#include "quant/lut_avx512.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bitalg,f16c")))
 #define TGF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c")))
@@ -235,16 +236,7 @@ TGF static void gf_build(void) {
     static uint8_t plane[2][256] __attribute__((aligned(64)));
     /* magnitude of element j = 8 ^ 17·b0 ^ 35·b1, where b0 = (25), b1 = (43):
      * 8, 8 ^ 17 = 25, 8 ^ 35 = 43, an affine map over GF(2) */
-    for (int e = 0; e < 256; e++) {
-        unsigned b0 = 0, b1 = 0;
-        for (int j = 0; j < 8; j++) {
-            const unsigned m = (unsigned)(ds4_iq2xxs_grid[e] >> (8 * j)) & 255;
-            b0 |= (unsigned)(m == 25) << j;
-            b1 |= (unsigned)(m == 43) << j;
-        }
-        plane[0][e] = (uint8_t)b0;
-        plane[1][e] = (uint8_t)b1;
-    }
+    ds4_iq2xxs_grid_planes(plane[0], plane[1]);
     gf_ctl *c = &gctl;
     for (int i = 0; i < 8; i++) c->pt[i] = _mm512_load_si512((const void *)(plane[i / 4] + 64 * (i % 4)));
     uint8_t b[64];
@@ -296,10 +288,8 @@ TGF static inline __attribute__((always_inline)) void gf_codes2(const gf_ctl *c,
                                                                 __m512i *cb) {
     const __m512i idx = _mm512_permutex2var_epi8(va, c->pair_ctl, vb);
     const __mmask64 hi = _mm512_movepi8_mask(idx); /* entries 128-255 */
-    const __m512i p0 = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(c->pt[0], idx, c->pt[1]),
-                                              _mm512_permutex2var_epi8(c->pt[2], idx, c->pt[3]));
-    const __m512i p1 = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(c->pt[4], idx, c->pt[5]),
-                                              _mm512_permutex2var_epi8(c->pt[6], idx, c->pt[7]));
+    const __m512i p0 = ds4_lut256_epi8((const uint8_t *)&c->pt[0], idx, hi);
+    const __m512i p1 = ds4_lut256_epi8((const uint8_t *)&c->pt[4], idx, hi);
     *ca = _mm512_unpacklo_epi8(p0, p1);
     *cb = _mm512_unpackhi_epi8(p0, p1);
 }

@@ -86,3 +86,16 @@ const uint8_t ds4_ksigns_iq2xs[128] = {
      96, 225, 226,  99, 228, 101, 102, 231, 232, 105, 106, 235, 108, 237, 238, 111,
     240, 113, 114, 243, 116, 245, 246, 119, 120, 249, 250, 123, 252, 125, 126, 255,
 };
+
+void ds4_iq2xxs_grid_planes(uint8_t is25[256], uint8_t is43[256]) {
+    for (int e = 0; e < 256; e++) {
+        unsigned b0 = 0, b1 = 0;
+        for (int j = 0; j < 8; j++) {
+            const unsigned m = (unsigned)(ds4_iq2xxs_grid[e] >> (8 * j)) & 255;
+            b0 |= (unsigned)(m == 25) << j;
+            b1 |= (unsigned)(m == 43) << j;
+        }
+        is25[e] = (uint8_t)b0;
+        is43[e] = (uint8_t)b1;
+    }
+}
