@@ -40,7 +40,8 @@ static void usage(FILE *f) {
             "  --numerics MODE      model (default) or reference\n"
             "  --batch N            engine batch size (default: engine default)\n"
             "  --repeat N           time each frontier's prefill and generation N times from the\n"
-            "                       same state and keep the fastest (default 1)\n"
+            "                       same state and keep the fastest (default 1; with expert\n"
+            "                       streaming, later repeats find the expert cache warm)\n"
             "  --no-warmup          skip prefaulting the weights and the warm-up eval\n",
             DEFAULT_MODEL);
     ds4_experts_usage(f);
