@@ -121,6 +121,41 @@ TEST(topk) {
     CHECK(ds4_topk((const float[]){1.0f}, 1, 0, one, scr) == 0);
 }
 
+/* The router's top-k against k rounds of first-max picking (the rule it
+ * replaces), with ties, ±0, ±inf and a bias; NaN ranks after the numbers. */
+TEST(topk_sorted) {
+    static const float pool[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, 1e-30f, INFINITY, -INFINITY, 1.0000001f, 3.0f};
+    int npool = (int)(sizeof pool / sizeof *pool);
+    for (int rep = 0; rep < 200; rep++) {
+        int n = 1 + (int)(topk_next() % 70), k = 1 + (int)(topk_next() % (uint32_t)n);
+        float sc[70], bias[70], vals[70], v[70];
+        int32_t ids[70], want[70];
+        for (int i = 0; i < n; i++) {
+            sc[i] = rep % 3 == 2 ? (float)(topk_next() % 1000) * 0.01f : pool[topk_next() % (uint32_t)npool];
+            bias[i] = rep % 2 ? (float)(topk_next() % 3) : 0.0f;
+            v[i] = sc[i] + bias[i];
+        }
+        for (int r = 0; r < k; r++) { /* the old selection */
+            int best = -1;
+            for (int i = 0; i < n; i++) {
+                bool used = false;
+                for (int q = 0; q < r; q++) used |= want[q] == i;
+                if (!used && (best < 0 || v[i] > v[best])) best = i;
+            }
+            want[r] = best;
+        }
+        int m = ds4_topk_sorted(sc, rep % 2 ? bias : NULL, n, k, ids, vals);
+        CHECKF(m == k && memcmp(ids, want, sizeof(int32_t) * (size_t)k) == 0, "rep %d n=%d k=%d", rep, n, k);
+        for (int r = 0; r < m; r++) CHECK(vals[r] == v[ids[r]]);
+    }
+    const float nan[4] = {NAN, 1.0f, NAN, 2.0f};
+    int32_t ids[4];
+    float vals[4];
+    CHECK(ds4_topk_sorted(nan, NULL, 4, 3, ids, vals) == 3);
+    CHECK(ids[0] == 3 && ids[1] == 1 && ids[2] == 0);
+    CHECK(ds4_topk_sorted(nan, NULL, 4, 0, ids, vals) == 0);
+}
+
 TEST(rope_tables) {
     /* Flash: pairs i <= 15 keep their frequency, i >= 25 are divided by 16 (MODEL.md §2.1). */
     float plain[32], yarn[32];
@@ -404,6 +439,7 @@ int main(void) {
     RUN(fp4_roundtrip_hand_values);
     RUN(hadamard_hand_values);
     RUN(topk);
+    RUN(topk_sorted);
     RUN(rope_tables);
     RUN(snapshot_continues_bitwise);
     RUN(quantized_batches_bitwise);

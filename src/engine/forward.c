@@ -1015,18 +1015,9 @@ static void route_token(ds4_session *s, batch *b, const void *arg, int t) {
                     sc[e0 + e] = sqrtf(z > 20.0f ? z : log1pf(ez[e]));
                 }
             }
-            /* top-k of biased scores; ties keep the lower expert id */
-            for (int i = 0; i < k; i++) {
-                int best = -1;
-                float bv = NEG_INF;
-                for (int e = 0; e < E; e++) {
-                    bool used = false;
-                    for (int q = 0; q < i; q++) used |= ids[q] == e;
-                    float v = sc[e] + L->exp_probs_b[e];
-                    if (!used && (best < 0 || v > bv)) { best = e; bv = v; }
-                }
-                ids[i] = best;
-            }
+            /* top-k of the biased scores (ties to the lower expert id);
+             * the weights are the unbiased scores */
+            ds4_topk_sorted(sc, L->exp_probs_b, E, k, ids, w);
             for (int i = 0; i < k; i++) w[i] = sc[ids[i]];
         }
         float sum = 0;

@@ -574,6 +574,31 @@ static uint32_t topk_bin(const uint32_t *c0, const uint32_t *c1, uint32_t nb, in
     return b;
 }
 
+/* v (a number) ranks before u: larger, or u is NaN */
+static inline bool topk_beats(float v, float u) { return v > u || u != u; }
+
+int ds4_topk_sorted(const float *score, const float *bias, int n, int k, int32_t *ids, float *vals) {
+    int have = 0;
+    if (k <= 0) return 0;
+    for (int i = 0; i < n; i++) {
+        float v = bias ? score[i] + bias[i] : score[i];
+        if (v != v) { /* NaN: only into a free place, after the numbers */
+            if (have < k) { vals[have] = v; ids[have++] = i; }
+            continue;
+        }
+        if (have == k && !topk_beats(v, vals[k - 1])) continue;
+        int p = have < k ? have++ : k - 1;
+        /* a later index passes only strictly smaller values: ties keep order */
+        for (; p > 0 && topk_beats(v, vals[p - 1]); p--) {
+            vals[p] = vals[p - 1];
+            ids[p] = ids[p - 1];
+        }
+        vals[p] = v;
+        ids[p] = i;
+    }
+    return have;
+}
+
 int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch) {
     if (n <= 0 || k <= 0) return 0;
     if (n <= k) {

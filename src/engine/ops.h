@@ -96,6 +96,12 @@ void ds4_hadamard(float *x, int n);            /* Sylvester order, scaled by n^-
  * index order takes every score above the k-th largest and the first ties
  * at it.  scratch: n uint32_t. */
 int ds4_topk(const float *score, int n, int k, int32_t *out, uint32_t *scratch);
+/* The router's top-k: the k best of v[i] = score[i] + bias[i] (bias NULL:
+ * 0) for i < n, best first, ties to the lower index (what k rounds of
+ * first-max picking give; NaN ranks below every number).  ids and vals
+ * (the biased values) get min(n, k) entries, the count returned.  One pass
+ * with an insertion-sorted list: O(n) for small k. */
+int ds4_topk_sorted(const float *score, const float *bias, int n, int k, int32_t *ids, float *vals);
 
 static inline float ds4_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
