@@ -426,6 +426,7 @@ static void sinkhorn(float *C, int H, int iters, float eps) {
 typedef struct {
     const ds4_weight *fn;
     const float *scale, *base;
+    const float *norm; /* the next sublayer's input norm: x̂ = RMSNorm(x)·norm into b->xn */
 } hc_arg;
 
 /* HCPre of token t after the mix product: pre/post weights, the Sinkhorn
@@ -449,6 +450,9 @@ static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) {
     for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
     sinkhorn(C, H, (int)hp->hc_sinkhorn, hp->hc_eps);
     b->V->hc_collapse(b->V, x, X, pre, H, D);
+    /* the sublayer's input norm while x is in cache (a pass of its own over
+     * the batch read x back from memory) */
+    if (a->norm) rmsnorm_v(b, x, a->norm, D, hp->rms_eps, b->xn + t * D);
 }
 
 /* HCPre over tokens [t0, t1) by one task: each token's flattened streams
@@ -498,8 +502,8 @@ static void hc_block(void *ctx, int64_t blk) {
  * next one: post/comb per token and its collapsed input b->x.  Both in the
  * same block task, so the streams are read from memory once. */
 static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, const float *scale,
-                    const float *base) {
-    hc_arg a = {fn, scale, base};
+                    const float *base, const float *norm) {
+    hc_arg a = {fn, scale, base, norm};
     int nblk = (b->n + HC_BLOCK - 1) / HC_BLOCK;
     /* Fewer blocks than threads (decode): the mix weight (98 KB of Q8_0,
      * 196 KB of F16 at embd 1024) would stream through one core while the
@@ -928,8 +932,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window;
     const float *rope_tab = L->ratio > 0 ? b->rope_c : b->rope_m;
 
-    rmsnorm_tokens(s, b, b->x, L->attn_norm, D, D, b->xn);
-    phase_end(s, b, DS4_PHASE_NORM);
+    /* x̂ = RMSNorm(x)·attn_norm is in b->xn: HCPre's last step (hc_step) */
 
     /* Every projection of x̂ as one pool job: q_a, kv, the compressors'
      * kv/gate and the indexer's weights; then q_b and the indexer's q_b,
@@ -1182,8 +1185,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd, Fe = hp->expert_ff;
     int k = (int)hp->n_expert_used, E = (int)hp->n_expert, n = b->n;
-    rmsnorm_tokens(s, b, b->x, L->ffn_norm, D, D, b->xn);
-    phase_end(s, b, DS4_PHASE_NORM);
+    /* x̂ = RMSNorm(x)·ffn_norm is in b->xn: HCPre's last step (hc_step) */
     if (s->experts) {
         int rc = moe_streamed(s, b, L, layer, err);
         phase_end(s, b, DS4_PHASE_MOE_STREAM);
@@ -1314,14 +1316,14 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
     }
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
-        hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base);
+        hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm);
         phase_end(s, b, DS4_PHASE_HC);
         attention(s, b, L, &s->ls[l]);
-        hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base);
+        hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm);
         phase_end(s, b, DS4_PHASE_HC);
         if (moe(s, b, L, l, err)) return -1;
     }
-    hc_step(s, b, true, NULL, NULL, NULL);
+    hc_step(s, b, true, NULL, NULL, NULL, NULL);
     phase_end(s, b, DS4_PHASE_HC);
     return 0;
 }
