@@ -210,8 +210,11 @@ static int mem_read(void *ud, void *b, size_t n) {
  * recipe really stores IQ2_XXS and Q2_K experts (tiny's 128 falls back to
  * Q8_0). */
 TEST(quantized_batches_bitwise) {
-    const char *recipes[] = { "q8_0", "q2" };
-    for (int ri = 0; ri < 2; ri++) {
+    /* head dim 12: neither a multiple nor a divisor of the panel kernel's
+     * 16-row step (q_b's per-head epilogue must still see whole heads) */
+    const char *recipes[] = { "q8_0", "q2", "q8_0" };
+    const uint32_t head_dims[] = { 0, 0, 12 };
+    for (int ri = 0; ri < 3; ri++) {
         char path[1100];
         snprintf(path, sizeof path, "%s/quant-%s.gguf", test_tmpdir(), recipes[ri]);
         ds4_hparams hp;
@@ -221,6 +224,7 @@ TEST(quantized_batches_bitwise) {
         hp.n_embd = 256;
         hp.expert_ff = 256;
         hp.idx_topk = 8;
+        if (head_dims[ri]) { hp.head_dim = head_dims[ri]; hp.rope_dim = 8; }
         ds4_mkmodel_opts mo = {.recipe = recipes[ri], .seed = 11};
         CHECKF(ds4_mkmodel(path, &hp, &mo, NULL, &err) == 0, "%s", err.msg);
         ds4_model *m = ds4_model_load(path, &err);

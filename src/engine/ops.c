@@ -394,7 +394,11 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
             if (i > 0 && segs[i - 1].pair) continue;
             int64_t wpr = seg_row_work(j);
             int gran = j->pgemm ? MM_PANEL_ROWS : j->tile ? DS4_TILE : 1;
-            if (segs[i].row_gran > gran) gran = segs[i].row_gran;
+            if (segs[i].row_gran > 0) { /* the least common multiple of both */
+                int g = segs[i].row_gran;
+                while (g % gran) g += segs[i].row_gran;
+                gran = g;
+            }
             int64_t rows = (target + wpr - 1) / wpr;
             rows = (rows + gran - 1) / gran * gran;
             for (int64_t r = 0; r < j->nrows; r += rows) {

@@ -52,8 +52,9 @@ typedef struct ds4_mm_seg {
     int pair;
     void (*done)(void *ctx, int64_t r0, int64_t r1);
     void *done_ctx;
-    /* Optional.  Tasks' row ranges start at multiples of row_gran (a
-     * multiple of 16), so that done sees whole groups of rows (a head). */
+    /* Optional.  Tasks' row ranges start at multiples of row_gran (and of
+     * the kernel's own step), so that done sees whole groups of rows (a
+     * head); nrows should be a multiple of it. */
     int row_gran;
 } ds4_mm_seg;
 void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg);
