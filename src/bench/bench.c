@@ -303,6 +303,16 @@ static int mb_read(void *ud, void *buf, size_t n) {
     return 0;
 }
 
+/* The session back to a state saved in m (its logits too). */
+static int restore(ds4_session *s, membuf *m, float *logits, ds4_err *err) {
+    int32_t *toks = NULL;
+    uint32_t ntok = 0;
+    m->off = 0;
+    int rc = ds4_session_payload_load(s, mb_read, m, &toks, &ntok, logits, err);
+    free(toks);
+    return rc;
+}
+
 static int32_t argmax(const float *v, size_t n) {
     size_t b = 0;
     for (size_t i = 1; i < n; i++)
@@ -441,15 +451,8 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
         for (int rep = 0; rep < reps; rep++) {
             double ph[DS4_PHASE_N] = {0};
             if (rep > 0) {
-                if (prev == 0) {
-                    ds4_session_reset(s);
-                } else {
-                    int32_t *toks = NULL;
-                    uint32_t ntok = 0;
-                    base.off = 0;
-                    if (ds4_session_payload_load(s, mb_read, &base, &toks, &ntok, logits, err)) goto out;
-                    free(toks);
-                }
+                if (prev == 0) ds4_session_reset(s);
+                else if (restore(s, &base, logits, err)) goto out;
             }
             if (o->phases) s->opts.phase_ns = ph;
             double t0 = now_s();
@@ -474,13 +477,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             if (ds4_session_payload_save(s, seq, logits, mb_write, &snap, err)) goto out;
             row->gen_s = 0;
             for (int rep = 0; rep < reps; rep++) {
-                if (rep > 0) { /* back to the state after the prefill */
-                    int32_t *toks = NULL;
-                    uint32_t ntok = 0;
-                    snap.off = 0;
-                    if (ds4_session_payload_load(s, mb_read, &snap, &toks, &ntok, logits, err)) goto out;
-                    free(toks);
-                }
+                if (rep > 0 && restore(s, &snap, logits, err)) goto out; /* back to after the prefill */
                 int32_t tok = argmax(logits, V);
                 r->generated[0] = tok;
                 if (s->experts) ds4_experts_stats_reset(s->experts);
@@ -530,11 +527,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
                 gen_bytes += per_tok * o->gen;
                 gen_limit += row->bandwidth * row->gen_s;
             }
-            int32_t *toks = NULL;
-            uint32_t ntok = 0;
-            snap.off = 0;
-            if (ds4_session_payload_load(s, mb_read, &snap, &toks, &ntok, logits, err)) goto out;
-            free(toks);
+            if (restore(s, &snap, logits, err)) goto out;
         }
         if (o->csv) {
             fprintf(o->csv, "%u,%u,%.2f,%.2f,%llu", row->frontier, row->n_prefill, row->prefill_tps, row->gen_tps,

@@ -574,23 +574,24 @@ static void comp_row(const comp_src *cs, int64_t pos, const float **kv, const fl
  * expf equals libm's; every column's sums keep their order). */
 static void comp_pool(const ds4_vec_ops *V, const comp_src *cs, int64_t K, float *row) {
     const int m = cs->m, d = cs->d, rows = cs->c * m;
-    double *num = malloc((sizeof(double) * 2 + sizeof(float) * 2) * (size_t)d);
+    double *num = malloc((sizeof(double) * 2 + sizeof(float) * 2) * (size_t)d + sizeof(float *) * 2 * (size_t)rows);
     if (!num) abort();
     double *den = num + d;
     float *mx = (float *)(den + d), *p = mx + d;
-    for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
+    const float **kvr = (const float **)(void *)(p + d), **scr = kvr + rows;
+    /* row r's position (ratio 4: the previous block, then this one) and
+     * half (ratio 4: Ca for the previous block, Cb for this one) */
     for (int r = 0; r < rows; r++) {
-        const float *kv, *sc;
-        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kv, &sc);
-        sc += m == 4 && r >= m ? d : 0;
-        for (int e = 0; e < d; e++) mx[e] = fmaxf(mx[e], sc[e]);
-    }
-    for (int r = 0; r < rows; r++) {
-        const float *kv, *sc;
-        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kv, &sc);
+        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kvr[r], &scr[r]);
         int col = m == 4 && r >= m ? d : 0;
-        sc += col;
-        kv += col;
+        kvr[r] += col;
+        scr[r] += col;
+    }
+    for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
+    for (int r = 0; r < rows; r++)
+        for (int e = 0; e < d; e++) mx[e] = fmaxf(mx[e], scr[r][e]);
+    for (int r = 0; r < rows; r++) {
+        const float *sc = scr[r], *kv = kvr[r];
         for (int e = 0; e < d; e++) p[e] = sc[e] - mx[e];
         V->exp(p, p, d);
         for (int e = 0; e < d; e++) {
@@ -615,10 +616,8 @@ static void comp_advance(const comp_src *cs, int n, float *skv, float *ssc) {
         for (int j = 0; j < 4; j++) {
             const float *kv, *sc;
             comp_row(cs, 4 * K + j, &kv, &sc); /* the old slots 4-7 or the batch, before any write */
-            if (kv != skv + (size_t)j * cs->w) {
-                memmove(skv + (size_t)j * cs->w, kv, wb);
-                memmove(ssc + (size_t)j * cs->w, sc, wb);
-            }
+            memcpy(skv + (size_t)j * cs->w, kv, wb);
+            memcpy(ssc + (size_t)j * cs->w, sc, wb);
         }
     }
     for (int64_t q = last; q >= cs->p0 && q > last - m; q--) {
@@ -636,8 +635,8 @@ typedef struct {
     const ds4_layer *L;
     ds4_layer_state *st;
     comp_src att, idx;        /* idx only for ratio 4 */
-    int64_t k_att, k_idx;     /* first block completed in the batch */
-    int n_att, n_idx;         /* blocks completed in the batch */
+    int64_t k0;               /* first block completed in the batch */
+    int n_att, n_idx;         /* blocks completed in the batch (n_idx: 0, or n_att for ratio 4) */
 } comp_job;
 
 static void comp_task(void *ctx, int64_t i) {
@@ -649,7 +648,7 @@ static void comp_task(void *ctx, int64_t i) {
     bool qat = j->s->opts.numerics == DS4_NUMERICS_MODEL;
     if (i < j->n_att) {
         int dh = j->att.d, m = j->att.m;
-        int64_t K = j->k_att + i, n = st->n_comp + i;
+        int64_t K = j->k0 + i, n = st->n_comp + i;
         float *row = st->comp + (size_t)n * dh;
         comp_pool(j->b->V, &j->att, K, row);
         rmsnorm_v(j->b, row, L->comp_norm, dh, hp->rms_eps, row);
@@ -657,7 +656,7 @@ static void comp_task(void *ctx, int64_t i) {
         if (qat) j->b->V->fp8_roundtrip(row, dh - dr);
     } else {
         int dI = j->idx.d;
-        int64_t K = j->k_idx + (i - j->n_att), n = st->n_idx + (i - j->n_att);
+        int64_t K = j->k0 + (i - j->n_att), n = st->n_idx + (i - j->n_att);
         float *row = st->idx + (size_t)n * dI;
         comp_pool(j->b->V, &j->idx, K, row);
         rmsnorm_v(j->b, row, L->idx_comp_norm, dI, hp->rms_eps, row);
@@ -697,10 +696,9 @@ static void run_compressors(ds4_session *s, batch *b, const ds4_layer *L, ds4_la
     int64_t k0 = floor_div(b->p0, m), k1 = floor_div(b->p0 + n, m);
     comp_job j = {s, b, L, st, {m, m == 4 ? 2 : 1, dh, (m == 4 ? 2 : 1) * dh, b->p0, b->ca, b->cz, st->comp_kv,
                                 st->comp_sc},
-                  {0}, k0, 0, (int)(k1 - k0), 0};
+                  {0}, k0, (int)(k1 - k0), 0};
     if (m == 4) {
         j.idx = (comp_src){4, 2, dI, 2 * dI, b->p0, b->ia, b->iz, st->idx_kv, st->idx_sc};
-        j.k_idx = k0;
         j.n_idx = j.n_att;
     }
     int tasks = j.n_att + j.n_idx;
