@@ -214,13 +214,14 @@ TEST(tiles_match_vec_dot) {
 /* The IQ2_XXS decode variants of iq2_avx512.c, each where this CPU has its
  * ISA, whichever one the level installed (the pick is by vendor): vec_dot
  * and every nr <= 4 one-column tile bit-identical to the reference, at 1 to
- * 64 blocks (the GFNI kernel sums 8 blocks per batch: short batches, one
- * batch, several), over random rows (every grid, sign and scale code) and
+ * 64 blocks (the GFNI kernel sums 8 slots per batch, of 8 blocks of a row
+ * or, for rows of fewer than 8 blocks, 4, 2 or 1 blocks of each of 2, 4 or
+ * 8 rows: short batches, one batch, several), over random rows (every grid, sign and scale code) and
  * activations with outliers, and all-extreme rows and activations (the
  * largest exact sums). */
 TEST(iq2_avx512_variants) {
     static const char *const names[] = { "vbmi", "gfni" };
-    const int64_t lens[] = { 256, 512, 1792, 2048, 2304, 2816, 4096, 7168, 16384 };
+    const int64_t lens[] = { 256, 512, 768, 1024, 1280, 1792, 2048, 2304, 2816, 4096, 7168, 16384 };
     int tested = 0;
     if (!ds4_simd_supported("avx512")) return;
     const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_IQ2_XXS);
