@@ -926,7 +926,7 @@ static void attn_task(void *ctx, int64_t task) {
     for (int r = 0; r < ncomp; r++) rows[nraw + r] = j->st->comp + (size_t)(sel ? sel[r] : r) * dh;
 
     ds4_attn_args a = {.hg = hg, .dh = dh, .nrows = nrows, .rows = rows, .scale = 1.0f / sqrtf((float)dh),
-                       .scratch = sc};
+                       .scratch = sc, .cold = b->n == 1};
     for (int g = 0; g < hg; g++) {
         a.q[g] = b->q + ((size_t)t * nh + h0 + g) * dh;
         a.o[g] = b->o + ((size_t)t * nh + h0 + g) * dh;

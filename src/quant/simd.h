@@ -64,6 +64,8 @@ typedef struct ds4_attn_args {
     float sink[DS4_ATTN_HG_MAX];
     float scale;
     float *scratch;
+    int cold; /* a hint, no effect on results: the rows are likely not in
+               * cache (one query per batch: decode), so kernels prefetch */
 } ds4_attn_args;
 #define ds4_attn_scratch(nrows) ((int64_t)((nrows) + 16) * DS4_ATTN_HG_MAX)
 
