@@ -431,7 +431,7 @@ static void sinkhorn_one(float *C, int H, int iters, float eps) {
 
 /* The rounds of sinkhorn_one for nl <= SK_LANES tokens, lane by lane. */
 static void sinkhorn_lanes(float *C, int nl, int H, int iters, float eps) {
-    sk_vec v[16 * 16];
+    sk_vec v[16 * 16]; /* H <= 16: hparams validation */
     const int HH = H * H;
     for (int i = 0; i < HH; i++)
         for (int l = 0; l < SK_LANES; l++) v[i][l] = l < nl ? C[(size_t)l * HH + i] : 1.0f; /* idle lanes: 1s */

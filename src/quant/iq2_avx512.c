@@ -351,7 +351,9 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
     const int RPG = 8 / BW;                 /* rows per reduction group */
     const int NG = (NR + RPG - 1) / RPG;    /* groups */
     float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
-    __m512i p[4][8];                        /* [group][slot]: slot = (r % RPG) * BW + j */
+    __m512i p[4][8];                        /* [GRP(r)][SLOT(r, j)]: row r, block i0 + j */
+#define GRP(r) ((r) / RPG)
+#define SLOT(r, j) ((r) % RPG * BW + (j))
     uint16_t dw[4][8] __attribute__((aligned(16)));
     float dx[8] __attribute__((aligned(32)));
     /* prefetch distance as the Q8_0 decode kernel's (simd_avx512.c): two row
@@ -359,7 +361,7 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
     const size_t pfd = ws == 0 ? 0 : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
     if (NR % RPG) /* slots of rows past NR in the last group: zero, never read back */
         for (int r = NR; r < NG * RPG; r++)
-            for (int j = 0; j < BW; j++) { p[r / RPG][(r % RPG) * BW + j] = _mm512_setzero_si512(); dw[r / RPG][(r % RPG) * BW + j] = 0; }
+            for (int j = 0; j < BW; j++) { p[GRP(r)][SLOT(r, j)] = _mm512_setzero_si512(); dw[GRP(r)][SLOT(r, j)] = 0; }
     for (int64_t i0 = 0; i0 < nb; i0 += BW) {
         const int cnt = nb - i0 < BW ? (int)(nb - i0) : BW;
         for (int j = 0; j < cnt; j++) {
@@ -369,7 +371,7 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
             for (int k = j; k < 8; k += BW) dx[k] = xb[i].d;
             _Pragma("GCC unroll 4") for (int r = 0; r < NR; r++) {
                 const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
-                dw[r / RPG][(r % RPG) * BW + j] = a->d;
+                dw[GRP(r)][SLOT(r, j)] = a->d;
                 _mm_prefetch((const char *)a + pfd, _MM_HINT_T0); /* 66-byte blocks: two lines */
                 _mm_prefetch((const char *)a + pfd + 64, _MM_HINT_T0);
             }
@@ -380,13 +382,13 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
                 const __m512i va = _mm512_loadu_si512((const void *)a->qs), vb = _mm512_loadu_si512((const void *)b->qs);
                 __m512i ca, cb;
                 gf_codes2(c, va, vb, &ca, &cb);
-                p[r / RPG][(r % RPG) * BW + j] = gf_block(c, va, ca, xt);
-                if (r + 1 < NR) p[(r + 1) / RPG][((r + 1) % RPG) * BW + j] = gf_block(c, vb, cb, xt);
+                p[GRP(r)][SLOT(r, j)] = gf_block(c, va, ca, xt);
+                if (r + 1 < NR) p[GRP(r + 1)][SLOT(r + 1, j)] = gf_block(c, vb, cb, xt);
             }
         }
         for (int j = cnt; j < BW; j++) { /* a short last batch: zero slots, not added */
             for (int k = j; k < 8; k += BW) dx[k] = 0.0f;
-            for (int r = 0; r < NR; r++) { p[r / RPG][(r % RPG) * BW + j] = _mm512_setzero_si512(); dw[r / RPG][(r % RPG) * BW + j] = 0; }
+            for (int r = 0; r < NR; r++) { p[GRP(r)][SLOT(r, j)] = _mm512_setzero_si512(); dw[GRP(r)][SLOT(r, j)] = 0; }
         }
         const __m256 dxv = _mm256_load_ps(dx);
         for (int g = 0; g < NG; g++) {
@@ -402,6 +404,8 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
         }
     }
     for (int r = 0; r < NR; r++) y[r] = 0.125f * sum[r];
+#undef GRP
+#undef SLOT
 }
 
 /* NR rows with the batch width for their length (n / 256 blocks). */
