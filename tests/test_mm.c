@@ -17,6 +17,12 @@
  *                  ds4_mm() over a copied-out gather, for every path and
  *                  type; a gathered and a plain segment of the same X do not
  *                  share a conversion
+ *   shared gathers several experts' gathers of one input (the prefill MoE:
+ *                  every token in k of them), with an in-order segment of
+ *                  that input beside them (the gathers copy their rows from
+ *                  its conversion) and without, Q8_0 and the Q8_K types mixed
+ *                  (IQ2_XXS and Q2_K read the same conversion): each equals
+ *                  ds4_mm() over its copied-out rows
  *   pool thread    ds4_pool_thread(): indices in range, never shared by
  *                  two tasks running at once, 0 outside the pool's workers */
 #include "test.h"
@@ -198,6 +204,62 @@ TEST(gather) {
     ds4_pool_free(pool);
 }
 
+/* E experts, each token routed to k of them (the copy-from-one-conversion
+ * path of ds4_mm_multi: more gathered rows than tokens). */
+static void gather_shared_case(ds4_pool *pool, const int *types, int with_plain, int n) {
+    enum { E = 5, K = 3, R = 32 };
+    int64_t ne0 = 512;
+    ds4_weight w[E];
+    for (int e = 0; e < E; e++) w[e] = make_weight(types[e % 2], ne0, R, 1);
+    float *X = malloc(sizeof(float) * (size_t)(ne0 * n));
+    fill_gauss(X, ne0 * n);
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)(E * n));
+    int cnt[E] = {0};
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < K; i++) {
+            int e = (t * 2 + i * 3 + t / 3) % E; /* K distinct experts per token */
+            rows[e * n + cnt[e]++] = t;
+        }
+    float *Y = calloc((size_t)(E + 1) * R * n, sizeof(float)), *Ref = calloc((size_t)R * n, sizeof(float));
+    float *G = malloc(sizeof(float) * (size_t)(ne0 * n));
+    ds4_mm_seg seg[E + 1];
+    int ns = 0;
+    if (with_plain) seg[ns++] = ds4_seg(&w[0], 0, 0, R, X, ne0, n, Y + (size_t)E * R * n, R);
+    for (int e = 0; e < E; e++) {
+        seg[ns] = ds4_seg(&w[e], 0, 0, R, X, ne0, cnt[e], Y + (size_t)e * R * n, R);
+        seg[ns++].xrows = rows + e * n;
+    }
+    ds4_mm_multi(pool, seg, ns);
+    for (int e = 0; e < E; e++) {
+        for (int c = 0; c < cnt[e]; c++)
+            memcpy(G + (size_t)c * ne0, X + (size_t)rows[e * n + c] * ne0, sizeof(float) * ne0);
+        ds4_mm(pool, &w[e], 0, 0, R, G, ne0, cnt[e], Ref, R);
+        CHECKF(memcmp(Y + (size_t)e * R * n, Ref, sizeof(float) * (size_t)(R * cnt[e])) == 0,
+               "%s/%s plain=%d n=%d: expert %d's gathered rows differ", ds4_type_traits_ref(types[0])->name,
+               ds4_type_traits_ref(types[1])->name, with_plain, n, e);
+    }
+    if (with_plain) {
+        ds4_mm(pool, &w[0], 0, 0, R, X, ne0, n, Ref, R);
+        CHECKF(memcmp(Y + (size_t)E * R * n, Ref, sizeof(float) * (size_t)(R * n)) == 0,
+               "plain=1 n=%d: the in-order segment differs", n);
+    }
+    for (int e = 0; e < E; e++) free((void *)w[e].data);
+    free(X); free(rows); free(Y); free(Ref); free(G);
+}
+
+TEST(gather_shared) {
+    static const int q8[2] = { DS4_TYPE_Q8_0, DS4_TYPE_Q8_0 }, k[2] = { DS4_TYPE_IQ2_XXS, DS4_TYPE_Q2_K };
+    const int ns[] = { 2, 9, 40 }; /* tile path, panels (>= 4 tokens an expert) */
+    ds4_pool *pool = ds4_pool_new(2);
+    for (int plain = 0; plain < 2; plain++)
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+            rng_seed(900 + 10 * plain + (uint64_t)i);
+            gather_shared_case(pool, q8, plain, ns[i]);
+            gather_shared_case(pool, k, plain, ns[i]);
+        }
+    ds4_pool_free(pool);
+}
+
 typedef struct {
     ds4_pool *p, *other;
     _Atomic int busy[8];
@@ -231,6 +293,7 @@ int main(void) {
     RUN(many_segments);
     RUN(local);
     RUN(gather);
+    RUN(gather_shared);
     RUN(pool_thread);
     TEST_END();
 }
