@@ -83,6 +83,8 @@ TEST(run_two_frontiers) {
             CHECK(r.rows[i].bytes_per_token > r.weight_bytes_per_token);
             CHECK(r.rows[i].roofline_fraction > 0);
             CHECK(r.rows[i].bandwidth == 10e9); /* a fixed bandwidth is used as given */
+            double f = ds4_bench_prefill_flops(m, r.rows[i].frontier - r.rows[i].n_prefill, r.rows[i].n_prefill);
+            CHECK(fabs(r.rows[i].prefill_gflops * 1e9 * r.rows[i].prefill_s / f - 1) < 1e-9);
         }
         CHECK(r.rows[1].kv_bytes > r.rows[0].kv_bytes);
         /* touched weights: more than the LM head, less than the whole file */
@@ -256,8 +258,52 @@ TEST(program_output) {
     CHECK_STR_CONTAINS(lp, "roofline_fraction=");
 }
 
+/* The arithmetic model against the shapes of MODEL.md, from the hparams
+ * alone: position 0 (one attention row, no compressed row), one more row,
+ * and the step where the indexer starts (more than top-k compressed rows
+ * in a ratio-4 layer: its projections and scores, the rows capped). */
+TEST(flops) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    const ds4_hparams *hp = &m->hp;
+    double D = hp->n_embd, nh = hp->n_head, dh = hp->head_dim, F = hp->expert_ff, nI = hp->idx_n_head,
+           dI = hp->idx_head_dim, att = 2 * nh * dh; /* q·k + p·v per row */
+    double macs = 0, idx = 0;
+    int n4 = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        int r = hp->compress[l];
+        macs += 2.0 * ds4_hc_mix(hp) * ds4_hc_dim(hp);                 /* mHC mixes */
+        macs += D * hp->q_lora + hp->q_lora * nh * dh + D * dh;        /* q_a, q_b, kv */
+        macs += nh * dh * hp->o_lora + hp->o_groups * hp->o_lora * D; /* out_a (G groups), out_b */
+        if (r > 0) macs += 2 * D * (r == 4 ? 2 : 1) * dh;              /* compressor kv, gate */
+        if (r == 4) macs += 2 * D * 2 * dI, n4++;                      /* indexer compressor */
+        macs += 3 * D * F * (hp->n_expert_shared + hp->n_expert_used); /* shared + routed */
+        if (l >= hp->n_hash) macs += D * hp->n_expert;                  /* router */
+        macs += att;                                                    /* one row */
+    }
+    double head = (double)ds4_hc_dim(hp) * hp->hc_mult + D * hp->n_vocab;
+    CHECK(ds4_bench_token_flops(m, 0, false) == 2 * macs);
+    CHECK(ds4_bench_token_flops(m, 0, true) == 2 * (macs + head));
+    CHECK(ds4_bench_token_flops(m, 1, false) - ds4_bench_token_flops(m, 0, false) == 2 * att * hp->n_layer);
+    /* seen = 4·topk + 3 -> 4·topk + 4 positions (< window): one raw row more
+     * everywhere; ratio-4 layers go from topk rows to the indexer's topk of
+     * topk + 1 (its projections and scores); ratio 128 unchanged */
+    uint32_t p = 4 * hp->idx_topk + 2;
+    CHECK(p + 2 < hp->window && p + 2 < 128);
+    idx = hp->q_lora * nI * dI + D * nI + nI * dI * (hp->idx_topk + 1);
+    CHECK(ds4_bench_token_flops(m, p + 1, false) - ds4_bench_token_flops(m, p, false) ==
+          2 * (att * hp->n_layer + idx * n4));
+    double sum = 0;
+    for (uint32_t i = 0; i < 24; i++) sum += ds4_bench_token_flops(m, 10 + i, i == 23);
+    CHECK(ds4_bench_prefill_flops(m, 10, 24) == sum);
+    ds4_model_free(m);
+}
+
 int main(void) {
     RUN(frontiers);
+    RUN(flops);
     RUN(ids_match_peer_lcg);
     RUN(run_two_frontiers);
     RUN(expert_columns);

@@ -6,7 +6,7 @@
  * Loads the model once, walks one fixed token sequence to each frontier and
  * prints CSV rows (frontier, tokens prefilled, prefill tok/s, generation
  * tok/s, KV bytes [, bytes per generated token, the row's bandwidth, roofline tok/s,
- * fraction])
+ * fraction, prefill GFLOP/s])
  * and a last line "summary prefill_tps=X gen_tps=Y [roofline_fraction=F]".
  * Lines starting with '#' are comments.  The logic lives in src/bench/bench.c. */
 #include <errno.h>
@@ -31,7 +31,8 @@ static void usage(FILE *f) {
             "  --step-mul F         next frontier = frontier * F (default 2 when ctx-max > ctx-start)\n"
             "  --gen N              greedy tokens generated at each frontier (default 32)\n"
             "  -t, --threads N      worker threads (default: all CPUs)\n"
-            "  --roofline           measure memory bandwidth; add bytes/token and the roofline fraction\n"
+            "  --roofline           measure memory bandwidth; add bytes/token, the roofline fraction and\n"
+            "                       prefill GFLOP/s (the forward pass's arithmetic per second)\n"
             "  --bandwidth GBS      use this bandwidth (GB/s) instead of measuring it\n"
             "  --phases             per row, '# phases' lines: microseconds per token of each forward phase\n"
             "  --tokens-file FILE   token ids (commas/white space), cycled to the last frontier\n"

@@ -119,6 +119,49 @@ uint64_t ds4_bench_kv_read_bytes(const ds4_session *s) {
     return b * sizeof(float);
 }
 
+/* ---- arithmetic ---- */
+
+/* Multiply-adds of one product per token: a 2-D weight, or one expert's
+ * [in, out] slice of a stacked tensor. */
+static double wmacs(const ds4_weight *w) { return w->data ? (double)w->ne[0] * (double)w->ne[1] : 0; }
+
+double ds4_bench_token_flops(const ds4_model *m, uint32_t pos, bool logits) {
+    const ds4_hparams *hp = &m->hp;
+    uint64_t seen = (uint64_t)pos + 1; /* positions the token attends over */
+    double macs = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const ds4_layer *L = &m->layers[l];
+        const ds4_weight *dense[] = {&L->hc_attn_fn, &L->hc_ffn_fn, &L->q_a, &L->q_b, &L->kv, &L->out_a,
+                                     &L->out_b, &L->gate_sh, &L->up_sh, &L->down_sh};
+        for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) macs += wmacs(dense[i]);
+        /* the products forward.c runs for the layer's ratio */
+        if (L->ratio > 0) macs += wmacs(&L->comp_kv) + wmacs(&L->comp_gate);
+        if (L->ratio == 4) macs += wmacs(&L->idx_comp_kv) + wmacs(&L->idx_comp_gate);
+        if (!L->hash) macs += wmacs(&L->gate_inp);
+        macs += hp->n_expert_used * (wmacs(&L->gate_exps) + wmacs(&L->up_exps) + wmacs(&L->down_exps));
+        /* attention rows: the window, then the compressed rows (ratio 4:
+         * the indexer's top-k once there are more; it scores them all) */
+        uint64_t rows = seen < hp->window ? seen : hp->window;
+        if (L->ratio > 0) {
+            uint64_t nc = seen / (uint64_t)L->ratio;
+            if (L->ratio == 4 && nc > hp->idx_topk) {
+                macs += wmacs(&L->idx_q_b) + wmacs(&L->idx_proj) + (double)hp->idx_n_head * hp->idx_head_dim * nc;
+                nc = hp->idx_topk;
+            }
+            rows += nc;
+        }
+        macs += 2.0 * hp->n_head * hp->head_dim * (double)rows; /* q·k and p·v */
+    }
+    if (logits) macs += wmacs(&m->out_hc_fn) + wmacs(&m->output);
+    return 2 * macs;
+}
+
+double ds4_bench_prefill_flops(const ds4_model *m, uint32_t p0, uint32_t n) {
+    double f = 0;
+    for (uint32_t i = 0; i < n; i++) f += ds4_bench_token_flops(m, p0 + i, i + 1 == n);
+    return f;
+}
+
 /* ---- memory bandwidth ---- */
 
 /* Threads stream disjoint slices of one buffer; the widest loads this CPU
@@ -424,7 +467,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             fprintf(o->csv, "# bandwidth_gbs=%.2f weight_bytes_per_token=%llu threads=%d\n", r->bandwidth / 1e9,
                     (unsigned long long)r->weight_bytes_per_token, ds4_pool_size(s->pool));
         fprintf(o->csv, "frontier,n_prefill,prefill_tps,gen_tps,kv_bytes%s%s\n",
-                o->roofline ? ",bytes_per_token,bandwidth_gbs,roofline_tps,roofline_fraction" : "",
+                o->roofline ? ",bytes_per_token,bandwidth_gbs,roofline_tps,roofline_fraction,prefill_gflops" : "",
                 s->experts ? ",expert_hit_rate,expert_mb_per_token,expert_io_ms_per_token" : "");
         fflush(o->csv);
     }
@@ -465,6 +508,7 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             }
         }
         row->prefill_tps = row->n_prefill / row->prefill_s;
+        if (o->roofline) row->prefill_gflops = ds4_bench_prefill_flops(m, prev, row->n_prefill) / row->prefill_s / 1e9;
         row->kv_bytes = ds4_bench_kv_bytes(s);
         prev = fr[k];
         r->last_logits_hash = fnv_floats(logits, V);
@@ -533,8 +577,8 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             fprintf(o->csv, "%u,%u,%.2f,%.2f,%llu", row->frontier, row->n_prefill, row->prefill_tps, row->gen_tps,
                     (unsigned long long)row->kv_bytes);
             if (o->roofline)
-                fprintf(o->csv, ",%llu,%.2f,%.2f,%.4f", (unsigned long long)row->bytes_per_token,
-                        row->bandwidth / 1e9, row->roofline_tps, row->roofline_fraction);
+                fprintf(o->csv, ",%llu,%.2f,%.2f,%.4f,%.1f", (unsigned long long)row->bytes_per_token,
+                        row->bandwidth / 1e9, row->roofline_tps, row->roofline_fraction, row->prefill_gflops);
             if (s->experts)
                 fprintf(o->csv, ",%.4f,%.3f,%.3f", row->expert_hit_rate, row->expert_mb_per_token,
                         row->expert_io_ms_per_token);

@@ -82,6 +82,7 @@ typedef struct ds4_bench_row {
     uint64_t bytes_per_token;    /* roofline only */
     double bandwidth;            /* roofline only: bytes/s this row is judged against */
     double roofline_tps, roofline_fraction;
+    double prefill_gflops;       /* roofline only: ds4_bench_prefill_flops of the interval / prefill_s */
     /* expert streaming only, over the generated tokens of this row */
     double expert_hit_rate;      /* hits / lookups */
     double expert_mb_per_token;  /* MiB read from the file per generated token */
@@ -122,6 +123,16 @@ double ds4_bench_membw(int n_threads, size_t bytes, int runs);
 
 /* Weight bytes one decode token reads (see the header comment). */
 uint64_t ds4_bench_weight_bytes_per_token(const ds4_model *m);
+/* Floating-point operations (2 per multiply-add) of the forward pass at
+ * position pos, as decode performs it: every product with a weight the
+ * token uses (its k routed experts, the router unless hash-routed, the
+ * indexer's projections and scores once a ratio-4 layer has more than
+ * top-k compressed rows), q·k and p·v over its attention rows, and the
+ * LM head when logits.  Elementwise work (norms, RoPE, softmax, mHC
+ * Sinkhorn, compressor pooling) is left out: it is a small share.
+ * Prefill's figure: the sum over its positions, logits for the last. */
+double ds4_bench_token_flops(const ds4_model *m, uint32_t pos, bool logits);
+double ds4_bench_prefill_flops(const ds4_model *m, uint32_t p0, uint32_t n);
 /* KV-state bytes one decode step reads at the session's current position. */
 uint64_t ds4_bench_kv_read_bytes(const ds4_session *s);
 /* Live KV-state bytes of the session. */
