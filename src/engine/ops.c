@@ -351,7 +351,6 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     int64_t total_work = 0, conv_work = 0;
     for (int i = 0; i < nseg; i++) {
         const ds4_mm_seg *s = &segs[i];
-        const ds4_type_traits *tt = ds4_type_traits_get(s->w->type);
         mm_seg_job *j = &job[i];
         int64_t ne0 = s->w->ne[0];
         seg_setup(s, j);
@@ -363,15 +362,15 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
          * vec_dot type. */
         /* A panel segment also shares the panels, so it needs an input packed
          * by the same kernel family (same pack function, hence layout). */
-        for (int c = 0; c < nconv && conv_of[i] < 0; c++) {
-            const ds4_type_traits *ct = ds4_type_traits_get(conv[c].type);
-            if (conv[c].X == s->X && conv[c].xrows == s->xrows && conv[c].ldx == s->ldx && conv[c].ne0 == ne0 &&
-                conv[c].n >= s->n && ct->vec_dot_type == tt->vec_dot_type && (!j->pack || conv[c].pack == j->pack))
-                conv_of[i] = c;
-        }
-        if (conv_of[i] >= 0) continue;
+        /* the segment's own conversion, kept only if none matches */
+        const mm_conv *own = &conv[nconv];
         conv[nconv] = (mm_conv){s->w->type, s->X, s->xrows, s->ldx, ne0, s->n, NULL, j->xq_bytes,
                                 j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1};
+        for (int c = 0; c < nconv && conv_of[i] < 0; c++)
+            if (conv_same_input(&conv[c], own) && conv[c].xrows == s->xrows && conv[c].n >= s->n &&
+                (!j->pack || conv[c].pack == j->pack))
+                conv_of[i] = c;
+        if (conv_of[i] >= 0) continue;
         conv_bytes += align64(j->xq_bytes * (size_t)s->n);
         if (j->pack) conv_bytes += align64(j->pbytes * (size_t)((s->n + j->ptok - 1) / j->ptok));
         conv_work += ne0 * (int64_t)s->n;
