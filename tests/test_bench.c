@@ -3,7 +3,9 @@
  * by snapshot so the next frontier's logits are bitwise those of a plain
  * prefill), the bandwidth probe on a small buffer, the per-phase profile
  * lines (--phases: every row has them, the phases add up to the measured
- * time), and the ds4-bench program's CSV + summary output. */
+ * time; with the roofline, each phase's fraction of it agrees with its
+ * bytes), the per-phase weight bytes against MODEL.md's shapes, and the
+ * ds4-bench program's CSV + summary output. */
 #include "test.h"
 
 #include "bench/bench.h"
@@ -189,6 +191,11 @@ TEST(phases) {
     ds4_bench_opts o;
     ds4_bench_opts_default(&o);
     o.ctx_start = 24; o.ctx_max = 48; o.step_incr = 24; o.gen = 4; o.n_threads = 2; o.phases = true;
+    o.roofline = true; o.bandwidth = 10e9; /* and the per-phase roofline line */
+    uint64_t by[DS4_PHASE_N];
+    ds4_bench_phase_weight_bytes(m, by);
+    double gu_us = -1;
+    int roof = 0;
     char *buf = NULL;
     size_t len = 0;
     o.csv = open_memstream(&buf, &len);
@@ -212,11 +219,23 @@ TEST(phases) {
             double tot = phase_total(line, "attn", &has), wall = r->gen_s * 1e6 / o.gen;
             CHECKF(has && tot > 0.5 * wall && tot <= wall * 1.01, "gen phases total %g us/token, wall %g: %s", tot,
                    wall, line);
+            const char *g = strstr(line, " gate_up=");
+            gu_us = g ? atof(g + 9) : -1;
             gen++;
+        } else if (!strncmp(line, "# phases gen_roofline frontier=", 31)) {
+            /* follows its row's gen line: fraction x time x bandwidth = the phase's bytes */
+            const char *g = strstr(line, " gate_up="), *h = strstr(line, " attn=");
+            double frac = g ? atof(g + 9) : -1, est = frac * 10e9 * gu_us * 1e-6;
+            CHECKF(frac > 0 && gu_us > 0 && fabs(est / (double)by[DS4_PHASE_GATE_UP] - 1) < 0.05,
+                   "gate_up %g of the roofline over %g us: %g bytes, want %llu", frac, gu_us, est,
+                   (unsigned long long)by[DS4_PHASE_GATE_UP]);
+            CHECK(h != NULL && strstr(line, " route=") == NULL); /* KV rows count; a tid2eid row is noise */
+            roof++;
         }
     }
     CHECK_EQ_INT(pre, 2);
     CHECK_EQ_INT(gen, 2);
+    CHECK_EQ_INT(roof, 2);
     if (rc == 0) ds4_bench_result_free(&res);
     free(buf);
     ds4_model_free(m);
@@ -301,9 +320,62 @@ TEST(flops) {
     ds4_model_free(m);
 }
 
+/* The per-phase weight bytes against the shapes of MODEL.md, from the
+ * hparams and each tensor's storage type alone; the total is their sum
+ * plus the f32 vectors. */
+TEST(phase_bytes) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    const ds4_hparams *hp = &m->hp;
+    uint64_t D = hp->n_embd, nh = hp->n_head, dh = hp->head_dim, F = hp->expert_ff, nI = hp->idx_n_head,
+             dI = hp->idx_head_dim, k = hp->n_expert_used, E = hp->n_expert, G = hp->o_groups, ro = hp->o_lora,
+             HD = ds4_hc_dim(hp), mix = ds4_hc_mix(hp);
+    uint64_t want[DS4_PHASE_N] = {0}, got[DS4_PHASE_N];
+#define RS(w, n) ((uint64_t)ds4_row_size((w).type, (int64_t)(n)))
+    want[DS4_PHASE_HC] = RS(m->tok_embd, D);
+    want[DS4_PHASE_HEAD] = RS(m->output, D) * hp->n_vocab + RS(m->out_hc_fn, HD) * hp->hc_mult;
+    int n4 = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const ds4_layer *L = &m->layers[l];
+        int r = hp->compress[l];
+        uint64_t Fs = hp->n_expert_shared ? F * hp->n_expert_shared : 0;
+        want[DS4_PHASE_HC] += (RS(L->hc_attn_fn, HD) + RS(L->hc_ffn_fn, HD)) * mix;
+        want[DS4_PHASE_ATTN_PROJ] += RS(L->q_a, D) * hp->q_lora + RS(L->kv, D) * dh;
+        if (r > 0) want[DS4_PHASE_ATTN_PROJ] += (RS(L->comp_kv, D) + RS(L->comp_gate, D)) * (r == 4 ? 2 : 1) * dh;
+        if (r == 4) {
+            want[DS4_PHASE_ATTN_PROJ] += (RS(L->idx_comp_kv, D) + RS(L->idx_comp_gate, D)) * 2 * dI + RS(L->idx_proj, D) * nI;
+            want[DS4_PHASE_Q_B] += RS(L->idx_q_b, hp->q_lora) * nI * dI;
+            n4++;
+        }
+        want[DS4_PHASE_Q_B] += RS(L->q_b, hp->q_lora) * nh * dh;
+        want[DS4_PHASE_OUT_A] += RS(L->out_a, nh * dh / G) * G * ro;
+        want[DS4_PHASE_OUT_B] += RS(L->out_b, G * ro) * D;
+        if (l < hp->n_hash) want[DS4_PHASE_ROUTE] += k * 4;
+        else want[DS4_PHASE_ROUTER] += RS(L->gate_inp, D) * E + E * 4;
+        want[DS4_PHASE_GATE_UP] += (RS(L->gate_sh, D) + RS(L->up_sh, D)) * Fs + k * (RS(L->gate_exps, D) + RS(L->up_exps, D)) * F;
+        want[DS4_PHASE_DOWN] += RS(L->down_sh, Fs) * D + k * RS(L->down_exps, F) * D;
+    }
+#undef RS
+    CHECK(n4 > 0 && hp->n_hash > 0); /* the tiny model has indexer and hash layers */
+    ds4_bench_phase_weight_bytes(m, got);
+    uint64_t sum = 0;
+    for (int i = 0; i < DS4_PHASE_N; i++) {
+        CHECKF(got[i] == want[i], "phase %s: %llu bytes, want %llu", ds4_phase_name(i), (unsigned long long)got[i],
+               (unsigned long long)want[i]);
+        sum += got[i];
+    }
+    uint64_t vec = (2 * D + 2 * hp->hc_mult) * 4 +
+                   hp->n_layer * (2 * D + hp->q_lora + dh + nh + 2 * mix + 6) * 4;
+    CHECK(ds4_bench_weight_bytes_per_token(m) == sum + vec);
+    ds4_model_free(m);
+}
+
 int main(void) {
     RUN(frontiers);
     RUN(flops);
+    RUN(phase_bytes);
     RUN(ids_match_peer_lcg);
     RUN(run_two_frontiers);
     RUN(expert_columns);

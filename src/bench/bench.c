@@ -71,25 +71,40 @@ static uint64_t expert_bytes(const ds4_weight *w) {
     return (uint64_t)ds4_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1];
 }
 
-uint64_t ds4_bench_weight_bytes_per_token(const ds4_model *m) {
+void ds4_bench_phase_weight_bytes(const ds4_model *m, uint64_t out[DS4_PHASE_N]) {
     const ds4_hparams *hp = &m->hp;
-    uint64_t b = ds4_row_size(m->tok_embd.type, m->tok_embd.ne[0]); /* one embedding row */
-    b += wbytes(&m->output) + wbytes(&m->out_hc_fn);
-    b += (uint64_t)hp->n_embd * 4 * 2 + (uint64_t)hp->hc_mult * 4 * 2; /* out norm, hc base/scale */
+    uint64_t k = hp->n_expert_used;
+    memset(out, 0, sizeof(uint64_t) * DS4_PHASE_N);
+    out[DS4_PHASE_HC] = ds4_row_size(m->tok_embd.type, m->tok_embd.ne[0]); /* one embedding row */
+    out[DS4_PHASE_HEAD] = wbytes(&m->output) + wbytes(&m->out_hc_fn);
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
-        const ds4_weight *dense[] = {&L->hc_attn_fn, &L->hc_ffn_fn, &L->q_a, &L->q_b, &L->kv, &L->out_a,
-                                     &L->out_b, &L->comp_kv, &L->comp_gate, &L->idx_q_b, &L->idx_proj,
-                                     &L->idx_comp_kv, &L->idx_comp_gate, &L->gate_sh, &L->up_sh, &L->down_sh};
-        for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) b += wbytes(dense[i]);
-        /* the router is only read on learned-routing layers; hash layers read one tid2eid row */
-        if (L->hash) b += (uint64_t)hp->n_expert_used * 4;
-        else b += wbytes(&L->gate_inp) + (uint64_t)hp->n_expert * 4;
-        b += (uint64_t)hp->n_expert_used *
-             (expert_bytes(&L->gate_exps) + expert_bytes(&L->up_exps) + expert_bytes(&L->down_exps));
-        /* f32 vectors: norms, sinks, HC scale/base (small, counted for completeness) */
-        b += ((uint64_t)hp->n_embd * 2 + hp->q_lora + hp->head_dim + hp->n_head + 2 * ds4_hc_mix(hp) + 6) * 4;
+        out[DS4_PHASE_HC] += wbytes(&L->hc_attn_fn) + wbytes(&L->hc_ffn_fn);
+        /* absent weights (the layer's ratio has no compressor or indexer) count 0 */
+        out[DS4_PHASE_ATTN_PROJ] += wbytes(&L->q_a) + wbytes(&L->kv) + wbytes(&L->comp_kv) + wbytes(&L->comp_gate) +
+                                    wbytes(&L->idx_comp_kv) + wbytes(&L->idx_comp_gate) + wbytes(&L->idx_proj);
+        out[DS4_PHASE_Q_B] += wbytes(&L->q_b) + wbytes(&L->idx_q_b);
+        out[DS4_PHASE_OUT_A] += wbytes(&L->out_a);
+        out[DS4_PHASE_OUT_B] += wbytes(&L->out_b);
+        /* the router is only read on learned-routing layers (with its bias);
+         * hash layers read one tid2eid row */
+        if (L->hash) out[DS4_PHASE_ROUTE] += k * 4;
+        else out[DS4_PHASE_ROUTER] += wbytes(&L->gate_inp) + (uint64_t)hp->n_expert * 4;
+        out[DS4_PHASE_GATE_UP] += wbytes(&L->gate_sh) + wbytes(&L->up_sh) +
+                                  k * (expert_bytes(&L->gate_exps) + expert_bytes(&L->up_exps));
+        out[DS4_PHASE_DOWN] += wbytes(&L->down_sh) + k * expert_bytes(&L->down_exps);
     }
+}
+
+uint64_t ds4_bench_weight_bytes_per_token(const ds4_model *m) {
+    const ds4_hparams *hp = &m->hp;
+    uint64_t ph[DS4_PHASE_N], b = 0;
+    ds4_bench_phase_weight_bytes(m, ph);
+    for (int i = 0; i < DS4_PHASE_N; i++) b += ph[i];
+    /* f32 vectors: norms, sinks, HC scale/base (small, counted for completeness) */
+    b += (uint64_t)hp->n_embd * 4 * 2 + (uint64_t)hp->hc_mult * 4 * 2; /* out norm, hc base/scale */
+    b += (uint64_t)hp->n_layer *
+         ((uint64_t)hp->n_embd * 2 + hp->q_lora + hp->head_dim + hp->n_head + 2 * ds4_hc_mix(hp) + 6) * 4;
     return b;
 }
 
@@ -396,6 +411,30 @@ static void print_phases(FILE *f, const char *mode, uint32_t frontier, const dou
     fprintf(f, " total=%.1f\n", total / 1e3 / ntok);
 }
 
+/* "# phases gen_roofline frontier=F bandwidth_gbs=B attn_proj=.. ..": for
+ * each phase that reads weights (or the KV rows: attn), the fraction of the
+ * bandwidth limit it reached in the kept generation, i.e. its bytes per
+ * token / bandwidth over its time per token: where decode falls short of
+ * the roofline.  With streamed experts the MoE's bytes go to moe_stream.
+ * Phases with under a thousandth of the token's bytes (a hash layer's
+ * tid2eid row) are left out: their time is all overhead. */
+static void print_phase_roofline(FILE *f, const ds4_model *m, bool streamed, uint32_t frontier, const double *ns,
+                                 uint32_t ntok, double kv_bytes_per_token, double bw) {
+    uint64_t by[DS4_PHASE_N];
+    ds4_bench_phase_weight_bytes(m, by);
+    if (streamed) {
+        by[DS4_PHASE_MOE_STREAM] = by[DS4_PHASE_ROUTER] + by[DS4_PHASE_ROUTE] + by[DS4_PHASE_GATE_UP] + by[DS4_PHASE_DOWN];
+        by[DS4_PHASE_ROUTER] = by[DS4_PHASE_ROUTE] = by[DS4_PHASE_GATE_UP] = by[DS4_PHASE_DOWN] = 0;
+    }
+    by[DS4_PHASE_ATTN] += (uint64_t)kv_bytes_per_token;
+    uint64_t total = 0;
+    for (int i = 0; i < DS4_PHASE_N; i++) total += by[i];
+    fprintf(f, "# phases gen_roofline frontier=%u bandwidth_gbs=%.2f", frontier, bw / 1e9);
+    for (int i = 0; i < DS4_PHASE_N; i++)
+        if (by[i] * 1000 >= total && ns[i] > 0) fprintf(f, " %s=%.3f", ds4_phase_name(i), (double)by[i] / bw / (ns[i] * 1e-9 / ntok));
+    fputc('\n', f);
+}
+
 int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result *r, ds4_err *err) {
     memset(r, 0, sizeof *r);
     const size_t V = m->hp.n_vocab;
@@ -586,6 +625,10 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
             if (o->phases) {
                 print_phases(o->csv, "prefill", row->frontier, ph_pre, row->n_prefill);
                 if (o->gen > 0) print_phases(o->csv, "gen", row->frontier, ph_gen, (uint32_t)o->gen);
+                if (o->gen > 0 && o->roofline)
+                    print_phase_roofline(o->csv, m, s->experts != NULL, row->frontier, ph_gen, (uint32_t)o->gen,
+                                         (double)row->bytes_per_token - (double)r->weight_bytes_per_token,
+                                         row->bandwidth);
             }
             fflush(o->csv);
         }
