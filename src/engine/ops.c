@@ -88,7 +88,16 @@ typedef struct {
  * prefetching the next matmuls' weights during the compute-only phases
  * (~0.6 ms a token), changed gen tok/s beyond the run-to-run noise (~±5%).
  * What did help is inside the decode kernels: their per-iteration prefetch
- * two row blocks ahead instead of one (Q8_0: 180 -> 210 tok/s). */
+ * two row blocks ahead instead of one (Q8_0: 180 -> 210 tok/s).  Nor did
+ * read-ahead during q2's compute-bound IQ2_XXS gate/up (the kernel streams
+ * ~12 GB/s per core of ~24): prefetching, a few lines per tile, the next
+ * layer's attention weights (1-2 MB a layer) or the down experts made
+ * gate_up 100-150 us a token slower and saved at most ~80 us in down, none
+ * in the attention phases; running the shared expert last with its rows
+ * prefetched during the routed ones changed nothing measurable (small-q2,
+ * 3 interleaved runs each).  MADV_HUGEPAGE on the model mapping (2 MB
+ * page-cache folios) was neutral too (6 interleaved pairs, caches
+ * dropped: 221.6 vs 222.3 tok/s). */
 static void mm_rows(const mm_seg_job *j, int64_t r0, int64_t r1) {
     if (j->pgemm) { /* prefill: the level's panel kernel (quant.h), same bits as vec_dot */
         const uint8_t *w = j->base + (size_t)(j->row0 + r0) * j->row_bytes;
