@@ -140,6 +140,19 @@ TEST(run_two_frontiers) {
     o.tokens = bad; o.n_tokens = 2;
     CHECK(ds4_bench_run(m, &o, &r0, &err) != 0);
     CHECK_STR_CONTAINS(err.msg, "out of range");
+    o.tokens = NULL; o.n_tokens = 0;
+
+    /* the last frontier plus the generation must fit the model's context
+     * length (lowered in memory): 48 + 5 past 52 is refused, 48 + 4 runs */
+    o.roofline = false;
+    m->hp.ctx_len = 52;
+    CHECK(ds4_bench_run(m, &o, &r0, &err) != 0);
+    CHECK_STR_CONTAINS(err.msg, "past the model's context length of 52");
+    ds4_bench_result_free(&r0);
+    o.gen = 4;
+    CHECKF(ds4_bench_run(m, &o, &r0, &err) == 0, "%s", err.msg);
+    CHECK_EQ_INT(r0.n_rows, 2);
+    ds4_bench_result_free(&r0);
     ds4_bench_result_free(&r);
     ds4_model_free(m);
 }

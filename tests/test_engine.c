@@ -371,6 +371,39 @@ TEST(eval_bad_input) {
     ds4_model_free(m);
 }
 
+/* A session may not reach past the model's context length (the GGUF's
+ * context_length, here lowered in memory): refused with both numbers named;
+ * the default context shrinks to it; a session at the limit works up to it. */
+TEST(ctx_past_model_context) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    if (!m) { CHECK(0); return; }
+    m->hp.ctx_len = 40;
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.n_threads = 1;
+    o.ctx_max = 41;
+    CHECK(ds4_session_new(m, &o, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.msg, "41 tokens");
+    CHECK_STR_CONTAINS(err.msg, "context length of 40");
+    o.ctx_max = 0;
+    ds4_session *s = ds4_session_new(m, &o, NULL, &err);
+    CHECKF(s != NULL, "%s", err.msg);
+    if (s) CHECK_EQ_INT(s->opts.ctx_max, 40);
+    ds4_session_free(s);
+    o.ctx_max = 40;
+    s = ds4_session_new(m, &o, NULL, &err);
+    CHECKF(s != NULL, "%s", err.msg);
+    int32_t toks[41] = {0};
+    if (s) {
+        CHECK(ds4_session_eval(s, toks, 40, DS4_LOGITS_NONE, NULL, &err) == 0);
+        CHECK(ds4_session_eval(s, toks, 1, DS4_LOGITS_NONE, NULL, &err) == -1);
+        CHECK_STR_CONTAINS(err.msg, "context full");
+    }
+    ds4_session_free(s);
+    ds4_model_free(m);
+}
+
 /* Rewrites the tiny model with one change, then expects the loader to refuse it. */
 enum edit { EDIT_SHAPE, EDIT_TYPE, EDIT_ARCH, EDIT_DROP, EDIT_KEY };
 
@@ -448,6 +481,7 @@ int main(void) {
     RUN(snapshot_continues_bitwise);
     RUN(quantized_batches_bitwise);
     RUN(eval_bad_input);
+    RUN(ctx_past_model_context);
     RUN(model_validation);
     remove(tiny_path);
     rmdir(test_tmpdir());

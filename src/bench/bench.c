@@ -478,7 +478,13 @@ int ds4_bench_run(const ds4_model *m, const ds4_bench_opts *o, ds4_bench_result 
     eo.n_threads = o->n_threads;
     eo.numerics = o->numerics;
     eo.max_batch = o->max_batch;
-    eo.ctx_max = fmax + (uint32_t)o->gen + 1;
+    const uint64_t reach = (uint64_t)fmax + (uint64_t)o->gen, ctx_len = m->hp.ctx_len;
+    if (ctx_len && reach > ctx_len) {
+        ds4_err_set(err, "the last frontier (%u) plus --gen (%d) is %llu tokens, past the model's context length of %llu",
+                    fmax, o->gen, (unsigned long long)reach, (unsigned long long)ctx_len);
+        goto out;
+    }
+    eo.ctx_max = (uint32_t)(ctx_len && reach + 1 > ctx_len ? ctx_len : reach + 1);
     eo.experts = o->experts;
     if (!(s = ds4_session_new(m, &eo, NULL, err))) goto out;
 

@@ -44,7 +44,9 @@ enum ds4_backend { DS4_BACKEND_AUTO = 0, DS4_BACKEND_CPU = 1, DS4_BACKEND_CUDA =
 typedef struct ds4_engine_opts {
     int n_threads;               /* <= 0: all online CPUs */
     enum ds4_numerics numerics;
-    uint32_t ctx_max;            /* positions the session may reach (0: 4096) */
+    uint32_t ctx_max;            /* positions the session may reach (0: 4096, or the model's
+                                  * context length if smaller); more than the
+                                  * model's context length is refused */
     int max_batch;               /* tokens per internal batch (0: DS4_MAX_BATCH_DEFAULT) */
     /* Routed experts streamed from the file through a cache (experts/experts.h),
      * off by default.  expert_store: a store to use (shared by sessions that

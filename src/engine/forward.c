@@ -110,7 +110,15 @@ ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds
     if (!s) { ds4_err_set(err, "out of memory"); return NULL; }
     s->model = m;
     if (opts) s->opts = *opts; else ds4_engine_opts_default(&s->opts);
-    if (s->opts.ctx_max == 0) s->opts.ctx_max = 4096;
+    if (s->opts.ctx_max == 0) s->opts.ctx_max = hp->ctx_len && hp->ctx_len < 4096 ? (uint32_t)hp->ctx_len : 4096;
+    /* Past the trained context (YaRN's range) positions only give noise:
+     * refuse, naming both numbers, rather than run. */
+    if (hp->ctx_len && s->opts.ctx_max > hp->ctx_len) {
+        ds4_err_set(err, "a context of %u tokens exceeds the model's context length of %llu (context_length)",
+                    s->opts.ctx_max, (unsigned long long)hp->ctx_len);
+        free(s);
+        return NULL;
+    }
     if (s->opts.max_batch <= 0) s->opts.max_batch = DS4_MAX_BATCH_DEFAULT;
     if (s->opts.numerics == DS4_NUMERICS_MODEL && (hp->idx_head_dim & (hp->idx_head_dim - 1))) {
         ds4_err_set(err, "indexer head dim %u is not a power of two: the FP4/Hadamard numerics need one "
