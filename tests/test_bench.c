@@ -288,6 +288,29 @@ TEST(program_output) {
     const char *lp = last; /* a pointer: the macro's NULL check on an array warns */
     CHECK_STR_CONTAINS(lp, "summary prefill_tps=");
     CHECK_STR_CONTAINS(lp, "roofline_fraction=");
+
+    /* bad numbers are refused (exit 2) with the option and value named,
+     * before any model is loaded */
+    static const struct { const char *args, *msg; } bad[] = {
+        { "--bandwidth -5", "--bandwidth needs a number above 0, not '-5'" },
+        { "--bandwidth nan", "not 'nan'" },
+        { "--step-mul abc", "--step-mul needs a number above 1, not 'abc'" },
+        { "--step-mul 1", "not '1'" },
+        { "--gen -1", "--gen needs a non-negative integer" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s/ds4-bench -m /nonexistent.gguf %s 2>&1", test_bindir(), bad[i].args);
+        p = popen(cmd, "r");
+        CHECK(p != NULL);
+        if (!p) continue;
+        char out[512] = "";
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        int st = pclose(p);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: status %d", bad[i].args, st);
+        const char *op = out;
+        CHECK_STR_CONTAINS(op, bad[i].msg);
+    }
 }
 
 /* The arithmetic model against the shapes of MODEL.md, from the hparams

@@ -10,6 +10,7 @@
  * and a last line "summary prefill_tps=X gen_tps=Y [roofline_fraction=F]".
  * Lines starting with '#' are comments.  The logic lives in src/bench/bench.c. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,19 @@ static int parse_u32(const char *opt, const char *v, uint32_t *out) {
     return 0;
 }
 
+/* A finite number above `above` (--step-mul: > 1, --bandwidth: > 0). */
+static int parse_above(const char *opt, const char *v, double above, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !isfinite(x) || !(x > above)) {
+        fprintf(stderr, "ds4-bench: %s needs a number above %g, not '%s'\n", opt, above, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = DEFAULT_MODEL, *tokens_file = NULL, *text_file = NULL;
     ds4_bench_opts o;
@@ -100,11 +114,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ctx-start")) U32(o.ctx_start);
         else if (!strcmp(a, "--ctx-max")) { U32(o.ctx_max); have_max = true; }
         else if (!strcmp(a, "--step-incr")) U32(o.step_incr);
-        else if (!strcmp(a, "--step-mul")) {
-            NEED_ARG();
-            o.step_mul = atof(v);
-            if (!(o.step_mul > 1)) { fprintf(stderr, "ds4-bench: --step-mul must be > 1\n"); return 2; }
-        }
+        else if (!strcmp(a, "--step-mul")) { NEED_ARG(); if (parse_above(a, v, 1, &o.step_mul)) return 2; }
         else if (!strcmp(a, "--gen")) U32(o.gen);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) U32(o.n_threads);
         else if (!strcmp(a, "--batch")) U32(o.max_batch);
@@ -115,7 +125,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) U32(o.seed);
         else if (!strcmp(a, "--roofline")) o.roofline = true;
         else if (!strcmp(a, "--phases")) o.phases = true;
-        else if (!strcmp(a, "--bandwidth")) { NEED_ARG(); o.bandwidth = atof(v) * 1e9; o.roofline = true; }
+        else if (!strcmp(a, "--bandwidth")) {
+            NEED_ARG();
+            double gbs;
+            if (parse_above(a, v, 0, &gbs)) return 2;
+            o.bandwidth = gbs * 1e9;
+            o.roofline = true;
+        }
         else if (!strcmp(a, "--tokens-file")) { NEED_ARG(); tokens_file = v; }
         else if (!strcmp(a, "--text")) { NEED_ARG(); text_file = v; }
         else if (!strcmp(a, "--no-warmup")) o.warmup = false;

@@ -18,7 +18,9 @@ int ds4_parse_ids(const char *s, int32_t **out, size_t *n, ds4_err *err) {
         long x = strtol(s, &end, 10);
         if (end == s || errno || x < 0 || x > INT32_MAX || (*end && !is_sep(*end))) {
             free(v);
-            return ds4_err_set(err, "bad token id near '%.20s'", s);
+            int len = 0; /* the offending item, not the rest of the list */
+            while (len < 20 && s[len] && !is_sep(s[len])) len++;
+            return ds4_err_set(err, "bad token id '%.*s'", len, s);
         }
         if (k == cap) {
             int32_t *nv = realloc(v, sizeof *v * (cap *= 2));
