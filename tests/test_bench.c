@@ -292,11 +292,11 @@ TEST(program_output) {
     /* bad numbers are refused (exit 2) with the option and value named,
      * before any model is loaded */
     static const struct { const char *args, *msg; } bad[] = {
-        { "--bandwidth -5", "--bandwidth needs a number above 0, not '-5'" },
-        { "--bandwidth nan", "not 'nan'" },
-        { "--step-mul abc", "--step-mul needs a number above 1, not 'abc'" },
-        { "--step-mul 1", "not '1'" },
-        { "--gen -1", "--gen needs a non-negative integer" },
+        { "--bandwidth -5", "--bandwidth expects a number in (0, 1e+06], got '-5'" },
+        { "--bandwidth nan", "got 'nan'" },
+        { "--step-mul abc", "--step-mul expects a number in (1, 1e+06], got 'abc'" },
+        { "--step-mul 1", "got '1'" },
+        { "--gen -1", "--gen expects an integer in [0, 4294967295], got '-1'" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "%s/ds4-bench -m /nonexistent.gguf %s 2>&1", test_bindir(), bad[i].args);

@@ -10,7 +10,6 @@
  * and a last line "summary prefill_tps=X gen_tps=Y [roofline_fraction=F]".
  * Lines starting with '#' are comments.  The logic lives in src/bench/bench.c. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include "model/model.h"
 #include "text/tokenizer.h"
 #include "util/ids.h"
+#include "util/num.h"
 
 #define DEFAULT_MODEL "./ds4flash.gguf"
 
@@ -74,27 +74,17 @@ static char *slurp(const char *path, size_t *len) {
 
 
 static int parse_u32(const char *opt, const char *v, uint32_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long x = strtoul(v, &end, 10);
-    if (end == v || *end || errno || x > UINT32_MAX || v[0] == '-') {
-        fprintf(stderr, "ds4-bench: %s needs a non-negative integer, not '%s'\n", opt, v);
-        return -1;
-    }
+    ds4_err e = {{0}};
+    uint64_t x;
+    if (ds4_parse_uint(opt, v, 0, UINT32_MAX, &x, &e)) { fprintf(stderr, "ds4-bench: %s\n", e.msg); return -1; }
     *out = (uint32_t)x;
     return 0;
 }
 
-/* A finite number above `above` (--step-mul: > 1, --bandwidth: > 0). */
-static int parse_above(const char *opt, const char *v, double above, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !isfinite(x) || !(x > above)) {
-        fprintf(stderr, "ds4-bench: %s needs a number above %g, not '%s'\n", opt, above, v);
-        return -1;
-    }
-    *out = x;
+/* A finite number above lo (--step-mul: > 1, --bandwidth: > 0). */
+static int parse_above(const char *opt, const char *v, double lo, double hi, double *out) {
+    ds4_err e = {{0}};
+    if (ds4_parse_real(opt, v, lo, hi, 1, out, &e)) { fprintf(stderr, "ds4-bench: %s\n", e.msg); return -1; }
     return 0;
 }
 
@@ -114,7 +104,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ctx-start")) U32(o.ctx_start);
         else if (!strcmp(a, "--ctx-max")) { U32(o.ctx_max); have_max = true; }
         else if (!strcmp(a, "--step-incr")) U32(o.step_incr);
-        else if (!strcmp(a, "--step-mul")) { NEED_ARG(); if (parse_above(a, v, 1, &o.step_mul)) return 2; }
+        else if (!strcmp(a, "--step-mul")) { NEED_ARG(); if (parse_above(a, v, 1, 1e6, &o.step_mul)) return 2; }
         else if (!strcmp(a, "--gen")) U32(o.gen);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) U32(o.n_threads);
         else if (!strcmp(a, "--batch")) U32(o.max_batch);
@@ -128,7 +118,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--bandwidth")) {
             NEED_ARG();
             double gbs;
-            if (parse_above(a, v, 0, &gbs)) return 2;
+            if (parse_above(a, v, 0, 1e6, &gbs)) return 2;
             o.bandwidth = gbs * 1e9;
             o.roofline = true;
         }

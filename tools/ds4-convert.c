@@ -7,6 +7,7 @@
 #include "convert/convert.h"
 #include "convert/progress.h"
 #include "quant/quant.h"
+#include "util/num.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -43,7 +44,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer") && more) o.tokenizer_json = argv[++i];
         else if (!strcmp(a, "--imatrix") && more) o.imatrix = argv[++i];
         else if (!strcmp(a, "--name") && more) o.name = argv[++i];
-        else if (!strcmp(a, "--threads") && more) o.n_threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && more) {
+            long long x;
+            ds4_err e = {{0}};
+            if (ds4_parse_int(a, argv[++i], 0, 4096, &x, &e)) { fprintf(stderr, "ds4-convert: %s\n", e.msg); return 2; }
+            o.n_threads = (int)x;
+        }
         else if (!strcmp(a, "--no-mtp")) o.no_mtp = true;
         else if (!strcmp(a, "--no-tokenizer")) o.no_tokenizer = true;
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "ds4-convert: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "experts/experts.h"
 #include "model/model.h"
+#include "util/num.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -72,12 +73,22 @@ int main(int argc, char **argv) {
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && more) model = argv[++i];
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && more) out = argv[++i];
         else if (!strcmp(a, "--tokens") && more && nfiles < 256) files[nfiles++] = argv[++i];
-        else if (!strcmp(a, "--random") && more) n_random = atol(argv[++i]);
-        else if (!strcmp(a, "--decode") && more) n_decode = atol(argv[++i]);
-        else if (!strcmp(a, "--seed") && more) seed = strtoull(argv[++i], NULL, 0);
-        else if (!strcmp(a, "--batch") && more) batch = atoi(argv[++i]);
-        else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && more) threads = atoi(argv[++i]);
-        else { fprintf(stderr, "ds4-hotexperts: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        else if (!strcmp(a, "--seed") && more) {
+            if (ds4_parse_uint(a, argv[++i], 0, UINT64_MAX, &seed, &err)) goto bad_num;
+        } else if ((!strcmp(a, "--random") || !strcmp(a, "--decode") || !strcmp(a, "--batch") || !strcmp(a, "-t") ||
+                    !strcmp(a, "--threads")) && more) {
+            long long x;
+            const bool thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
+            if (ds4_parse_int(a, argv[++i], !strcmp(a, "--batch"), thr ? 4096 : INT32_MAX, &x, &err)) goto bad_num;
+            if (!strcmp(a, "--random")) n_random = (long)x;
+            else if (!strcmp(a, "--decode")) n_decode = (long)x;
+            else if (!strcmp(a, "--batch")) batch = (int)x;
+            else threads = (int)x;
+        } else { fprintf(stderr, "ds4-hotexperts: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        continue;
+    bad_num:
+        fprintf(stderr, "ds4-hotexperts: %s\n", err.msg);
+        return 2;
     }
     if (!model || !out || (nfiles == 0 && n_random <= 0) || n_random < 0 || n_decode < 0 || batch <= 0) {
         usage(stderr);

@@ -7,6 +7,7 @@
 #include "convert/mkmodel.h"
 #include "convert/progress.h"
 #include "quant/quant.h"
+#include "util/num.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -42,24 +43,35 @@ int main(int argc, char **argv) {
         {"--idx-dim", -1}, {"--idx-topk", -1}, {"--hc", -1}, {"--mtp", -1},
     };
     int nov = (int)(sizeof ov / sizeof *ov);
+    ds4_err nerr = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool more = i + 1 < argc;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--preset") && more) { preset = argv[++i]; continue; }
         if (!strcmp(a, "--recipe") && more) { o.recipe = argv[++i]; continue; }
-        if (!strcmp(a, "--seed") && more) { o.seed = strtoull(argv[++i], NULL, 0); continue; }
+        if (!strcmp(a, "--seed") && more) {
+            uint64_t x;
+            if (ds4_parse_uint(a, argv[++i], 0, UINT64_MAX, &x, &nerr)) { fprintf(stderr, "ds4-mkmodel: %s\n", nerr.msg); return 2; }
+            o.seed = x;
+            continue;
+        }
         if (!strcmp(a, "--tokenizer") && more) { o.tokenizer_json = argv[++i]; continue; }
         if (!strcmp(a, "--name") && more) { o.name = argv[++i]; continue; }
-        if (!strcmp(a, "--threads") && more) { o.n_threads = atoi(argv[++i]); continue; }
+        if (!strcmp(a, "--threads") && more) {
+            long long x;
+            if (ds4_parse_int(a, argv[++i], 0, 4096, &x, &nerr)) { fprintf(stderr, "ds4-mkmodel: %s\n", nerr.msg); return 2; }
+            o.n_threads = (int)x;
+            continue;
+        }
         if (!strcmp(a, "--dry-run")) { o.dry_run = true; continue; }
         int k = -1;
         for (int j = 0; j < nov; j++)
             if (!strcmp(a, ov[j].opt)) k = j;
         if (k >= 0 && more) {
-            char *end;
-            ov[k].v = strtol(argv[++i], &end, 0);
-            if (*end || ov[k].v < 0) { fprintf(stderr, "ds4-mkmodel: %s needs a non-negative integer\n", a); return 2; }
+            long long x;
+            if (ds4_parse_int(a, argv[++i], 0, UINT32_MAX, &x, &nerr)) { fprintf(stderr, "ds4-mkmodel: %s\n", nerr.msg); return 2; }
+            ov[k].v = (long)x;
             continue;
         }
         if (a[0] == '-' && a[1]) { fprintf(stderr, "ds4-mkmodel: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }

@@ -23,7 +23,9 @@
 #include "convert/mkmodel.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
+#include "model/model.h"
 #include "synth/synth.h"
+#include "util/num.h"
 
 static double now(void) {
     struct timespec ts;
@@ -65,16 +67,20 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "ds4-synthbench: %s needs a value\n", a); return 2; }
         i++;
+        long long x = 0;
+        ds4_err e = {{0}};
+        int bad = 0;
         if (!strcmp(a, "--preset")) preset = v;
-        else if (!strcmp(a, "--layers")) layers = atol(v);
+        else if (!strcmp(a, "--layers")) { bad = ds4_parse_int(a, v, 0, DS4_MAX_LAYERS - 1, &x, &e); layers = (long)x; }
         else if (!strcmp(a, "--recipe")) recipe = v;
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--ctx")) ctx = atol(v);
-        else if (!strcmp(a, "--batch")) batch = atol(v);
-        else if (!strcmp(a, "--prefill")) np = atol(v);
-        else if (!strcmp(a, "--decode")) nd = atol(v);
-        else if (!strcmp(a, "--threads")) threads = atol(v);
-        else if (!strcmp(a, "--gpu-expert-cache-mb")) o.gpu_expert_cache_mb = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--seed")) bad = ds4_parse_uint(a, v, 0, UINT64_MAX, &seed, &e);
+        else if (!strcmp(a, "--ctx")) { bad = ds4_parse_int(a, v, 2, 1L << 30, &x, &e); ctx = (long)x; }
+        else if (!strcmp(a, "--batch")) { bad = ds4_parse_int(a, v, 1, 1L << 20, &x, &e); batch = (long)x; }
+        else if (!strcmp(a, "--prefill")) { bad = ds4_parse_int(a, v, 1, 1L << 30, &x, &e); np = (long)x; }
+        else if (!strcmp(a, "--decode")) { bad = ds4_parse_int(a, v, 0, 1L << 30, &x, &e); nd = (long)x; }
+        else if (!strcmp(a, "--threads")) { bad = ds4_parse_int(a, v, 0, 4096, &x, &e); threads = (long)x; }
+        else if (!strcmp(a, "--gpu-expert-cache-mb"))
+            bad = ds4_parse_uint(a, v, 0, (uint64_t)1 << 40, &o.gpu_expert_cache_mb, &e);
         else if (!strcmp(a, "--compare")) compare = v;
         else if (!strcmp(a, "--file-check")) file_check = v;
         else if (!strcmp(a, "--backend")) {
@@ -82,6 +88,7 @@ int main(int argc, char **argv) {
             if (b < 0) { fprintf(stderr, "ds4-synthbench: bad backend '%s'\n", v); return 2; }
             o.backend = (enum ds4_backend)b;
         } else { fprintf(stderr, "ds4-synthbench: unknown option %s\n", a); return 2; }
+        if (bad) { fprintf(stderr, "ds4-synthbench: %s\n", e.msg); return 2; }
     }
     if (np < 1 || nd < 0 || np + nd + 1 > ctx) { fprintf(stderr, "ds4-synthbench: need 1 <= prefill, prefill+decode < ctx\n"); return 2; }
     ds4_err err = {{0}};

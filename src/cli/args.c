@@ -1,13 +1,12 @@
 /* ds4 argument parsing: argv -> ds4_cli_opts.  Every value is checked here
  * (strict numbers, ranges, known words), so later stages only see valid
  * options; problems print "ds4: ..." naming the flag and return exit 2. */
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/num.h"
 
 void ds4_cli_usage(FILE *f) {
     fprintf(f,
@@ -61,26 +60,22 @@ static int bad(const char *flag, const char *v, const char *what) {
 }
 
 static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        char what[96];
-        snprintf(what, sizeof what, "an integer in [%ld, %ld]", lo, hi);
-        return bad(flag, v, what);
+    ds4_err e = {{0}};
+    long long x;
+    if (ds4_parse_int(flag, v, lo, hi, &x, &e)) {
+        fprintf(stderr, "ds4: %s\n", e.msg);
+        return DS4_EXIT_USAGE;
     }
-    *out = x;
+    *out = (long)x;
     return 0;
 }
 
 static int parse_float(const char *flag, const char *v, double lo, double hi, float *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi) {
-        char what[96];
-        snprintf(what, sizeof what, "a number in [%g, %g]", lo, hi);
-        return bad(flag, v, what);
+    ds4_err e = {{0}};
+    double x;
+    if (ds4_parse_real(flag, v, lo, hi, 0, &x, &e)) {
+        fprintf(stderr, "ds4: %s\n", e.msg);
+        return DS4_EXIT_USAGE;
     }
     *out = (float)x;
     return 0;

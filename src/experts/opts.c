@@ -1,21 +1,14 @@
 /* Command-line flags for expert streaming, shared by every program that
  * loads a model, so the flags and their checks read the same everywhere.
  * Contract in experts.h. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "experts/experts.h"
+#include "util/num.h"
 
 static int parse_u64(const char *flag, const char *v, uint64_t lo, uint64_t hi, uint64_t *out, ds4_err *err) {
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *v == '-' || *end || errno || x < lo || x > hi)
-        return ds4_err_set(err, "%s expects an integer in %llu..%llu, got '%s'", flag, (unsigned long long)lo,
-                           (unsigned long long)hi, v);
-    *out = x;
-    return 0;
+    return ds4_parse_uint(flag, v, lo, hi, out, err);
 }
 
 int ds4_experts_parse_arg(ds4_experts_opts *o, int argc, char **argv, int *i, ds4_err *err) {

@@ -1,10 +1,10 @@
 /* Server configuration: defaults and command-line flags (API.md §2). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/srv_int.h"
+#include "util/num.h"
 
 void srv_config_default(srv_config *c) {
     memset(c, 0, sizeof *c);
@@ -66,13 +66,7 @@ void srv_usage(void *file) {
 }
 
 static int num(const char *flag, const char *v, long long lo, long long hi, long long *out, ds4_err *err) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi)
-        return ds4_err_set(err, "%s: expected an integer in [%lld, %lld], got '%s'", flag, lo, hi, v);
-    *out = x;
-    return 0;
+    return ds4_parse_int(flag, v, lo, hi, out, err);
 }
 
 int srv_parse_args(srv_config *c, int argc, char **argv, ds4_err *err) {
