@@ -66,6 +66,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool more = i + 1 < argc;
+        long long x = 0;
+        int bad = 0;
         int r = ds4_experts_parse_arg(&o.experts, argc, argv, &i, &err);
         if (r < 0) { fprintf(stderr, "ds4-hotexperts: %s\n", err.msg); return 2; }
         if (r > 0) continue;
@@ -73,22 +75,15 @@ int main(int argc, char **argv) {
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && more) model = argv[++i];
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && more) out = argv[++i];
         else if (!strcmp(a, "--tokens") && more && nfiles < 256) files[nfiles++] = argv[++i];
-        else if (!strcmp(a, "--seed") && more) {
-            if (ds4_parse_uint(a, argv[++i], 0, UINT64_MAX, &seed, &err)) goto bad_num;
-        } else if ((!strcmp(a, "--random") || !strcmp(a, "--decode") || !strcmp(a, "--batch") || !strcmp(a, "-t") ||
-                    !strcmp(a, "--threads")) && more) {
-            long long x;
-            const bool thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
-            if (ds4_parse_int(a, argv[++i], !strcmp(a, "--batch"), thr ? 4096 : INT32_MAX, &x, &err)) goto bad_num;
-            if (!strcmp(a, "--random")) n_random = (long)x;
-            else if (!strcmp(a, "--decode")) n_decode = (long)x;
-            else if (!strcmp(a, "--batch")) batch = (int)x;
-            else threads = (int)x;
+        else if (!strcmp(a, "--seed") && more) bad = ds4_parse_uint(a, argv[++i], 0, UINT64_MAX, &seed, &err);
+        else if (!strcmp(a, "--random") && more) { bad = ds4_parse_int(a, argv[++i], 0, INT32_MAX, &x, &err); n_random = (long)x; }
+        else if (!strcmp(a, "--decode") && more) { bad = ds4_parse_int(a, argv[++i], 0, INT32_MAX, &x, &err); n_decode = (long)x; }
+        else if (!strcmp(a, "--batch") && more) { bad = ds4_parse_int(a, argv[++i], 1, 1 << 20, &x, &err); batch = (int)x; }
+        else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && more) {
+            bad = ds4_parse_int(a, argv[++i], 0, 4096, &x, &err);
+            threads = (int)x;
         } else { fprintf(stderr, "ds4-hotexperts: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
-        continue;
-    bad_num:
-        fprintf(stderr, "ds4-hotexperts: %s\n", err.msg);
-        return 2;
+        if (bad) { fprintf(stderr, "ds4-hotexperts: %s\n", err.msg); return 2; }
     }
     if (!model || !out || (nfiles == 0 && n_random <= 0) || n_random < 0 || n_decode < 0 || batch <= 0) {
         usage(stderr);
