@@ -7,10 +7,6 @@
 #include "experts/experts.h"
 #include "util/num.h"
 
-static int parse_u64(const char *flag, const char *v, uint64_t lo, uint64_t hi, uint64_t *out, ds4_err *err) {
-    return ds4_parse_uint(flag, v, lo, hi, out, err);
-}
-
 int ds4_experts_parse_arg(ds4_experts_opts *o, int argc, char **argv, int *i, ds4_err *err) {
     const char *a = argv[*i];
     bool has = *i + 1 < argc;
@@ -26,11 +22,11 @@ int ds4_experts_parse_arg(ds4_experts_opts *o, int argc, char **argv, int *i, ds
     (*i)++;
     if (!strcmp(a, "--hot-experts")) { o->hot_path = v; return 1; }
     if (!strcmp(a, "--hot-pct")) {
-        if (parse_u64(a, v, 1, 100, &x, err)) return -1;
+        if (ds4_parse_uint(a, v, 1, 100, &x, err)) return -1;
         o->hot_pct = (int)x;
         return 1;
     }
-    if (parse_u64(a, v, 1, (uint64_t)1 << 40, &x, err)) return -1;
+    if (ds4_parse_uint(a, v, 1, (uint64_t)1 << 40, &x, err)) return -1;
     if (!strcmp(a, "--expert-cache-mb")) o->cache_mb = x; else o->ram_budget_mb = x;
     return 1;
 }

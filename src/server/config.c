@@ -65,16 +65,12 @@ void srv_usage(void *file) {
     ds4_experts_usage(file);
 }
 
-static int num(const char *flag, const char *v, long long lo, long long hi, long long *out, ds4_err *err) {
-    return ds4_parse_int(flag, v, lo, hi, out, err);
-}
-
 int srv_parse_args(srv_config *c, int argc, char **argv, ds4_err *err) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long x;
 #define NEED() do { if (!v) return ds4_err_set(err, "%s needs an argument", a); i++; } while (0)
-#define NUM(lo, hi) do { NEED(); if (num(a, v, lo, hi, &x, err)) return -1; } while (0)
+#define NUM(lo, hi) do { NEED(); if (ds4_parse_int(a, v, lo, hi, &x, err)) return -1; } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { srv_usage(stdout); return 1; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED(); c->model_path = v; }
         else if (!strcmp(a, "--host")) { NEED(); c->host = v; }
