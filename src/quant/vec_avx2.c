@@ -82,6 +82,8 @@ TGT static void idx_scores_avx2(const float *q, const float *w, int nt, int nI, 
                 _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                     int64_t row = i0 + 8 * v + j;
                     r[j] = row < n ? _mm256_maskload_ps(k + row * dI + c, dm) : _mm256_setzero_ps();
+                    if (c % 16 == 0 && row + IDX_RB < n) /* the next block's line (vec_avx512.c) */
+                        _mm_prefetch((const char *)(k + (row + IDX_RB) * dI + c), _MM_HINT_T0);
                 }
                 tr8(r);
                 float *dst = kt + ((size_t)v * IDX_DMAX + c) * 8;
