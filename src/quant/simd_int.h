@@ -29,6 +29,7 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *table);
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
 void ds4_gemm_install_avx512_k(ds4_type_traits *table);
 void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
+void ds4_gemm_install_avx2_k(ds4_type_traits *table);  /* gemm_avx2_k.c: Q2_K, Q4_K, IQ2_XXS */
 /* The avx512 level's IQ2_XXS panel GEMM variants, so that tests can check
  * each one the CPU runs: 0 the base unpack (AVX-512 F/BW), 1 the VBMI one
  * (needs VBMI + BITALG), 2 the GFNI one (VBMI + GFNI).
