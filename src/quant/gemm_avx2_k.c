@@ -350,7 +350,7 @@ static const k_tile_fn tiles[3][NRMAX][TPMAX] = {
 };
 /* Rows per tile of each kind (16 ymm: NR x TP accumulators and lane sums,
  * plus the loads). */
-static const int tile_nr[3] = { 4, 2, 4 };
+static const int tile_nr[3] = { 2, 4, 3 };
 
 /* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
