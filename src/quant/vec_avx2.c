@@ -1,6 +1,12 @@
 /* AVX2 forward-pass f32 kernels (simd.h ds4_vec_ops), "avx2" level: the
  * slots not set here keep their scalar versions (vec_ref.c).
  *
+ *   exp, swiglu vec_avx512.c's transcription of glibc's expf (libm's bits)
+ *               on 4-double halves; SwiGLU's other steps as the scalar loop.
+ *   attn        attn_512's fixed order on 8 lanes (see attn_avx2): within
+ *               rounding of the scalar level, its heads independent of how
+ *               they are grouped.
+ *
  *   idx_scores  vec_avx512.c's scheme on 8 lanes: rows across the lanes
  *               (8x8 transposes of a 16-row block), 4 heads x 2 row vectors
  *               of FMA chains (16 ymm registers), relu and the head sum
@@ -10,6 +16,7 @@
 #include "quant/vec_int.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -111,7 +118,236 @@ TGT static void idx_scores_avx2(const float *q, const float *w, int nt, int nI, 
     }
 }
 
-void ds4_vec_install_avx2(ds4_vec_ops *v) { v->idx_scores = idx_scores_avx2; }
+/* ---- exp, SwiGLU ------------------------------------------------------------ */
+
+/* vec_avx512.c's exp8 (glibc's FMA expf, Tang's table method in double) on
+ * two 4-double halves, the table entry by a 64-bit gather: libm's bits. */
+TGTI __m256d exp4d(__m256d xd) {
+    const __m256d invln2n = _mm256_set1_pd(0x1.71547652b82fep+0 * 32);
+    const __m256d shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d c0 = _mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);
+    const __m256d c1 = _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32);
+    const __m256d c2 = _mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
+    __m256d kd = _mm256_fmadd_pd(invln2n, xd, shift);
+    const __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, shift);
+    const __m256d r = _mm256_fmsub_pd(invln2n, xd, kd);
+    const __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    __m256i t = _mm256_i64gather_epi64((const long long *)ds4_exp2f_tab, idx, 8);
+    t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 47));
+    const __m256d z = _mm256_fmadd_pd(c0, r, c1);
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    __m256d y = _mm256_fmadd_pd(c2, r, _mm256_set1_pd(1.0));
+    y = _mm256_fmadd_pd(z, r2, y);
+    return _mm256_mul_pd(y, _mm256_castsi256_pd(t));
+}
+
+TGTI __m256 exp8(__m256 x) {
+    const __m128 lo = _mm256_cvtpd_ps(exp4d(_mm256_cvtps_pd(_mm256_castps256_ps128(x))));
+    const __m128 hi = _mm256_cvtpd_ps(exp4d(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1))));
+    __m256 y = _mm256_set_m128(hi, lo);
+    /* glibc's slow path, as exp16 (vec_avx512.c): overflow to inf, the
+     * smallest subnormal, 0, NaN propagated (x + x) */
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(0x1p-149f), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9d1d9ep6f), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ));
+    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* Lanes [0, left) of 8 (all when left >= 8). */
+TGTI __m256i tail8(int64_t left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+TGT static void exp_avx2(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = tail8(n - i);
+        _mm256_maskstore_ps(y + i, m, exp8(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
+TGT static void swiglu_avx2(float *g, const float *u, int64_t n, float c, float scale) {
+    const __m256 vc = _mm256_set1_ps(c), vnc = _mm256_set1_ps(-c), vs = _mm256_set1_ps(scale);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const int clamp = c > 1e-6f;
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = tail8(n - i);
+        __m256 gv = _mm256_maskload_ps(g + i, m), uv = _mm256_maskload_ps(u + i, m);
+        if (clamp) { /* fminf(g, c): min_ps returns its second operand when one is NaN */
+            gv = _mm256_min_ps(gv, vc);
+            uv = _mm256_min_ps(_mm256_max_ps(uv, vnc), vc);
+        }
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        _mm256_maskstore_ps(g + i, m, _mm256_mul_ps(_mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv), vs));
+    }
+}
+
+/* ---- attention -------------------------------------------------------------- */
+
+/* attn_avx2: vec_avx512.c's attn_512 on 8 lanes, one fixed sequence of
+ * operations per (query, head) whatever hg, the head tiling or the row
+ * blocks (so prefill == chunked prefill == decode, bit for bit):
+ *   score    s[r] = hsum8(acc)·scale, acc one FMA chain over the 8-float
+ *            chunks of q·row in order, hsum8 the tree (i + i+4), (i + i+2),
+ *            (i + i+1), every lane by the same additions;
+ *   softmax  mx = max(sink, s[·]); p = exp8(s - mx) (libm's expf);
+ *            den = expf(sink - mx) + hsum of the 8-row chunk sums of p in
+ *            order (rows past nrows count 0);
+ *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per
+ *            row, rows in order) / den.
+ * Heads in tiles of 4, 2 or 1 (G heads x 8/G rows per score tile, G heads x
+ * 64/G floats per output tile); rows in blocks that stay in L1 across the
+ * tiles.  Not the scalar level's order (two-accumulator dot, mul-then-add
+ * axpy): the levels differ by rounding (tests/test_vec.c bounds it). */
+#define ATTN_RB 32
+
+/* Lane L of the result: the tree sum of acc[L]'s 8 lanes.  The stages
+ * leave lanes in the order (0, 2, 1, 3 | 4, 6, 5, 7): feed them swapped. */
+TGTI __m256 hsum8(const __m256 *acc) {
+    __m256 B[8], X[4], Y[2];
+    _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) B[k] = acc[(k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)];
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) /* lanes 0-3: B[k] i + i+4; 4-7: B[k+4] */
+        X[k] = _mm256_add_ps(_mm256_blend_ps(B[k], B[k + 4], 0xF0), _mm256_permute2f128_ps(B[k], B[k + 4], 0x21));
+    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) /* per half: X[k] i + i+2, X[k+2] i + i+2 */
+        Y[k] = _mm256_add_ps(_mm256_blend_ps(X[k], X[k + 2], 0xCC), _mm256_shuffle_ps(X[k], X[k + 2], _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(Y[0], Y[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(Y[0], Y[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Lane g·R + r: score of head q[g] against row rp[r], unscaled, G·R = 8. */
+#define DEF_SCORES(G, R)                                                                              \
+    TGTI __m256 scores_##G##x##R(const float *const *q, const float *const *rp, int dh) {            \
+        __m256 acc[8];                                                                                \
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();            \
+        for (int i = 0; i < dh; i += 8) {                                                             \
+            __m256 qv[G];                                                                             \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_ps(q[g] + i);   \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                     \
+                const __m256 rv = _mm256_loadu_ps(rp[r] + i);                                         \
+                _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                   \
+                    acc[g * R + r] = _mm256_fmadd_ps(qv[g], rv, acc[g * R + r]);                      \
+            }                                                                                         \
+        }                                                                                             \
+        return hsum8(acc);                                                                            \
+    }
+DEF_SCORES(4, 2)
+DEF_SCORES(2, 4)
+DEF_SCORES(1, 8)
+
+/* Heads g0 .. g0+G-1 against rows [r0, r0 + 8/G) (clamped to nrows - 1; the
+ * caller overwrites the scores of rows >= nrows), scaled, into sc[g·nrp + r]. */
+TGTI void score_tile(const ds4_attn_args *a, int g0, int G, int r0, float *sc, int nrp) {
+    const int R = 8 / G;
+    const float *rp[8];
+    for (int r = 0; r < R; r++) rp[r] = a->rows[r0 + r < a->nrows ? r0 + r : a->nrows - 1];
+    const float *const *q = a->q + g0;
+    const __m256 s = G == 4 ? scores_4x2(q, rp, a->dh) : G == 2 ? scores_2x4(q, rp, a->dh) : scores_1x8(q, rp, a->dh);
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_mul_ps(s, _mm256_set1_ps(a->scale)));
+    for (int g = 0; g < G; g++) memcpy(sc + (size_t)(g0 + g) * nrp + r0, t + g * R, sizeof(float) * (size_t)R);
+}
+
+/* Output tile: heads g0 .. g0+G-1, floats [c0, c0 + 8·NV), rows [r0, r1):
+ * acc = (r0 == 0 ? 0 : o) + Σ p·row by FMA in row order, stored to o,
+ * divided by den[g] when r1 == nrows. */
+#define DEF_ACCUM(G, NV)                                                                              \
+    TGTI void accum_##G##_##NV(const ds4_attn_args *a, int g0, const float *p, int nrp, const float *den, \
+                               int c0, int r0, int r1) {                                              \
+        __m256 acc[G][NV];                                                                            \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                           \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                      \
+                acc[g][v] = r0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(a->o[g0 + g] + c0 + 8 * v); \
+        for (int r = r0; r < r1; r++) {                                                               \
+            const float *row = a->rows[r] + c0;                                                       \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                     \
+                const __m256 pv = _mm256_broadcast_ss(p + (size_t)(g0 + g) * nrp + r);                \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                  \
+                    acc[g][v] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row + 8 * v), acc[g][v]);         \
+            }                                                                                         \
+        }                                                                                             \
+        const int last = r1 == a->nrows;                                                              \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                         \
+            const __m256 d = _mm256_set1_ps(den[g0 + g]);                                             \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                      \
+                _mm256_storeu_ps(a->o[g0 + g] + c0 + 8 * v, last ? _mm256_div_ps(acc[g][v], d) : acc[g][v]); \
+        }                                                                                             \
+    }
+DEF_ACCUM(4, 2)
+DEF_ACCUM(4, 1)
+DEF_ACCUM(2, 4)
+DEF_ACCUM(2, 1)
+DEF_ACCUM(1, 8)
+DEF_ACCUM(1, 1)
+
+static inline int head_tile(int left) { return left >= 4 ? 4 : left >= 2 ? 2 : 1; }
+
+TGT static void attn_avx2(const ds4_vec_ops *v, const ds4_attn_args *a) {
+    const int hg = a->hg, dh = a->dh, nrows = a->nrows;
+    if (hg < 1 || hg > DS4_ATTN_HG_MAX || dh % 8 || nrows == 0) {
+        ds4_vec_attn_ref(v, a);
+        return;
+    }
+    const int nrp = (nrows + 7) & ~7;
+    float *sc = a->scratch; /* [g][r], row stride nrp */
+    float den[DS4_ATTN_HG_MAX];
+    for (int r0 = 0; r0 < nrows; r0 += 8) {
+        if (a->cold) /* decode: the next block's rows, from memory (attn_512) */
+            for (int r = r0 + 8; r < r0 + 16 && r < nrows; r++)
+                for (int c = 0; c < dh; c += 16) _mm_prefetch((const char *)(a->rows[r] + c), _MM_HINT_T0);
+        for (int g0 = 0, G; g0 < hg; g0 += G) {
+            G = head_tile(hg - g0);
+            for (int r = r0; r < r0 + 8; r += 8 / G) score_tile(a, g0, G, r, sc, nrp);
+        }
+    }
+    const __m256i tail = tail8(nrows - (nrp - 8));
+    for (int g = 0; g < hg; g++) {
+        float *s = sc + (size_t)g * nrp;
+        _mm256_storeu_ps(s + nrp - 8, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_loadu_ps(s + nrp - 8),
+                                                       _mm256_castsi256_ps(tail)));
+        __m256 m = _mm256_set1_ps(a->sink[g]);
+        for (int r = 0; r < nrp; r += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + r));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float mxs = _mm_cvtss_f32(m4);
+        const __m256 mx = _mm256_set1_ps(mxs);
+        __m256 dsum = _mm256_setzero_ps();
+        for (int r = 0; r < nrp; r += 8) {
+            const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + r), mx));
+            _mm256_storeu_ps(s + r, p);
+            dsum = _mm256_add_ps(dsum, p);
+        }
+        __m128 d4 = _mm_add_ps(_mm256_castps256_ps128(dsum), _mm256_extractf128_ps(dsum, 1));
+        d4 = _mm_add_ps(d4, _mm_movehl_ps(d4, d4));
+        d4 = _mm_add_ss(d4, _mm_movehdup_ps(d4));
+        den[g] = expf(a->sink[g] - mxs) + _mm_cvtss_f32(d4);
+    }
+    for (int r0 = 0; r0 < nrows; r0 += ATTN_RB) {
+        const int r1 = r0 + ATTN_RB < nrows ? r0 + ATTN_RB : nrows;
+        for (int g0 = 0, G; g0 < hg; g0 += G) {
+            G = head_tile(hg - g0);
+            const int cw = 64 / G;
+            int c0 = 0;
+            for (; c0 + cw <= dh; c0 += cw) {
+                if (G == 4) accum_4_2(a, g0, sc, nrp, den, c0, r0, r1);
+                else if (G == 2) accum_2_4(a, g0, sc, nrp, den, c0, r0, r1);
+                else accum_1_8(a, g0, sc, nrp, den, c0, r0, r1);
+            }
+            for (; c0 < dh; c0 += 8) {
+                if (G == 4) accum_4_1(a, g0, sc, nrp, den, c0, r0, r1);
+                else if (G == 2) accum_2_1(a, g0, sc, nrp, den, c0, r0, r1);
+                else accum_1_1(a, g0, sc, nrp, den, c0, r0, r1);
+            }
+        }
+    }
+}
+
+void ds4_vec_install_avx2(ds4_vec_ops *v) {
+    v->idx_scores = idx_scores_avx2;
+    v->exp = exp_avx2;
+    v->swiglu = swiglu_avx2;
+    v->attn = attn_avx2;
+}
 
 #else /* not x86 */
 

@@ -47,25 +47,13 @@ static inline __mmask16 tail_mask(int64_t left) {
 
 /* ---- exp ------------------------------------------------------------------ */
 
-/* 2^(i/32) as double bits, minus i << 47 (glibc __exp2f_data.tab). */
-static const uint64_t exp2f_tab[32] __attribute__((aligned(64))) = {
-    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
-    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
-    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
-    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
-    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
-    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
-    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
-};
-
 TGTI __m256 exp8(__m256 x) {
     const __m512d invln2n = _mm512_set1_pd(0x1.71547652b82fep+0 * 32);
     const __m512d shift = _mm512_set1_pd(0x1.8p+52);
     const __m512d c0 = _mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);
     const __m512d c1 = _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32);
     const __m512d c2 = _mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
-    const __m512i *tab = (const __m512i *)exp2f_tab;
+    const __m512i *tab = (const __m512i *)ds4_exp2f_tab;
     __m512d xd = _mm512_cvtps_pd(x);
     __m512d kd = _mm512_fmadd_pd(invln2n, xd, shift);
     __m512i ki = _mm512_castpd_si512(kd);

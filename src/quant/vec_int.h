@@ -18,6 +18,9 @@ void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const
                            int64_t n, float *scratch);
 void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
                             float *out, int64_t ostride);
+/* 2^(i/32) as double bits minus i << 47 (glibc's expf table), for the
+ * vector expf transcriptions (vec_avx512.c, vec_avx2.c). */
+extern const uint64_t ds4_exp2f_tab[32];
 void ds4_vec_fp_roundtrip_ref(float *x, int64_t n, int64_t blk, float qmax, float amin, float (*round_fn)(float));
 
 #endif
