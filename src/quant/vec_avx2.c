@@ -6,6 +6,8 @@
  *   attn        attn_512's fixed order on 8 lanes (see attn_avx2): within
  *               rounding of the scalar level, its heads independent of how
  *               they are grouped.
+ *   hc mixes    one pass per 8 floats, the scalar steps in order (bit for
+ *               bit).
  *
  *   idx_scores  vec_avx512.c's scheme on 8 lanes: rows across the lanes
  *               (8x8 transposes of a 16-row block), 4 heads x 2 row vectors
@@ -342,11 +344,64 @@ TGT static void attn_avx2(const ds4_vec_ops *v, const ds4_attn_args *a) {
     }
 }
 
+/* ---- hyper-connection mixes ------------------------------------------------- */
+
+/* vec_avx512.c's one-pass mixes on 8 lanes: per 8 floats the H old stream
+ * values are loaded once and every output formed in registers, the scalar
+ * version's mul-then-add steps in its order (bit-identical to it).  Up to
+ * HC_MAX streams (V4 has 4); more fall back on the scalar version. */
+#define HC_MAX 8
+
+TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *C, const int H, int64_t n) {
+    __m256 pk[HC_MAX], cjk[HC_MAX][HC_MAX];
+    for (int k = 0; k < H; k++) {
+        pk[k] = _mm256_set1_ps(post[k]);
+        for (int j = 0; j < H; j++) cjk[j][k] = _mm256_set1_ps(C[j * H + k]);
+    }
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = tail8(n - i);
+        __m256 old[HC_MAX];
+        for (int j = 0; j < H; j++) old[j] = _mm256_maskload_ps(X + (size_t)j * n + i, m);
+        const __m256 ov = _mm256_maskload_ps(o + i, m);
+        for (int k = 0; k < H; k++) {
+            __m256 y = _mm256_mul_ps(ov, pk[k]);
+            for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(cjk[j][k], old[j]));
+            _mm256_maskstore_ps(X + (size_t)k * n + i, m, y);
+        }
+    }
+}
+
+TGT static void hc_expand_avx2(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
+                               int H, int64_t n, float *scratch) {
+    if (H == 4) hc_expand_n(X, o, post, C, 4, n); /* constant H: the loops unroll into registers */
+    else if (H >= 1 && H <= HC_MAX) hc_expand_n(X, o, post, C, H, n);
+    else ds4_vec_hc_expand_ref(v, X, o, post, C, H, n, scratch);
+}
+
+TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
+    __m256 wj[HC_MAX];
+    for (int j = 0; j < H; j++) wj[j] = _mm256_set1_ps(w[j]);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = tail8(n - i);
+        __m256 y = _mm256_setzero_ps();
+        for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(wj[j], _mm256_maskload_ps(X + (size_t)j * n + i, m)));
+        _mm256_maskstore_ps(x + i, m, y);
+    }
+}
+
+TGT static void hc_collapse_avx2(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n) {
+    if (H == 4) hc_collapse_n(x, X, w, 4, n);
+    else if (H >= 1 && H <= HC_MAX) hc_collapse_n(x, X, w, H, n);
+    else ds4_vec_hc_collapse_ref(v, x, X, w, H, n);
+}
+
 void ds4_vec_install_avx2(ds4_vec_ops *v) {
     v->idx_scores = idx_scores_avx2;
     v->exp = exp_avx2;
     v->swiglu = swiglu_avx2;
     v->attn = attn_avx2;
+    v->hc_expand = hc_expand_avx2;
+    v->hc_collapse = hc_collapse_avx2;
 }
 
 #else /* not x86 */
