@@ -28,10 +28,18 @@
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); }
 
-/* Prefetch the same offset NR rows ahead (the next row block): see
- * simd_avx512.c; prefetches never fault. */
+/* Prefetches never fault. */
 INL void pf(const uint8_t *p, int len) {
     for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
+/* Decode's prefetch distance in bytes, as simd_avx512.c's Q8_0 kernel: two
+ * row blocks of NR rows ahead, and at least ~8 KB (one block ahead, 2.2 KB
+ * for 1024-wide Q8_0 rows, left the stream waiting on memory); 0 for one
+ * row (vec_dot, ws = 0). */
+INL size_t pf_dist(size_t ws, int NR) {
+    if (ws == 0) return 0;
+    return (2 * (size_t)NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
 }
 
 INL int32_t hsum_epi32(__m256i v) {
@@ -131,6 +139,7 @@ INL __m256i q8_0_part(const block_q8_0 *wb, __m256i xq, __m256i ones) {
 /* One column (decode): the 4 lanes are (row, block) for NR <= 2 rows and
  * the blocks b, b+1; the chain adds block b's lanes, then block b+1's. */
 INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, float *y, const int NR) {
+    const size_t pfd = pf_dist(ws, NR);
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i z = _mm256_setzero_si256();
     const block_q8_0 *w0 = (const block_q8_0 *)w, *w1 = (const block_q8_0 *)(w + ws), *xb = (const block_q8_0 *)x;
@@ -138,8 +147,8 @@ INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, fl
     const int64_t nb = n / QK8_0;
     int64_t b = 0;
     for (; b + 1 < nb; b += 2) {
-        pf((const uint8_t *)(w0 + b) + NR * ws, 2 * sizeof *w0);
-        if (NR > 1) pf((const uint8_t *)(w1 + b) + NR * ws, 2 * sizeof *w1);
+        pf((const uint8_t *)(w0 + b) + pfd, 2 * sizeof *w0);
+        if (NR > 1) pf((const uint8_t *)(w1 + b) + pfd, 2 * sizeof *w1);
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb[b].qs);
         const __m256i x1 = _mm256_loadu_si256((const __m256i *)xb[b + 1].qs);
         const __m128i isum = q8_0_sum4(q8_0_part(w0 + b, x0, ones), NR > 1 ? q8_0_part(w1 + b, x0, ones) : z,
@@ -164,6 +173,7 @@ INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, fl
 
 INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
+    const size_t pfd = pf_dist(ws, NR);
     if (NC == 1) { /* decode: fill the lanes with block pairs instead */
         k_q8_0_col(n, w, ws, x, y, NR);
         return;
@@ -176,7 +186,7 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float dw[2] = { 0.0f, 0.0f }, dx[2] = { 0.0f, 0.0f };
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-            if (!(b & 1)) pf((const uint8_t *)wb + NR * ws, 2 * sizeof *wb);
+            if (!(b & 1)) pf((const uint8_t *)wb + pfd, 2 * sizeof *wb);
             wq[r] = _mm256_loadu_si256((const __m256i *)wb->qs);
             aw[r] = _mm256_abs_epi8(wq[r]);
             dw[r] = h2f(wb->d);
@@ -217,6 +227,7 @@ INL void q4_K_unpack(const uint8_t *scales, uint8_t out[16]) {
 
 INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
+    const size_t pfd = pf_dist(ws, NR);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     float sum[4][4];
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
@@ -227,7 +238,7 @@ INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q4_K *a = (const block_q4_K *)(w + r * ws) + i;
-            pf((const uint8_t *)a + NR * ws, sizeof *a);
+            pf((const uint8_t *)a + pfd, sizeof *a);
             q4_K_unpack(a->scales, sm[r]);
             const __m128i m = _mm_loadl_epi64((const __m128i *)(sm[r] + 8));
             mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
@@ -278,6 +289,7 @@ DS4_DEFINE_TILE(TGT, q4_K_avx2, k_q4_K, 2, 2)
 
 INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
+    const size_t pfd = pf_dist(ws, NR);
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     float sum[4][4];
@@ -289,7 +301,7 @@ INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         float wd[4], wdmin[4];
         DS4_UNROLL for (int r = 0; r < NR; r++) {
             const block_q2_K *a = (const block_q2_K *)(w + r * ws) + i;
-            pf((const uint8_t *)a + NR * ws, sizeof *a);
+            pf((const uint8_t *)a + pfd, sizeof *a);
             const __m128i s = _mm_loadu_si128((const __m128i *)a->scales);
             _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)));
             m16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
@@ -336,6 +348,7 @@ DS4_DEFINE_TILE(TGT, q2_K_avx2, k_q2_K, 2, 2)
 
 INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                    const int NR, const int NC) {
+    const size_t pfd = pf_dist(ws, NR);
     const uint64_t *G = ds4_iq2xxs_grid, *S = ds4_iq2_sign_pm1;
     float sum[4][4];
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
@@ -349,7 +362,7 @@ INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, siz
                 const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
                 uint32_t q[2];
                 memcpy(q, a->qs + 4 * g, sizeof q);
-                if (g == 0) pf((const uint8_t *)a + NR * ws, sizeof *a);
+                if (g == 0) pf((const uint8_t *)a + pfd, sizeof *a);
                 grid[r] = _mm256_set_epi64x((long long)G[q[0] >> 24], (long long)G[(q[0] >> 16) & 255],
                                             (long long)G[(q[0] >> 8) & 255], (long long)G[q[0] & 255]);
                 sgn[r] = _mm256_set_epi64x((long long)S[(q[1] >> 21) & 127], (long long)S[(q[1] >> 14) & 127],
