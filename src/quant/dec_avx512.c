@@ -158,8 +158,7 @@ TGT_GF static void q2k_tile(int64_t n, const void *w, size_t ws, int nr, const v
     for (int r = 0; r < 4; r++) a[r] = (const block_q2_K *)((const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws);
     float out[4];
     /* prefetch 2 row blocks ahead and at least ~8 KB, as Q8_0 (simd_avx512.c) */
-    size_t pfr = ws == 0 ? 0 : 2 * (size_t)nr * ws >= 8192 ? 2 * (size_t)nr : (8192 + ws - 1) / ws;
-    q2k_rows4(n / QK_K, a, pfr * ws, x, out);
+    q2k_rows4(n / QK_K, a, ds4_decode_pf_dist(ws, nr), x, out);
     for (int r = 0; r < nr; r++) y[r] = out[r];
 }
 

@@ -231,6 +231,12 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
 
 enum { KQ2, KQ4, KIQ2 };
 
+/* Panel bytes per 256-block, and weight bytes per block, of a kind. */
+static size_t kind_panel_block(int kind) { return block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0); }
+static size_t kind_wblock(int kind) {
+    return kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+}
+
 /* ------------------------------------------------------------------------
  * Micro-kernel: NR rows x TP panels over nbk unpacked blocks (row r's block
  * b at wd[r * wst + b]).  The f32 lane sums live in sums (row r of panel p
@@ -240,7 +246,7 @@ enum { KQ2, KQ4, KIQ2 };
 
 INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *sums, int first,
                 const int NR, const int TP, const int kind) {
-    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
+    const size_t bb = kind_panel_block(kind);
     const __m256i one16 = _mm256_set1_epi16(1);
 #define SUM(r, p) (sums + (p) * 64 + (r) * 8)
     if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
@@ -354,7 +360,7 @@ static const int tile_nr[3] = { 2, 4, 3 };
 
 /* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
-    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+    const size_t wsz = kind_wblock(kind);
     for (int r = 0; r < rc; r++)
         for (int b = 0; b < nbk; b++) {
             const uint8_t *blk = w + (size_t)r * ws + (size_t)(kb0 + b) * wsz;
@@ -371,8 +377,7 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
 INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
                 int64_t ldy, const int kind) {
     const int nb = (int)(n / QK_K);
-    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0), pb = bb * (size_t)nb;
-    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
+    const size_t bb = kind_panel_block(kind), pb = bb * (size_t)nb, wsz = kind_wblock(kind);
     const int np = (ntok + PANEL - 1) / PANEL;
     int pch = (int)(XCHUNK / pb);
     pch = pch < 1 ? 1 : pch > PMAX ? PMAX : pch;

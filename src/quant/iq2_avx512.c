@@ -358,7 +358,7 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
     float dx[8] __attribute__((aligned(32)));
     /* prefetch distance as the Q8_0 decode kernel's (simd_avx512.c): two row
      * blocks ahead, at least ~8 KB; none for one row (vec_dot) */
-    const size_t pfd = ws == 0 ? 0 : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     if (NR % RPG) /* slots of rows past NR in the last group: zero, never read back */
         for (int r = NR; r < NG * RPG; r++)
             for (int j = 0; j < BW; j++) { p[GRP(r)][SLOT(r, j)] = _mm512_setzero_si512(); dw[GRP(r)][SLOT(r, j)] = 0; }

@@ -28,18 +28,11 @@
 
 INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); }
 
-/* Prefetches never fault. */
+/* Prefetches never fault; the distance is ds4_decode_pf_dist's (two row
+ * blocks and ~8 KB: one block, 2.2 KB on 1024-wide Q8_0 rows, left the
+ * stream waiting on memory). */
 INL void pf(const uint8_t *p, int len) {
     for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
-}
-
-/* Decode's prefetch distance in bytes, as simd_avx512.c's Q8_0 kernel: two
- * row blocks of NR rows ahead, and at least ~8 KB (one block ahead, 2.2 KB
- * for 1024-wide Q8_0 rows, left the stream waiting on memory); 0 for one
- * row (vec_dot, ws = 0). */
-INL size_t pf_dist(size_t ws, int NR) {
-    if (ws == 0) return 0;
-    return (2 * (size_t)NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
 }
 
 INL int32_t hsum_epi32(__m256i v) {
@@ -139,7 +132,7 @@ INL __m256i q8_0_part(const block_q8_0 *wb, __m256i xq, __m256i ones) {
 /* One column (decode): the 4 lanes are (row, block) for NR <= 2 rows and
  * the blocks b, b+1; the chain adds block b's lanes, then block b+1's. */
 INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, float *y, const int NR) {
-    const size_t pfd = pf_dist(ws, NR);
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i z = _mm256_setzero_si256();
     const block_q8_0 *w0 = (const block_q8_0 *)w, *w1 = (const block_q8_0 *)(w + ws), *xb = (const block_q8_0 *)x;
@@ -173,11 +166,11 @@ INL void k_q8_0_col(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, fl
 
 INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
-    const size_t pfd = pf_dist(ws, NR);
     if (NC == 1) { /* decode: fill the lanes with block pairs instead */
         k_q8_0_col(n, w, ws, x, y, NR);
         return;
     }
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     const __m256i ones = _mm256_set1_epi16(1);
     __m128 acc = _mm_setzero_ps(); /* lane c*2 + r */
     const int64_t nb = n / QK8_0;
@@ -227,7 +220,7 @@ INL void q4_K_unpack(const uint8_t *scales, uint8_t out[16]) {
 
 INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
-    const size_t pfd = pf_dist(ws, NR);
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     float sum[4][4];
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;
@@ -289,7 +282,7 @@ DS4_DEFINE_TILE(TGT, q4_K_avx2, k_q4_K, 2, 2)
 
 INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                 const int NR, const int NC) {
-    const size_t pfd = pf_dist(ws, NR);
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     float sum[4][4];
@@ -348,7 +341,7 @@ DS4_DEFINE_TILE(TGT, q2_K_avx2, k_q2_K, 2, 2)
 
 INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                    const int NR, const int NC) {
-    const size_t pfd = pf_dist(ws, NR);
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     const uint64_t *G = ds4_iq2xxs_grid, *S = ds4_iq2_sign_pm1;
     float sum[4][4];
     DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) sum[r][c] = 0.0f;

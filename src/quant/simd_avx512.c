@@ -160,8 +160,7 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
      * same distance in bytes: 512-wide rows streamed at 29.7 GB/s on one
      * Zen 5 core with two row blocks (4.4 KB) ahead, against 35 for
      * 1024-wide ones. */
-    const size_t pfd = ws == 0 ? 0 /* one row (vec_dot) */
-                               : (2 * NR * ws >= 8192 ? 2 * (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    const size_t pfd = ds4_decode_pf_dist(ws, NR);
     for (int64_t b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
         __m512i wu[4];

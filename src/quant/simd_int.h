@@ -41,6 +41,14 @@ ds4_panel_gemm_fn ds4_gemm_avx512_k_iq2_variant(int variant);
  * without mask registers; filled by dispatch.c before any installer runs. */
 extern uint64_t ds4_iq2_sign_pm1[128];
 
+/* Decode's weight prefetch distance in bytes for tiles of nr rows with row
+ * stride ws: two row blocks ahead, and at least ~8 KB (simd_avx512.c's
+ * Q8_0 kernel has the measurements); 0 for one row (vec_dot, ws = 0). */
+static inline size_t ds4_decode_pf_dist(size_t ws, int nr) {
+    if (ws == 0) return 0;
+    return (2 * (size_t)nr * ws >= 8192 ? 2 * (size_t)nr : (8192 + ws - 1) / ws) * ws;
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 /* A panel GEMM's output block -- rows [r0, r0 + nr) of tokens [t0, t1),
  * token t's row at y + t·ldy -- fetched for writing ahead of its stores.

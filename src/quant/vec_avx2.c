@@ -29,6 +29,11 @@
 #define TGT __attribute__((target("avx2,fma")))
 #define TGTI TGT static inline __attribute__((always_inline))
 
+/* Lanes [0, left) of 8 (all when left >= 8). */
+TGTI __m256i tail8(int64_t left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 #define IDX_RB 16
 #define IDX_DMAX 256 /* kt on the stack: 16 KiB at most; wider heads use the reference */
 
@@ -85,8 +90,7 @@ TGT static void idx_scores_avx2(const float *q, const float *w, int nt, int nI, 
     for (int64_t i0 = 0; i0 < n; i0 += IDX_RB) {
         for (int v = 0; v < 2; v++)
             for (int c = 0; c < dI; c += 8) {
-                int dn = dI - c < 8 ? dI - c : 8;
-                __m256i dm = _mm256_cmpgt_epi32(_mm256_set1_epi32(dn), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                const __m256i dm = tail8(dI - c);
                 __m256 r[8];
                 _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                     int64_t row = i0 + 8 * v + j;
@@ -154,11 +158,6 @@ TGTI __m256 exp8(__m256 x) {
     y = _mm256_blendv_ps(y, _mm256_set1_ps(0x1p-149f), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9d1d9ep6f), _CMP_LT_OQ));
     y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ));
     return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-}
-
-/* Lanes [0, left) of 8 (all when left >= 8). */
-TGTI __m256i tail8(int64_t left) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 TGT static void exp_avx2(float *y, const float *x, int64_t n) {
