@@ -50,6 +50,8 @@
 #include "quant/simd_tile.h"
 
 #include <immintrin.h>
+
+#include "quant/dpbusd.h"
 #include <string.h>
 
 #ifdef __clang__
@@ -113,10 +115,10 @@ TGT_GF static void q2k_rows4(int64_t nb, const block_q2_K *const a[4], size_t pf
             const __m512i i1 = _mm512_gf2p8affine_epi64_epi8(v, gf1, 4);
             const __m512i i2 = _mm512_gf2p8affine_epi64_epi8(v, gf2, 8);
             const __m512i i3 = _mm512_gf2p8affine_epi64_epi8(v, gf3, 12);
-            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(tab, i0), xq[0]);
-            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(tab, i1), xq[1]);
-            s0 = _mm512_dpbusd_epi32(s0, _mm512_shuffle_epi8(tab, i2), xq[2]);
-            s1 = _mm512_dpbusd_epi32(s1, _mm512_shuffle_epi8(tab, i3), xq[3]);
+            __m512i s0 = ds4_dpbusd(_mm512_setzero_si512(), _mm512_shuffle_epi8(tab, i0), xq[0]);
+            __m512i s1 = ds4_dpbusd(_mm512_setzero_si512(), _mm512_shuffle_epi8(tab, i1), xq[1]);
+            s0 = ds4_dpbusd(s0, _mm512_shuffle_epi8(tab, i2), xq[2]);
+            s1 = ds4_dpbusd(s1, _mm512_shuffle_epi8(tab, i3), xq[3]);
             acc[r] = _mm512_add_epi32(s0, s1);
             memcpy(&dd[r], &b->d, 4); /* d, dmin */
         }

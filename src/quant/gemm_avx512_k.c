@@ -263,7 +263,7 @@ INL void unpack_iq2_xxs(const block_iq2_xxs *a, wblk *o) {
         /* bytes 0-31: ls of group 2c, 32-63: of 2c+1 (byte 0 of their qwords) */
         const __m512i sel = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi64(2 * c), _mm512_set1_epi64(2 * c + 1));
         const __m512i lsb = _mm512_shuffle_epi8(_mm512_permutexvar_epi64(sel, lsq), _mm512_setzero_si512());
-        tot = _mm512_dpbusd_epi32(tot, lsb, w); /* ls (u8) x signed grid */
+        tot = ds4_dpbusd(tot, lsb, w); /* ls (u8) x signed grid */
     }
     o->corr = -128 * _mm512_reduce_add_epi32(tot);
     o->d = h2f(a->d);
@@ -341,7 +341,7 @@ INLV void unpack_iq2_xxs_vbmi(const block_iq2_xxs *a, wblk *o) {
         const __m512i mag = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(LDV(iq2v.digit_ctl), cm), LDV(iq2v.mag_tab));
         const __m512i w = _mm512_mask_sub_epi8(mag, _load_mask64((__mmask64 *)&sm[m]), _mm512_setzero_si512(), mag);
         _mm512_store_si512((__m512i *)(o->q + 16 * m), w);
-        tot = _mm512_dpbusd_epi32(tot, _mm512_permutexvar_epi8(LDV(iq2v.ls_ctl[m]), ls), w); /* ls (u8) x signed grid */
+        tot = ds4_dpbusd(tot, _mm512_permutexvar_epi8(LDV(iq2v.ls_ctl[m]), ls), w); /* ls (u8) x signed grid */
     }
     o->corr = -128 * _mm512_reduce_add_epi32(tot);
     o->d = h2f(a->d);
@@ -465,7 +465,7 @@ INLG __m512i unpack_iq2_xxs_gfni(const block_iq2_xxs *a, wblk *o) {
     _mm256_store_si256((__m256i *)o->s, _mm512_cvtepi64_epi32(ls));
     o->d = h2f(a->d);
     const __m512i lsb = _mm512_shuffle_epi8(ls, LDG(iq2g.ls_ctl));
-    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lsb, _mm512_add_epi8(w0, w1)), lsb,
+    return ds4_dpbusd(ds4_dpbusd(_mm512_setzero_si512(), lsb, _mm512_add_epi8(w0, w1)), lsb,
                                _mm512_add_epi8(w2, w3));
 }
 
@@ -544,7 +544,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                 UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm512_loadu_si512((const void *)(xb[p] + 64 * k));
                 UNROLL for (int r = 0; r < NR; r++) {
                     const __m512i wv = _mm512_set1_epi32(wb[r]->q[k]);
-                    UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = _mm512_dpbusd_epi32(acc[r * TP + p], wv, xv[p]);
+                    UNROLL for (int p = 0; p < TP; p++) acc[r * TP + p] = ds4_dpbusd(acc[r * TP + p], wv, xv[p]);
                 }
             }
         } else {
@@ -558,8 +558,8 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                     UNROLL for (int r = 0; r < NR; r++) {
                         const __m512i wv = _mm512_set1_epi32(wb[r]->q[wq(kind, k)]);
                         UNROLL for (int p = 0; p < TP; p++)
-                            tmp[r * TP + p] = IS_IQ2(kind) ? _mm512_dpbusd_epi32(tmp[r * TP + p], xv[p], wv)
-                                                           : _mm512_dpbusd_epi32(tmp[r * TP + p], wv, xv[p]);
+                            tmp[r * TP + p] = IS_IQ2(kind) ? ds4_dpbusd(tmp[r * TP + p], xv[p], wv)
+                                                           : ds4_dpbusd(tmp[r * TP + p], wv, xv[p]);
                     }
                 }
                 UNROLL for (int r = 0; r < NR; r++) {
@@ -585,7 +585,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
             UNROLL for (int i = 0; i < npairs; i++) {
                 const __m512i bs = _mm512_loadu_si512((const void *)(xb[p] + SOFF + 64 * i));
                 UNROLL for (int r = 0; r < NR; r++)
-                    ms[r] = _mm512_dpwssd_epi32(ms[r], bs, _mm512_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i]));
+                    ms[r] = ds4_dpwssd(ms[r], bs, _mm512_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i]));
             }
             UNROLL for (int r = 0; r < NR; r++) {
                 const __m512 dall = _mm512_mul_ps(xd, _mm512_set1_ps(wb[r]->d));

@@ -62,7 +62,7 @@ TGT static void q8_0_pack_block(const uint8_t *x, size_t xs, int64_t b, int cnt,
     __m512i sum = zero;
     for (int k = 0; k < 8; k++) {
         const __m512i v = _mm512_mask_i32gather_epi32(zero, m, tok, base + offsetof(block_q8_0, qs) + 4 * k, 1);
-        sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), v); /* 128·Σ, exact */
+        sum = ds4_dpbusd(sum, _mm512_set1_epi8((char)0x80), v); /* 128·Σ, exact */
         _mm512_storeu_si512((void *)(dst + 64 * k), v);
     }
     const __m512i d = _mm512_mask_i32gather_epi32(zero, m, tok, base + offsetof(block_q8_0, d), 1);
@@ -131,7 +131,7 @@ INL void q8_0_tile(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t
             UNROLL for (int p = 0; p < TP; p++) xk[p] = _mm512_loadu_si512((const void *)(pk + p * pb + 64 * k));
             UNROLL for (int r = 0; r < NR; r++) {
                 const __m512i wu = _mm512_set1_epi32(*(const int32_t *)(const void *)(wq + r * 32 + 4 * k));
-                UNROLL for (int p = 0; p < TP; p++) is[r][p] = _mm512_dpbusd_epi32(is[r][p], wu, xk[p]);
+                UNROLL for (int p = 0; p < TP; p++) is[r][p] = ds4_dpbusd(is[r][p], wu, xk[p]);
             }
         }
         UNROLL for (int r = 0; r < NR; r++) {

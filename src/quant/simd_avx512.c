@@ -174,9 +174,9 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
         DS4_UNROLL for (int c = 0; c < NC; c++) {
             const block_q8_0 *xb = (const block_q8_0 *)(x + c * xs) + b;
             const __m512i xq = q8_0_qs2(xb, two);
-            const __m512i corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, xq)); /* -128·Σx */
+            const __m512i corr = _mm512_sub_epi32(zero, ds4_dpbusd(zero, k80, xq)); /* -128·Σx */
             __m512i s[4];
-            DS4_UNROLL for (int r = 0; r < NR; r++) s[r] = _mm512_dpbusd_epi32(corr, wu[r], xq);
+            DS4_UNROLL for (int r = 0; r < NR; r++) s[r] = ds4_dpbusd(corr, wu[r], xq);
             __m128i i0, i1;
             q8_0_sum_rows(s, NR, &i0, &i1);
             const __m128 p0 = _mm_mul_ps(_mm_cvtepi32_ps(i0), _mm_mul_ps(dw0, _mm_set1_ps(h2f(xb[0].d))));
@@ -251,7 +251,7 @@ INL void k_q4_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
                 const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
                 const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
                 DS4_UNROLL for (int r = 0; r < NR; r++)
-                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(q4[r], q8), scv[r]);
+                    acc[r][c] = ds4_dpwssd(acc[r][c], _mm512_maddubs_epi16(q4[r], q8), scv[r]);
             }
         }
         DS4_UNROLL for (int c = 0; c < NC; c++) {
@@ -317,7 +317,7 @@ INL void k_q2_K(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
                 const block_q8_K *xb = (const block_q8_K *)(x + c * xs) + i;
                 const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * s));
                 DS4_UNROLL for (int r = 0; r < NR; r++)
-                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(q2[r], q8), scv[r]);
+                    acc[r][c] = ds4_dpwssd(acc[r][c], _mm512_maddubs_epi16(q2[r], q8), scv[r]);
             }
         }
         DS4_UNROLL for (int c = 0; c < NC; c++) {
@@ -379,7 +379,7 @@ INL void k_iq2_xxs(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, siz
                 const __m512i q8 = _mm512_loadu_si512((const void *)(xb->qs + 64 * s));
                 DS4_UNROLL for (int r = 0; r < NR; r++) {
                     const __m512i q8s = _mm512_mask_sub_epi8(q8, sg[r], zero, q8);
-                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], _mm512_maddubs_epi16(grid[r], q8s), ls[r]);
+                    acc[r][c] = ds4_dpwssd(acc[r][c], _mm512_maddubs_epi16(grid[r], q8s), ls[r]);
                 }
             }
         }
@@ -535,7 +535,7 @@ INL void q8_K_quant(const float *x, float iscale, block_q8_K *b) {
         const __m512i p = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
         _mm512_storeu_si512(b->qs + 64 * g,
                             _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), p));
-        s[g] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), p);
+        s[g] = ds4_dpbusd(_mm512_setzero_si512(), _mm512_set1_epi8(1), p);
     }
     __m512i u[2]; /* 128-bit lanes 0,1: group 2h, 2,3: group 2h+1 */
     DS4_UNROLL for (int h = 0; h < 2; h++)

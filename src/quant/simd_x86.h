@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "quant/dpbusd.h"
 #include "quant/quant.h"
 #include "quant/simd_int.h"
 
