@@ -9,6 +9,10 @@
  *     dot16   the old loop: V->dot16 per 16 heads, then the scalar relu·w sum
  *     nt=1    the level's idx_scores, one token per call (decode)
  *     nt=8    8 tokens per call (prefill), ns per token·row
+ *   and, at levels with the exact int8 path (idx8.h), the same two columns
+ *   through it, its ratio to idx_scores, and the share of (token, group)
+ *   pairs it computed in integers.  q and k are FP4-exact, as in the model
+ *   numerics (uniform values through the FP4 round trip).
  * topk: ns per visible row of selecting K = 512 of nrows·8 scores, the old
  *   min-heap (random scores, and ascending scores: the heap's worst case)
  *   against ds4_topk.
@@ -20,6 +24,7 @@
 #include <time.h>
 
 #include "engine/ops.h"
+#include "quant/idx8.h"
 #include "quant/simd.h"
 
 #include "bench_util.h"
@@ -88,6 +93,8 @@ int main(int argc, char **argv) {
             for (int i = 0; i < NT * nI * dI; i++) q[i] = unif();
             for (int i = 0; i < NT * nI; i++) w[i] = unif();
             for (size_t i = 0; i < (size_t)nrows * dI; i++) k[i] = unif();
+            for (int i = 0; i < NT * nI; i++) V.fp4_roundtrip(q + (size_t)i * dI, dI);
+            for (int i = 0; i < nrows; i++) V.fp4_roundtrip(k + (size_t)i * dI, dI);
             double best[3] = {1e30, 1e30, 1e30};
             int r = strcmp(*lv, "scalar") ? reps : 1;
             for (int rep = 0; rep < 3; rep++) {
@@ -105,6 +112,33 @@ int main(int argc, char **argv) {
             printf("%-7s scores nI=%2d dI=%3d rows=%d: dot16 %7.2f  nt=1 %7.2f  nt=8 %7.2f ns/row-score"
                    "  (x%.2f, x%.2f)\n", *lv, nI, dI, nrows, 1e9 * best[0], 1e9 * best[1], 1e9 * best[2],
                    best[0] / best[1], best[0] / best[2]);
+            if (V.idx8) {
+                size_t gb = ds4_idx8_group_bytes(dI), qb = ds4_idx8_query_bytes(nI, dI);
+                uint8_t *groups = aligned_alloc(64, gb * (size_t)((nrows + 15) / 16));
+                uint8_t *qr = aligned_alloc(64, qb * NT);
+                for (int i = 0; i < nrows; i++) V.idx8->put_row(groups, i, k + (size_t)i * dI, dI);
+                double b8[3] = {1e30, 1e30, 1e30};
+                int64_t used = 0;
+                for (int rep = 0; rep < 3; rep++) {
+                    double t0 = now();
+                    for (int i = 0; i < reps; i++)
+                        for (int t = 0; t < NT; t++) V.idx8->query(q + (size_t)t * nI * dI, nI, dI, qr + qb * t);
+                    double t1 = now();
+                    for (int i = 0; i < reps; i++)
+                        used = V.idx8->scores(&V, q, qr, qb, w, 1, nI, dI, groups, k, nrows, out, nrows);
+                    double t2 = now();
+                    for (int i = 0; i < reps; i++)
+                        V.idx8->scores(&V, q, qr, qb, w, NT, nI, dI, groups, k, nrows, out, nrows);
+                    double t3 = now();
+                    double d[3] = {(t1 - t0) / reps / NT, (t2 - t1) / reps / nrows, (t3 - t2) / reps / nrows / NT};
+                    for (int j = 0; j < 3; j++) b8[j] = d[j] < b8[j] ? d[j] : b8[j];
+                }
+                printf("%-7s idx8   nI=%2d dI=%3d rows=%d: query %7.0f ns  nt=1 %7.2f  nt=8 %7.2f ns/row-score"
+                       "  (x%.2f, x%.2f of idx_scores; %.0f%% of groups integer)\n", *lv, nI, dI, nrows, 1e9 * b8[0],
+                       1e9 * b8[1], 1e9 * b8[2], best[1] / b8[1], best[2] / b8[2],
+                       100.0 * (double)used / (double)((nrows + 15) / 16));
+                free(groups); free(qr);
+            }
             free(q); free(w); free(k); free(out);
         }
     }

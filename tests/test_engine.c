@@ -10,7 +10,9 @@
 #include "engine/ops.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
+#include "quant/idx8.h"
 #include "quant/quant.h"
+#include "quant/simd.h"
 
 static char tiny_path[512];
 
@@ -280,6 +282,75 @@ TEST(quantized_batches_bitwise) {
     }
 }
 
+/* The int8 indexer (quant/idx8.h): where the live level has it, sessions
+ * in the model numerics build the int8 row copies and score through them,
+ * and their logits are bitwise those of sessions with it off (DS4_IDX8=0),
+ * in one prefill and token by token, at a context where the indexer
+ * selects (topk 8 of up to 75 rows). */
+TEST(idx8_same_logits) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    if (!m) return;
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.ctx_max = 512;
+    o.n_threads = 2;
+    enum { N = 300 };
+    int32_t toks[N];
+    for (int i = 0; i < N; i++) toks[i] = (i * 41 + 3) % (int)m->hp.n_vocab;
+    size_t V = m->hp.n_vocab;
+    float *on = malloc(V * N * sizeof(float)), *off = malloc(V * N * sizeof(float));
+    float *don = malloc(V * sizeof(float)), *doff = malloc(V * sizeof(float));
+    ds4_session *a = ds4_session_new(m, &o, NULL, &err), *b = ds4_session_new(m, &o, NULL, &err);
+    ds4_session *c = ds4_session_new(m, &o, NULL, &err), *d = ds4_session_new(m, &o, NULL, &err);
+    CHECK(a && b && c && d && on && off && don && doff);
+    if (a && b && c && d && on && off && don && doff) {
+        unsetenv("DS4_IDX8");
+        CHECK(ds4_session_eval(a, toks, N, DS4_LOGITS_ALL, on, &err) == 0);
+        setenv("DS4_IDX8", "0", 1);
+        CHECK(ds4_session_eval(b, toks, N, DS4_LOGITS_ALL, off, &err) == 0);
+        CHECK(memcmp(on, off, V * N * sizeof(float)) == 0);
+        bool same = true;
+        for (int i = 0; i < N; i++) {
+            unsetenv("DS4_IDX8");
+            CHECK(ds4_session_eval(c, toks + i, 1, DS4_LOGITS_LAST, don, &err) == 0);
+            setenv("DS4_IDX8", "0", 1);
+            CHECK(ds4_session_eval(d, toks + i, 1, DS4_LOGITS_LAST, doff, &err) == 0);
+            same = same && memcmp(don, doff, V * sizeof(float)) == 0 && memcmp(don, on + (size_t)i * V, V * sizeof(float)) == 0;
+        }
+        CHECKF(same, "decode through the int8 indexer differs");
+        unsetenv("DS4_IDX8");
+        /* which sessions built the int8 rows */
+        bool have = ds4_vec_ops_live()->idx8 != NULL;
+        int rows = 0, bad_rows = 0;
+        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+            if (m->layers[l].ratio != 4) continue;
+            CHECK((a->ls[l].idx8 != NULL) == have && (c->ls[l].idx8 != NULL) == have);
+            CHECK(b->ls[l].idx8 == NULL && d->ls[l].idx8 == NULL);
+            if (!have) continue;
+            CHECK(a->ls[l].n_idx8 == a->ls[l].n_idx && c->ls[l].n_idx8 == c->ls[l].n_idx && a->ls[l].n_idx > 8);
+            /* the model's rows are FP4-exact: (nearly) all convert (a group's
+             * meta starts with its count of rows that do not) */
+            int dI = (int)m->hp.idx_head_dim, bad = 0;
+            for (uint32_t g = 0; g * DS4_IDX8_ROWS < a->ls[l].n_idx; g++)
+                bad += *(const int32_t *)(const void *)(a->ls[l].idx8 + g * ds4_idx8_group_bytes(dI) +
+                                                        ds4_idx8_group_meta(dI));
+            rows += a->ls[l].n_idx;
+            bad_rows += bad;
+        }
+        if (have) CHECKF(bad_rows * 10 <= rows, "%d of %d indexer rows not int8-exact", bad_rows, rows);
+        printf("  idx8 %s at level %s: %d of %d rows not int8-exact\n", have ? "on" : "absent", ds4_simd_level(),
+               bad_rows, rows);
+    }
+    ds4_session_free(a);
+    ds4_session_free(b);
+    ds4_session_free(c);
+    ds4_session_free(d);
+    free(on); free(off); free(don); free(doff);
+    ds4_model_free(m);
+}
+
 TEST(snapshot_continues_bitwise) {
     ds4_err err = {{0}};
     ds4_model *m = ds4_model_load(tiny_model(), &err);
@@ -479,6 +550,7 @@ int main(void) {
     RUN(topk_sorted);
     RUN(rope_tables);
     RUN(snapshot_continues_bitwise);
+    RUN(idx8_same_logits);
     RUN(quantized_batches_bitwise);
     RUN(eval_bad_input);
     RUN(ctx_past_model_context);

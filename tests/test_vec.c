@@ -16,12 +16,18 @@
  *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
  *                              magnitude below the format maximum
  *   idx_scores                 bit-identical, however the call is cut; the
- *                              reference within a rounding bound of exact */
+ *                              reference within a rounding bound of exact
+ *   idx8 (int8 indexer path)   bit-identical to idx_scores on FP4-exact data
+ *                              (and there takes the integer path for every
+ *                              group), on data it must refuse (spans, NaN,
+ *                              infinity, exponent range) and plain floats */
 #include "test.h"
 #include "test_rng.h"
 
+#include <float.h>
 #include <stdint.h>
 
+#include "quant/idx8.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
 #include "quant/vec_int.h"
@@ -454,6 +460,166 @@ TEST(idx_scores) {
     }
 }
 
+/* FP4-exact vectors as the model numerics make them: Gaussian values, each
+ * 32-block scaled by 2^(0..span) on top of `scale`, then the FP4 round
+ * trip. */
+static void fill_fp4(const ds4_vec_ops *v, float *x, int n, int dI, float scale, int span) {
+    for (int i = 0; i < n; i++) {
+        float *r = x + (size_t)i * dI;
+        for (int e = 0; e < dI; e++) r[e] = rng_gauss() * scale * (float)(1 << (span ? (e / 32 * 7 + i) % (span + 1) : 0));
+        v->fp4_roundtrip(r, dI);
+    }
+}
+
+/* idx8.h's conditions, written independently of the kernel: x is c·2^e
+ * with integer |c| <= 127 and e = floor(log2 max|x|) - 6 in [-126, 126]
+ * (1), all zero (0), or neither (-1). */
+static int expect_codes(const float *x, int d, int *e) {
+    float a = 0;
+    for (int j = 0; j < d; j++) {
+        if (!isfinite(x[j])) return -1;
+        a = fmaxf(a, fabsf(x[j]));
+    }
+    *e = 0;
+    if (a == 0) return 0;
+    if (a < FLT_MIN) return -1;
+    int top;
+    frexpf(a, &top); /* a = f·2^top, f in [0.5, 1) */
+    int ee = top - 1 - 6;
+    if (ee < -126 || ee > 126) return -1;
+    for (int j = 0; j < d; j++) {
+        double c = ldexp((double)x[j], -ee);
+        if (c != floor(c) || fabs(c) > 127) return -1;
+    }
+    *e = ee;
+    return 1;
+}
+
+/* (bad, min e, max e) of the nonzero vectors among n. */
+static void expect_meta(const float *x, int n, int d, int m[3]) {
+    m[0] = 0; m[1] = INT32_MAX; m[2] = INT32_MIN;
+    for (int i = 0; i < n; i++) {
+        int e, rc = expect_codes(x + (size_t)i * d, d, &e);
+        if (rc < 0) m[0]++;
+        if (rc > 0) { m[1] = e < m[1] ? e : m[1]; m[2] = e > m[2] ? e : m[2]; }
+    }
+}
+
+/* The (token, group) pairs that should take the integer path. */
+static int64_t expect_pairs(const float *q, int nt, int nI, int dI, const float *k, int n) {
+    int64_t pairs = 0;
+    for (int t = 0; t < nt; t++) {
+        int qm[3];
+        expect_meta(q + (size_t)t * nI * dI, nI, dI, qm);
+        for (int g = 0; g < (n + 15) / 16; g++) {
+            int km[3];
+            expect_meta(k + (size_t)g * 16 * dI, n - 16 * g < 16 ? n - 16 * g : 16, dI, km);
+            if (qm[0] || km[0]) continue;
+            if (qm[1] == INT32_MAX || km[1] == INT32_MAX || (qm[1] + km[1] >= -149 && qm[2] + km[2] <= 104)) pairs++;
+        }
+    }
+    return pairs;
+}
+
+/* idx8 against the level's idx_scores (and the scalar reference where no
+ * NaN is involved), whole and cut into one token and one group per call;
+ * the integer path's (token, group) count must be expect_pairs'.  Returns
+ * that count, -1 on a failure. */
+static int64_t idx8_check(const ds4_vec_ops *v, const float *q, const float *w, int nt, int nI, int dI,
+                          const float *k, int n, bool nan_free, const char *what) {
+    size_t gb = ds4_idx8_group_bytes(dI), qb = ds4_idx8_query_bytes(nI, dI);
+    int ng = (n + 15) / 16;
+    uint8_t *groups = aligned_alloc(64, gb * (size_t)(ng ? ng : 1)), *qr = aligned_alloc(64, qb * (size_t)nt);
+    for (int i = 0; i < n; i++) v->idx8->put_row(groups, i, k + (size_t)i * dI, dI);
+    for (int t = 0; t < nt; t++) v->idx8->query(q + (size_t)t * nI * dI, nI, dI, qr + qb * (size_t)t);
+    int64_t os = n + 3;
+    float *out = malloc(sizeof(float) * nt * os), *lvl = malloc(sizeof(float) * nt * os);
+    float *ref = malloc(sizeof(float) * nt * os), *cut = malloc(sizeof(float) * nt * os);
+    for (int64_t i = 0; i < nt * os; i++) out[i] = lvl[i] = ref[i] = cut[i] = -1.0f;
+    int64_t used = v->idx8->scores(v, q, qr, qb, w, nt, nI, dI, groups, k, n, out, os);
+    v->idx_scores(q, w, nt, nI, dI, k, n, lvl, os);
+    ds4_vec_idx_scores_ref(q, w, nt, nI, dI, k, n, ref, os);
+    int64_t used_cut = 0;
+    for (int t = 0; t < nt; t++)
+        for (int g = 0; g < ng; g++) {
+            int cnt = n - 16 * g < 16 ? n - 16 * g : 16;
+            used_cut += v->idx8->scores(v, q + (size_t)t * nI * dI, qr + qb * (size_t)t, qb, w + t * nI, 1, nI, dI,
+                                        groups + gb * (size_t)g, k + (size_t)g * 16 * dI, cnt, cut + t * os + 16 * g,
+                                        os);
+        }
+    int64_t want = expect_pairs(q, nt, nI, dI, k, n);
+    bool ok = memcmp(out, lvl, sizeof(float) * nt * os) == 0 && memcmp(cut, lvl, sizeof(float) * nt * os) == 0 &&
+              (!nan_free || memcmp(out, ref, sizeof(float) * nt * os) == 0);
+    CHECKF(ok, "idx8 %s nI=%d dI=%d n=%d: scores differ", what, nI, dI, n);
+    CHECKF(used == want && used_cut == want, "idx8 %s nI=%d dI=%d n=%d: %lld (cut %lld) integer pairs, want %lld",
+           what, nI, dI, n, (long long)used, (long long)used_cut, (long long)want);
+    free(groups); free(qr); free(out); free(lvl); free(ref); free(cut);
+    return ok && used == want ? used : -1;
+}
+
+TEST(idx8_scores) {
+    static const int shapes[][3] = { /* nI, dI, n */
+        {64, 128, 70}, {16, 64, 100}, {3, 4, 1}, {5, 20, 33}, {8, 36, 16}, {13, 64, 47}, {1, 1024, 17},
+        {9, 128, 64},
+    };
+    ds4_vec_ops v;
+    int levels = 0;
+    FOR_LEVELS(v, lv) {
+        if (!v.idx8) continue;
+        levels++;
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            int nI = shapes[si][0], dI = shapes[si][1], n = shapes[si][2], nt = 3;
+            CHECK(ds4_idx8_shape_ok(nI, dI));
+            int64_t all = (int64_t)nt * ((n + 15) / 16);
+            rng_seed(300 + si);
+            float *q = malloc(sizeof(float) * nt * nI * dI), *w = malloc(sizeof(float) * nt * nI);
+            float *k = malloc(sizeof(float) * n * dI);
+            fill_gauss(w, (int64_t)nt * nI, 0.3f);
+            /* FP4 data, block scales 1-2x apart on top of the amax's own
+             * spread: (nearly) every group takes the integer path; a zero
+             * row and a zero head change nothing */
+            fill_fp4(&v, q, nt * nI, dI, 1.0f, 1);
+            fill_fp4(&v, k, n, dI, 0.5f, 1);
+            memset(k, 0, sizeof(float) * dI);
+            memset(q + dI, 0, sizeof(float) * dI * (nI > 1));
+            int64_t used = idx8_check(&v, q, w, nt, nI, dI, k, n, true, "fp4");
+            CHECKF(used * 4 >= all * 3, "%s idx8 fp4 nI=%d dI=%d: only %lld of %lld pairs integer", *lv, nI, dI,
+                   (long long)used, (long long)all);
+            /* spans up to 8x: more rows and heads fall back */
+            fill_fp4(&v, q, nt * nI, dI, 1.0f, 3);
+            fill_fp4(&v, k, n, dI, 0.5f, 3);
+            idx8_check(&v, q, w, nt, nI, dI, k, n, true, "fp4 wide");
+            /* a 2^10 span in group 0, a NaN and then an infinity in the last */
+            if (dI >= 8 && n > 16) {
+                fill_fp4(&v, k, n, dI, 0.5f, 0);
+                k[(size_t)5 * dI] = 1024.0f * 6.0f;
+                k[(size_t)(n - 1) * dI + 1] = NAN;
+                used = idx8_check(&v, q, w, nt, nI, dI, k, n, false, "nan row");
+                CHECK(used >= 0 && used <= all - 2 * nt);
+                k[(size_t)(n - 1) * dI + 1] = INFINITY;
+                used = idx8_check(&v, q, w, nt, nI, dI, k, n, false, "inf row");
+                CHECK(used >= 0 && used <= all - 2 * nt);
+            }
+            /* the exponent range: near the bottom (e_q + e_k < -149 must
+             * fall back: a subnormal unit) and the top (past 2^127) */
+            fill_fp4(&v, q, nt * nI, dI, 0x1p-45f, 0);
+            fill_fp4(&v, k, n, dI, 0x1p-100f, 0);
+            CHECK(idx8_check(&v, q, w, nt, nI, dI, k, n, true, "tiny") == 0);
+            fill_fp4(&v, q, nt * nI, dI, 0x1p-30f, 0);
+            CHECK(idx8_check(&v, q, w, nt, nI, dI, k, n, true, "small") > 0);
+            fill_fp4(&v, q, nt * nI, dI, 0x1p58f, 0);
+            fill_fp4(&v, k, n, dI, 0x1p60f, 0);
+            CHECK(idx8_check(&v, q, w, nt, nI, dI, k, n, false, "huge") == 0);
+            /* plain floats (the reference numerics): nothing converts */
+            fill_gauss(q, (int64_t)nt * nI * dI, 1.0f);
+            fill_gauss(k, (int64_t)n * dI, 1.0f);
+            CHECK(idx8_check(&v, q, w, nt, nI, dI, k, n, true, "plain") == 0);
+            free(q); free(w); free(k);
+        }
+    }
+    printf("  idx8: %d level(s) with the integer path\n", levels);
+}
+
 TEST(live_table) {
     const ds4_vec_ops *live = ds4_vec_ops_live();
     CHECK(live != NULL);
@@ -474,6 +640,7 @@ int main(void) {
     RUN(hc_mixes);
     RUN(fp_roundtrips);
     RUN(idx_scores);
+    RUN(idx8_scores);
     RUN(live_table);
     TEST_END();
 }

@@ -99,6 +99,11 @@ typedef struct ds4_layer_state {
     float *comp_kv, *comp_sc;    /* compressor frontier [(c·m)][(c·d_h)] */
     float *idx;                  /* [cap][d_I] indexer rows (ratio 4) */
     uint32_t n_idx;
+    /* The same rows in the exact int8 indexer's groups (quant/idx8.h), a
+     * cache derived from idx: rows [0, n_idx8) are converted.  NULL where
+     * that path is off (reference numerics, a level without it, DS4_IDX8=0). */
+    uint8_t *idx8;
+    uint32_t n_idx8;
     float *idx_kv, *idx_sc;      /* indexer compressor frontier [8][2·d_I] */
 } ds4_layer_state;
 

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "engine/ops.h"
+#include "quant/idx8.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
 #ifdef DS4_CUDA
@@ -95,7 +96,7 @@ void ds4_session_reset(ds4_session *s) {
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         ds4_layer_state *st = &s->ls[l];
         int m = s->model->layers[l].ratio;
-        st->n_comp = st->n_idx = 0;
+        st->n_comp = st->n_idx = st->n_idx8 = 0;
         if (m > 0) reset_frontier(st->comp_kv, st->comp_sc, comp_frontier_len(hp, m));
         if (m == 4) reset_frontier(st->idx_kv, st->idx_sc, idx_frontier_len(hp));
     }
@@ -198,7 +199,7 @@ void ds4_session_free(ds4_session *s) {
         for (uint32_t l = 0; l < s->model->hp.n_layer; l++) {
             ds4_layer_state *st = &s->ls[l];
             free(st->raw); free(st->comp); free(st->comp_kv); free(st->comp_sc);
-            free(st->idx); free(st->idx_kv); free(st->idx_sc);
+            free(st->idx); free(st->idx8); free(st->idx_kv); free(st->idx_sc);
         }
         free(s->ls);
     }
@@ -791,7 +792,39 @@ typedef struct {
     uint32_t *topk_scratch; /* stride per pool thread (ds4_topk) */
     int tb;          /* tokens per task (prefill) */
     int blocks;      /* row blocks (decode) */
+    /* The exact int8 path (quant/idx8.h) when st->idx8 is in use: the
+     * tokens' query records, qbytes apart; else NULL. */
+    const ds4_idx8_ops *i8;
+    uint8_t *qrec;
+    size_t qbytes;
 } idx_job;
+
+/* Whether this session scores through the int8 path: the model numerics
+ * (FP4-exact q and rows; in the reference numerics nothing would convert),
+ * a level that has it, a shape it supports, and not turned off with
+ * DS4_IDX8=0 (A/B runs).  The scores are the same bits either way. */
+static bool idx8_wanted(const ds4_session *s) {
+    const ds4_hparams *hp = &s->model->hp;
+    const char *env = getenv("DS4_IDX8");
+    return s->opts.numerics == DS4_NUMERICS_MODEL && ds4_vec_ops_live()->idx8 &&
+           ds4_idx8_shape_ok((int)hp->idx_n_head, (int)hp->idx_head_dim) && !(env && !strcmp(env, "0"));
+}
+
+/* Converts the rows added since the last call into st->idx8 (allocated on
+ * first use, for the session's capacity); false: the int8 path is off. */
+static bool idx8_sync(ds4_session *s, ds4_layer_state *st) {
+    int dI = (int)s->model->hp.idx_head_dim;
+    const ds4_idx8_ops *i8 = ds4_vec_ops_live()->idx8;
+    if (!idx8_wanted(s)) return false;
+    if (!st->idx8) {
+        size_t groups = (s->comp_cap + DS4_IDX8_ROWS - 1) / DS4_IDX8_ROWS;
+        if (!(st->idx8 = aligned_alloc(64, groups * ds4_idx8_group_bytes(dI)))) return false;
+        st->n_idx8 = 0;
+    }
+    for (uint32_t i = st->n_idx8; i < st->n_idx; i++) i8->put_row(st->idx8, i, st->idx + (size_t)i * dI, dI);
+    st->n_idx8 = st->n_idx;
+    return true;
+}
 
 /* Rows visible to token t's query (compressed rows i < (p+1)/4). */
 static int idx_nvis(const batch *b, int t) { return (int)((b->p0 + t + 1) / 4); }
@@ -811,13 +844,28 @@ static void indexer_query(ds4_session *s, batch *b, int t) {
     for (int h = 0; h < nI; h++) b->iw[t * nI + h] *= wscale;
 }
 
-/* score[i] = Σ_h w_h·relu(q_h·k_i) for tokens [t0, t0 + nt), rows [i0, i1). */
+/* score[i] = Σ_h w_h·relu(q_h·k_i) for tokens [t0, t0 + nt), rows [i0, i1)
+ * (i0 a multiple of DS4_IDX8_ROWS on the int8 path: a group boundary). */
 static void indexer_scores(const idx_job *j, int t0, int nt, int i0, int i1) {
     const ds4_hparams *hp = &j->s->model->hp;
     int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
     const batch *b = j->b;
-    b->V->idx_scores(b->iq + (size_t)t0 * nI * dI, b->iw + (size_t)t0 * nI, nt, nI, dI,
-                     j->st->idx + (size_t)i0 * dI, i1 - i0, j->sc + (size_t)t0 * j->stride + i0, (int64_t)j->stride);
+    const float *q = b->iq + (size_t)t0 * nI * dI, *w = b->iw + (size_t)t0 * nI;
+    float *out = j->sc + (size_t)t0 * j->stride + i0;
+    if (j->i8) {
+        j->i8->scores(b->V, q, j->qrec + (size_t)t0 * j->qbytes, j->qbytes, w, nt, nI, dI,
+                      j->st->idx8 + (size_t)(i0 / DS4_IDX8_ROWS) * ds4_idx8_group_bytes(dI),
+                      j->st->idx + (size_t)i0 * dI, i1 - i0, out, (int64_t)j->stride);
+        return;
+    }
+    b->V->idx_scores(q, w, nt, nI, dI, j->st->idx + (size_t)i0 * dI, i1 - i0, out, (int64_t)j->stride);
+}
+
+/* Token t's query record for the int8 path. */
+static void indexer_query8(const idx_job *j, int t) {
+    const ds4_hparams *hp = &j->s->model->hp;
+    int nI = (int)hp->idx_n_head, dI = (int)hp->idx_head_dim;
+    if (j->i8) j->i8->query(j->b->iq + (size_t)t * nI * dI, nI, dI, j->qrec + (size_t)t * j->qbytes);
 }
 
 /* Token t's top-K rows, in ascending order (a deterministic summation
@@ -834,7 +882,10 @@ static void indexer_select(const idx_job *j, int t) {
 static void indexer_tokens_task(void *ctx, int64_t task) {
     const idx_job *j = ctx;
     int t0 = (int)task * j->tb, t1 = t0 + j->tb < j->b->n ? t0 + j->tb : j->b->n;
-    for (int t = t0; t < t1; t++) indexer_query(j->s, j->b, t);
+    for (int t = t0; t < t1; t++) {
+        indexer_query(j->s, j->b, t);
+        indexer_query8(j, t);
+    }
     int nvis = idx_nvis(j->b, t1 - 1); /* the block's last token sees the most rows */
     if (nvis > (int)j->s->model->hp.idx_topk) indexer_scores(j, t0, t1 - t0, 0, nvis);
     for (int t = t0; t < t1; t++) indexer_select(j, t);
@@ -843,6 +894,7 @@ static void indexer_tokens_task(void *ctx, int64_t task) {
 static void indexer_block_task(void *ctx, int64_t blk) {
     const idx_job *j = ctx;
     int per = (int)((j->stride + (size_t)j->blocks - 1) / (size_t)j->blocks);
+    per = (per + 2 * DS4_IDX8_ROWS - 1) / (2 * DS4_IDX8_ROWS) * (2 * DS4_IDX8_ROWS); /* whole int8 passes */
     int i0 = (int)blk * per, i1 = i0 + per < (int)j->stride ? i0 + per : (int)j->stride;
     if (i0 < i1) indexer_scores(j, 0, j->b->n, i0, i1);
 }
@@ -857,7 +909,7 @@ static bool indexer_needed(const ds4_session *s, const batch *b) {
 
 /* b->iq and b->iw were projected by attention() (with q_b and the other
  * projections of x̂) when indexer_needed(). */
-static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
+static void run_indexer(ds4_session *s, batch *b, ds4_layer_state *st) {
     const ds4_hparams *hp = &s->model->hp;
     if (!indexer_needed(s, b)) {
         for (int t = 0; t < b->n; t++) b->sel[t * (hp->idx_topk + 1)] = -1;
@@ -867,7 +919,11 @@ static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
     int threads = ds4_pool_size(s->pool);
     float *sc = malloc(sizeof(float) * stride * ((size_t)b->n + (size_t)threads));
     if (!sc) abort();
-    idx_job j = {s, b, st, sc, stride, (uint32_t *)(void *)(sc + stride * (size_t)b->n), 1, 1};
+    idx_job j = {s, b, st, sc, stride, (uint32_t *)(void *)(sc + stride * (size_t)b->n), 1, 1, NULL, NULL, 0};
+    if (idx8_sync(s, st)) {
+        j.qbytes = ds4_idx8_query_bytes((int)hp->idx_n_head, (int)hp->idx_head_dim);
+        if ((j.qrec = aligned_alloc(64, j.qbytes * (size_t)b->n))) j.i8 = b->V->idx8;
+    }
     if (b->n >= 2 * threads) {
         /* token blocks, at least ~2 per thread */
         j.tb = b->n / (2 * threads) < IDX_TB ? b->n / (2 * threads) : IDX_TB;
@@ -877,10 +933,14 @@ static void run_indexer(ds4_session *s, batch *b, const ds4_layer_state *st) {
         int blocks = 4 * threads;
         while (blocks > 1 && (int64_t)stride / blocks < 16) blocks /= 2;
         j.blocks = blocks;
-        for (int t = 0; t < b->n; t++) indexer_query(s, b, t);
+        for (int t = 0; t < b->n; t++) {
+            indexer_query(s, b, t);
+            indexer_query8(&j, t);
+        }
         ds4_pool_run(s->pool, blocks, indexer_block_task, &j);
         ds4_pool_run(s->pool, b->n, indexer_select_task, &j);
     }
+    free(j.qrec);
     free(sc);
 }
 

@@ -148,6 +148,7 @@ int ds4_session_payload_load(ds4_session *s, ds4_read_fn read, void *ud, int32_t
         }
         if (m == 4) {
             st->n_idx = counts[hp->n_layer + l];
+            st->n_idx8 = 0; /* the int8 copies are rebuilt from these rows */
             R_(st->idx, 4 * (size_t)st->n_idx * hp->idx_head_dim);
             R_(st->idx_kv, 4 * idx_frontier_len(hp));
             R_(st->idx_sc, 4 * idx_frontier_len(hp));

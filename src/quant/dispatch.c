@@ -100,6 +100,7 @@ static void build(int lv, ds4_type_traits *table, ds4_vec_ops *vec) {
         ds4_simd_install_avx512_vbmi(table);
         ds4_simd_install_avx512_dec(table);
         ds4_vec_install_avx512(vec);
+        ds4_idx8_install_avx512(vec);
         ds4_gemm_install_avx512_q8(table);
         ds4_gemm_install_avx512_k(table);
         break;

@@ -112,6 +112,9 @@ typedef struct ds4_vec_ops {
      * call (prefill == chunked prefill == decode). */
     void (*idx_scores)(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
                        float *out, int64_t ostride);
+    /* The exact int8 route to idx_scores's bits (idx8.h), or NULL where the
+     * level has none (avx512 has it). */
+    const struct ds4_idx8_ops *idx8;
 } ds4_vec_ops;
 
 /* The live helper set (implies ds4_simd_init()); stays valid, and follows

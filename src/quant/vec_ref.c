@@ -157,4 +157,5 @@ void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->hc_collapse = ds4_vec_hc_collapse_ref;
     v->hc_expand = ds4_vec_hc_expand_ref;
     v->idx_scores = ds4_vec_idx_scores_ref;
+    v->idx8 = NULL;
 }
