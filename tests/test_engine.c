@@ -282,6 +282,18 @@ TEST(quantized_batches_bitwise) {
     }
 }
 
+/* The tiny model, loaded, and session options for it: 512 positions, 2
+ * threads.  NULL (after a failed check) if it does not load. */
+static ds4_model *tiny_session_opts(ds4_engine_opts *o) {
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    CHECKF(m != NULL, "%s", err.msg);
+    ds4_engine_opts_default(o);
+    o->ctx_max = 512;
+    o->n_threads = 2;
+    return m;
+}
+
 /* The int8 indexer (quant/idx8.h): where the live level has it, sessions
  * in the model numerics build the int8 row copies and score through them,
  * and their logits are bitwise those of sessions with it off (DS4_IDX8=0),
@@ -289,13 +301,9 @@ TEST(quantized_batches_bitwise) {
  * selects (topk 8 of up to 75 rows). */
 TEST(idx8_same_logits) {
     ds4_err err = {{0}};
-    ds4_model *m = ds4_model_load(tiny_model(), &err);
-    CHECKF(m != NULL, "%s", err.msg);
-    if (!m) return;
     ds4_engine_opts o;
-    ds4_engine_opts_default(&o);
-    o.ctx_max = 512;
-    o.n_threads = 2;
+    ds4_model *m = tiny_session_opts(&o);
+    if (!m) return;
     enum { N = 300 };
     int32_t toks[N];
     for (int i = 0; i < N; i++) toks[i] = (i * 41 + 3) % (int)m->hp.n_vocab;
@@ -353,13 +361,9 @@ TEST(idx8_same_logits) {
 
 TEST(snapshot_continues_bitwise) {
     ds4_err err = {{0}};
-    ds4_model *m = ds4_model_load(tiny_model(), &err);
-    CHECKF(m != NULL, "%s", err.msg);
-    if (!m) return;
     ds4_engine_opts o;
-    ds4_engine_opts_default(&o);
-    o.ctx_max = 512;
-    o.n_threads = 2;
+    ds4_model *m = tiny_session_opts(&o);
+    if (!m) return;
     o.max_batch = 64;
     int n = 150, extra = 20; /* > 128: the raw ring wraps; > 4·8: the indexer selects */
     int32_t toks[170];
