@@ -213,36 +213,51 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
     _Alignas(64) uint8_t wmem[Q8P_KB * 16 * 36];
     const q8p_unpacked u = { wmem, (float *)(void *)(wmem + Q8P_KB * 16 * 32) };
     _Alignas(64) float sums_stack[8 * 256];
-    float *sums = np <= 8 ? sums_stack : aligned_alloc(64, sizeof(float) * 256 * (size_t)np);
+    /* One block range (n <= 1024): a panel pair's sums are final after its
+     * tiles and go out at once, from L1, into the lines prefetched just
+     * before; stored after the whole chunk, they came back from L2 and
+     * their stores missed (n = 512, 4096 rows, 512 tokens: the stores took
+     * ~40% of the call). */
+    const bool one = nb <= Q8P_KB;
+    float *sums = np <= 8 || one ? sums_stack : aligned_alloc(64, sizeof(float) * 256 * (size_t)np);
     if (!sums) abort();
     for (int r0 = 0; r0 < nr; r0 += 16) {
         const int rc = nr - r0 < 16 ? nr - r0 : 16;
         const uint8_t *wc = (const uint8_t *)w + (size_t)r0 * ws;
         /* the next chunk's rows, prefetched by each range's first panel pass */
         const uint8_t *next = r0 + 16 < nr ? wc + 16 * ws : NULL;
-        if (rc < 16) memset(sums, 0, sizeof(float) * 256 * (size_t)np); /* rows past rc: transposed, never stored */
+        if (rc < 16) /* rows past rc: transposed, never stored */
+            memset(sums, 0, sizeof(float) * 256 * (size_t)(one ? Q8P_TP : np));
         for (int64_t k0 = 0; k0 < nb; k0 += Q8P_KB) {
             const int64_t kn = nb - k0 < Q8P_KB ? nb - k0 : Q8P_KB;
             q8_0_unpack(kn, wc + (size_t)k0 * sizeof(block_q8_0), ws, rc, u);
             for (int p = 0; p < np; p += Q8P_TP) {
                 const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
-                if (k0 == 0) /* the chunk's output lines, stored after its last range */
+                if (k0 == 0) /* the chunk's output lines for these panels */
                     ds4_prefetch_out(y, ldy, r0, rc, p * Q8P_TOK, (p + pn) * Q8P_TOK < ntok ? (p + pn) * Q8P_TOK : ntok);
                 const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
+                float *ps = one ? sums : sums + (size_t)p * 256;
                 for (int r = 0; r < rc; r += Q8P_NR) {
                     const int rr = rc - r < Q8P_NR ? rc - r : Q8P_NR;
                     const uint8_t *pf = p == 0 && next && r0 + 16 + r < nr
                                             ? next + (size_t)r * ws + (size_t)k0 * sizeof(block_q8_0)
                                             : NULL;
-                    q8p_tiles[rr - 1][pn - 1](kn, u, r, pf, ws, pp, pb, sums + (size_t)p * 256 + 16 * r, k0 == 0);
+                    q8p_tiles[rr - 1][pn - 1](kn, u, r, pf, ws, pp, pb, ps + 16 * r, k0 == 0);
                 }
+                if (one)
+                    for (int q = p; q < p + pn; q++) {
+                        const int tok = ntok - q * Q8P_TOK;
+                        q8_0_store_block(sums + (size_t)(q - p) * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
+                                         y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
+                    }
             }
         }
-        for (int q = 0; q < np; q++) {
-            const int tok = ntok - q * Q8P_TOK;
-            q8_0_store_block(sums + (size_t)q * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
-                             y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
-        }
+        if (!one)
+            for (int q = 0; q < np; q++) {
+                const int tok = ntok - q * Q8P_TOK;
+                q8_0_store_block(sums + (size_t)q * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
+                                 y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
+            }
     }
     if (sums != sums_stack) free(sums);
 }
