@@ -33,6 +33,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "test_rng.h"
 
@@ -288,6 +289,44 @@ TEST(pool_thread) {
     ds4_pool_free(x.other);
 }
 
+/* The hand-over between jobs when threads sleep: gaps between jobs longer
+ * than the spin budget put the workers to sleep, and the job after a gap
+ * must wake them (its task 0, which the caller claims first, takes 5 ms:
+ * a woken worker runs the others); tasks longer than the budget put the
+ * caller to sleep on the last task, and the finisher must wake it (or
+ * ds4_pool_run never returns).  Every task of every job runs once. */
+typedef struct {
+    ds4_pool *p;
+    atomic_long runs, on_worker;
+    int slow;  /* 0: none, 1: task 0 sleeps (after a gap), 2: task 1 sleeps */
+} wake_ctx;
+
+static void wake_task(void *ctx, int64_t i) {
+    wake_ctx *w = ctx;
+    if ((w->slow == 1 && i == 0) || (w->slow == 2 && i == 1)) usleep(w->slow == 1 ? 5000 : 2000);
+    if (w->slow == 1 && ds4_pool_thread(w->p) != 0) atomic_fetch_add(&w->on_worker, 1);
+    atomic_fetch_add(&w->runs, 1);
+}
+
+TEST(pool_wakeups) {
+    for (int threads = 2; threads <= 3; threads++) {
+        wake_ctx w = {.p = ds4_pool_new(threads)};
+        long want = 0;
+        int ok = 1;
+        for (int j = 0; j < 400 && ok; j++) {
+            int n = 1 + j % 5;
+            w.slow = j % 40 == 21 ? 1 : j % 40 == 7 ? 2 : 0;
+            ds4_pool_run(w.p, n, wake_task, &w);
+            want += n;
+            ok = atomic_load(&w.runs) == want; /* all done when run returns */
+            if (j % 40 == 20) usleep(3000); /* the workers fall asleep */
+        }
+        CHECKF(ok, "threads=%d: %ld task runs, want %ld", threads, (long)atomic_load(&w.runs), want);
+        CHECKF(atomic_load(&w.on_worker) > 0, "threads=%d: no worker woke for a job after a gap", threads);
+        ds4_pool_free(w.p);
+    }
+}
+
 int main(void) {
     RUN(threads);
     RUN(many_segments);
@@ -295,5 +334,6 @@ int main(void) {
     RUN(gather);
     RUN(gather_shared);
     RUN(pool_thread);
+    RUN(pool_wakeups);
     TEST_END();
 }
