@@ -213,11 +213,13 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
     _Alignas(64) uint8_t wmem[Q8P_KB * 16 * 36];
     const q8p_unpacked u = { wmem, (float *)(void *)(wmem + Q8P_KB * 16 * 32) };
     _Alignas(64) float sums_stack[8 * 256];
-    /* One block range (n <= 1024): a panel pair's sums are final after its
-     * tiles and go out at once, from L1, into the lines prefetched just
-     * before; stored after the whole chunk, they came back from L2 and
-     * their stores missed (n = 512, 4096 rows, 512 tokens: the stores took
-     * ~40% of the call). */
+    /* A panel pair's sums are final after its tiles over the last block
+     * range, and go out at once, from L1, into the lines prefetched just
+     * before.  Stored after the whole chunk instead, they came back from L2
+     * and their stores missed: with one range (n <= 1024, 4096 rows, 512
+     * tokens) the stores took ~40% of the call.  With four (n = 4096, V4
+     * Flash's width; 1024 rows, 1 thread, 4 interleaved pairs) 48 tokens
+     * went 604-609 -> 629-648 GF/s, 96 tokens 639-661 -> 663-684. */
     const bool one = nb <= Q8P_KB;
     float *sums = np <= 8 || one ? sums_stack : aligned_alloc(64, sizeof(float) * 256 * (size_t)np);
     if (!sums) abort();
@@ -230,10 +232,11 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
             memset(sums, 0, sizeof(float) * 256 * (size_t)(one ? Q8P_TP : np));
         for (int64_t k0 = 0; k0 < nb; k0 += Q8P_KB) {
             const int64_t kn = nb - k0 < Q8P_KB ? nb - k0 : Q8P_KB;
+            const bool last = k0 + kn == nb;
             q8_0_unpack(kn, wc + (size_t)k0 * sizeof(block_q8_0), ws, rc, u);
             for (int p = 0; p < np; p += Q8P_TP) {
                 const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
-                if (k0 == 0) /* the chunk's output lines for these panels */
+                if (last) /* the chunk's output lines for these panels */
                     ds4_prefetch_out(y, ldy, r0, rc, p * Q8P_TOK, (p + pn) * Q8P_TOK < ntok ? (p + pn) * Q8P_TOK : ntok);
                 const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
                 float *ps = one ? sums : sums + (size_t)p * 256;
@@ -244,20 +247,14 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
                                             : NULL;
                     q8p_tiles[rr - 1][pn - 1](kn, u, r, pf, ws, pp, pb, ps + 16 * r, k0 == 0);
                 }
-                if (one)
+                if (last)
                     for (int q = p; q < p + pn; q++) {
                         const int tok = ntok - q * Q8P_TOK;
-                        q8_0_store_block(sums + (size_t)(q - p) * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
+                        q8_0_store_block(ps + (size_t)(q - p) * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
                                          y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
                     }
             }
         }
-        if (!one)
-            for (int q = 0; q < np; q++) {
-                const int tok = ntok - q * Q8P_TOK;
-                q8_0_store_block(sums + (size_t)q * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
-                                 y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
-            }
     }
     if (sums != sums_stack) free(sums);
 }
