@@ -50,16 +50,15 @@ INL float hsum_ps(__m256 v) {
 }
 
 /* ------------------------------------------------------------------------
- * F32 / F16 / BF16 · f32: one 4-lane double accumulator per pair; a tail of
+ * F32 / BF16 · f32: one 4-lane double accumulator per pair; a tail of
  * n % 8 goes through zero-padded copies so every pair sees the same ops.
  * ------------------------------------------------------------------------ */
 
-enum { KF32, KF16, KBF16 };
+enum { KF32, KBF16 };
 
 INL __m256 load_w8(const void *p, int kind) {
     if (kind == KF32) return _mm256_loadu_ps((const float *)p);
     const __m128i h = _mm_loadu_si128((const __m128i *)p);
-    if (kind == KF16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
@@ -101,11 +100,104 @@ INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
-#define K_F16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF16)
 #define K_BF16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KBF16)
 DS4_DEFINE_TILE(TGT, f32_avx2, K_F32, 4, 2)
-DS4_DEFINE_TILE(TGT, f16_avx2, K_F16, 4, 2)
 DS4_DEFINE_TILE(TGT, bf16_avx2, K_BF16, 4, 2)
+
+/* ------------------------------------------------------------------------
+ * F16 · F32 in fp32 lanes (as dec_avx512.c does for the avx512 level; the
+ * error bound and its reasoning are the same: products rounded once inside
+ * the FMA, per lane a chain of ~n/8 of them, then 3 tree adds).
+ *
+ * Order, the same for every pair whatever tile holds it: one accumulator of
+ * 8 float lanes per (row, column); chunk j (elements 8j .. 8j + 7) is added
+ * by one FMA, lane l taking element 8j + l, j in order; a last chunk of
+ * fewer than 8 elements is read from zero-padded copies.  Then lanes
+ * i + i+4, i + i+2, i + i+1 (f16_hsum1 for one pair, f16_hsum8 for up to 8
+ * at once by transpose-adds).  So prefill tiles and decode dots give the
+ * same bits.
+ *
+ * Why: the double lanes cost two conversions and two FMAs per 8 elements
+ * and a 4-wide FMA chain; the HC mixes, the compressors, the indexer and
+ * the router are F16 (15% of a q2 decode's bytes, most of its attention
+ * projections in prefill).  Zen 5, AVX2 level, small-q2, 2 threads: see
+ * the commit; bench/kernels f16 avx2 rows.
+ * ------------------------------------------------------------------------ */
+
+INL __m256 f16w8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+INL float f16_hsum1(__m256 a) {
+    const __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 s2 = _mm_add_ps(s1, _mm_movehl_ps(s1, s1));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+/* Lane k <- Σ a[k] for 8 accumulators, each by f16_hsum1's tree: stage 1
+ * pairs a[k] with a[k+4] (low half: a[k]'s i + i+4, high half: a[k+4]'s),
+ * stage 2 a[k] with a[k+2], stage 3 leaves lanes 1 and 2 (5 and 6)
+ * swapped, which the input order undoes. */
+INL __m256 f16_hsum8(const __m256 *a) {
+    const __m256 b[8] = { a[0], a[2], a[1], a[3], a[4], a[6], a[5], a[7] };
+    __m256 x[4], y[2];
+    DS4_UNROLL for (int k = 0; k < 4; k++)
+        x[k] = _mm256_add_ps(_mm256_blend_ps(b[k], b[k + 4], 0xF0), _mm256_permute2f128_ps(b[k], b[k + 4], 0x21));
+    DS4_UNROLL for (int k = 0; k < 2; k++)
+        y[k] = _mm256_add_ps(_mm256_shuffle_ps(x[k], x[k + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(x[k], x[k + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+               const int NR, const int NC) {
+    const uint16_t *wr[4];
+    const float *xc[4];
+    __m256 acc[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) wr[r] = (const uint16_t *)(w + r * ws);
+    DS4_UNROLL for (int c = 0; c < NC; c++) xc[c] = (const float *)(x + c * xs);
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+    /* decode streams the rows: prefetch as dec_avx512.c's F16 kernel */
+    const size_t pfd = NC > 1 || ws == 0 ? 0 : (NR * ws >= 8192 ? (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* a line of every row per step */
+        if (pfd) DS4_UNROLL for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(wr[r] + i) + pfd, _MM_HINT_T0);
+        DS4_UNROLL for (int k = 0; k < 32; k += 8) {
+            __m256 xv[4];
+            DS4_UNROLL for (int c = 0; c < NC; c++) xv[c] = _mm256_loadu_ps(xc[c] + i + k);
+            DS4_UNROLL for (int r = 0; r < NR; r++) {
+                const __m256 wv = f16w8(wr[r] + i + k);
+                DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+            }
+        }
+    }
+    for (; i < n; i += 8) { /* the same chunks; a partial one from zero-padded copies */
+        const int64_t rem = n - i < 8 ? n - i : 8;
+        __m256 xv[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            if (rem == 8) { xv[c] = _mm256_loadu_ps(xc[c] + i); continue; }
+            float buf[8] = { 0 };
+            memcpy(buf, xc[c] + i, (size_t)rem * sizeof(float));
+            xv[c] = _mm256_loadu_ps(buf);
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            __m256 wv;
+            if (rem == 8) wv = f16w8(wr[r] + i);
+            else { uint16_t buf[8] = { 0 }; memcpy(buf, wr[r] + i, (size_t)rem * 2); wv = f16w8(buf); }
+            DS4_UNROLL for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+    if (NR * NC == 1) {
+        y[0] = f16_hsum1(acc[0][0]);
+        return;
+    }
+    __m256 a8[8];
+    float s[8];
+    DS4_UNROLL for (int k = 0; k < 8; k++) a8[k] = _mm256_setzero_ps();
+    DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) a8[4 * c + r] = acc[r][c];
+    _mm256_storeu_ps(s, f16_hsum8(a8));
+    DS4_UNROLL for (int c = 0; c < NC; c++) DS4_UNROLL for (int r = 0; r < NR; r++) y[c * ldy + r] = s[4 * c + r];
+}
+DS4_DEFINE_TILE(TGT, f16_avx2, k_f16, 4, 2)
 
 /* ------------------------------------------------------------------------
  * Q8_0 · Q8_0, bit-identical to the reference (canonical order, see
