@@ -18,9 +18,10 @@
  *                                blocks in order, mul then add (no FMA)
  *   F32, BF16 · F32              exact products summed in double lanes: only
  *                                the order of the double sum differs
- *   F16 · F32                    neon: as F32; avx2, avx512: fp32 FMA lanes in
- *                                a fixed order (simd_avx2.c, dec_avx512.c),
- *                                within (8 + √n)·2^-24·Σ|w·x| of the reference
+ *   F16 · F32                    avx2, avx512, neon: fp32 FMA lanes in a fixed
+ *                                order per level (simd_avx2.c, dec_avx512.c,
+ *                                simd_neon.c), within (8 + √n)·2^-24·Σ|w·x|
+ *                                of the reference
  *   f32 -> Q8_0, f32 -> Q8_K     bit-identical
  *   ds4_vec_axpy_f32             bit-identical (mul then add, no FMA)
  *   ds4_vec_ops.idx_scores       bit-identical (one fmaf order, below)

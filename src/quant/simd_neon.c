@@ -3,7 +3,8 @@
  * Compiled only on aarch64 (AdvSIMD is part of the base ISA there, so no
  * runtime check is needed); elsewhere this file reduces to an empty
  * installer.  Covered, each with its vec_dot and 4x2-instance tile:
- *   F32/F16/BF16 · f32   exact products summed in double lanes;
+ *   F32/BF16 · f32       exact products summed in double lanes;
+ *   F16 · f32            fp32 FMA lanes (as the x86 levels: simd.h);
  *   Q8_0 · Q8_0          bit-identical;
  *   Q4_K, Q2_K, IQ2_XXS · Q8_K   bit-identical;
  * plus the f32 -> Q8_0 / Q8_K quantizers (bit-identical: FCVTAS rounds ties
@@ -40,14 +41,13 @@
 
 INL float h2f(ds4_fp16 h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
 
-/* ---- F32 / F16 / BF16 · f32 ---- */
+/* ---- F32 / BF16 · f32 ---- */
 
-enum { KF32, KF16, KBF16 };
+enum { KF32, KBF16 };
 
 INL float32x4_t load_w4(const void *p, int kind) {
     if (kind == KF32) return vld1q_f32((const float *)p);
     const uint16x4_t h = vld1_u16((const uint16_t *)p);
-    if (kind == KF16) return vcvt_f32_f16(vreinterpret_f16_u16(h));
     return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
 }
 
@@ -81,11 +81,58 @@ INL void k_float(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_
 }
 
 #define K_F32(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF32)
-#define K_F16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KF16)
 #define K_BF16(n, w, ws, x, xs, y, ldy, R, C) k_float(n, w, ws, x, xs, y, ldy, R, C, KBF16)
 DS4_DEFINE_TILE(, f32_neon, K_F32, 4, 2)
-DS4_DEFINE_TILE(, f16_neon, K_F16, 4, 2)
 DS4_DEFINE_TILE(, bf16_neon, K_BF16, 4, 2)
+
+/* ---- F16 · f32 in fp32 lanes ----
+ * As the x86 levels (simd_avx2.c, dec_avx512.c; the same error bound): the
+ * double lanes cost two widenings and two 2-lane FMAs per 4 elements.  Per
+ * pair two accumulators of 4 float lanes, a and b: chunk j (elements 8j ..
+ * 8j + 7) adds its first half to a and its second to b by one FMA each, j
+ * in order; a last chunk of fewer than 8 elements is read from zero-padded
+ * copies.  Then (a + b), lanes i + i+2, i + i+1.  Two chains per pair hide
+ * the FMA latency in decode's 4 x 1 tile; every tile and vec_dot run this
+ * same sequence per pair, so they give the same bits. */
+INL float32x4_t f16w4(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+INL float f16_hsum(float32x4_t a, float32x4_t b) {
+    const float32x4_t s = vaddq_f32(a, b);
+    const float32x2_t h = vadd_f32(vget_low_f32(s), vget_high_f32(s)); /* i + i+2 */
+    return vget_lane_f32(h, 0) + vget_lane_f32(h, 1);
+}
+
+INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+               const int NR, const int NC) {
+    float32x4_t a[4][4], b[4][4];
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) {
+        a[r][c] = vdupq_n_f32(0.0f);
+        b[r][c] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t rem = n - i < 8 ? n - i : 8;
+        float32x4_t xl[4], xh[4];
+        DS4_UNROLL for (int c = 0; c < NC; c++) {
+            float buf[8] = { 0 };
+            const float *xp = (const float *)(x + c * xs) + i;
+            if (rem < 8) { __builtin_memcpy(buf, xp, (size_t)rem * sizeof(float)); xp = buf; }
+            xl[c] = vld1q_f32(xp);
+            xh[c] = vld1q_f32(xp + 4);
+        }
+        DS4_UNROLL for (int r = 0; r < NR; r++) {
+            uint16_t buf[8] = { 0 };
+            const uint16_t *wp = (const uint16_t *)(w + r * ws) + i;
+            if (rem < 8) { __builtin_memcpy(buf, wp, (size_t)rem * 2); wp = buf; }
+            const float32x4_t wl = f16w4(wp), wh = f16w4(wp + 4);
+            DS4_UNROLL for (int c = 0; c < NC; c++) {
+                a[r][c] = vfmaq_f32(a[r][c], wl, xl[c]);
+                b[r][c] = vfmaq_f32(b[r][c], wh, xh[c]);
+            }
+        }
+    }
+    DS4_UNROLL for (int r = 0; r < NR; r++) DS4_UNROLL for (int c = 0; c < NC; c++) y[c * ldy + r] = f16_hsum(a[r][c], b[r][c]);
+}
+DS4_DEFINE_TILE(, f16_neon, k_f16, 4, 2)
 
 /* ---- Q8_0 · Q8_0 ---- */
 
