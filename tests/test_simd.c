@@ -401,67 +401,78 @@ TEST(panel_gemm_matches_vec_dot) {
             ds4_type_traits s;
             ds4_simd_traits_for(*lv, type, &s);
             if (!s.panel_gemm) continue;
-            CHECK(s.panel_tokens > 0 && s.panel_bytes && s.panel_pack);
-            /* the live kernel, then the other IQ2_XXS unpack variants this CPU runs */
-            ds4_panel_gemm_fn gemms[4] = { s.panel_gemm, NULL, NULL, NULL };
-            const char *gname[4] = { "", " (base unpack)", " (vbmi unpack)", " (gfni unpack)" };
-            for (int v = 0, ng = 1; v < 3 && type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0; v++) {
-                ds4_panel_gemm_fn g = ds4_gemm_avx512_k_iq2_variant(v);
-                if (g && g != s.panel_gemm) { gname[ng] = gname[v + 1]; gemms[ng++] = g; }
+            /* the live panel format and kernel, then (avx2 Q8_0) the other variant this CPU runs */
+            ds4_type_traits vs[2] = { s, s };
+            int nvs = 1;
+            for (int v = 0; v < 2 && type == DS4_TYPE_Q8_0 && strcmp(*lv, "avx2") == 0; v++) {
+                ds4_type_traits t = s;
+                if (ds4_gemm_avx2_q8_variant(v, &t) == 0 && t.panel_gemm != s.panel_gemm) vs[nvs++] = t;
             }
-            for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
-                int64_t n = lens[li];
-                rng_seed((uint64_t)(type * 77 + li));
-                size_t rb = ds4_row_size(type, n), xb = ds4_row_size(s.vec_dot_type, n);
-                int P = s.panel_tokens;
-                uint8_t *w = malloc(rb * MAXR), *xq = malloc(xb * MAXT);
-                random_rows(type, n, MAXR, w);
-                float *x = malloc((size_t)n * sizeof *x);
-                for (int t = 0; t < MAXT; t++) {
-                    fill_gauss(x, n);
-                    ds4_type_traits_ref(s.vec_dot_type)->from_float(x, xq + (size_t)t * xb, n);
+            for (int vi = 0; vi < nvs; vi++) {
+                s = vs[vi];
+                CHECK(s.panel_tokens > 0 && s.panel_bytes && s.panel_pack);
+                /* the live kernel, then the other IQ2_XXS unpack variants this CPU runs */
+                ds4_panel_gemm_fn gemms[4] = { s.panel_gemm, NULL, NULL, NULL };
+                const char *gname[4] = { vi ? " (the other panel variant)" : "", " (base unpack)", " (vbmi unpack)",
+                                         " (gfni unpack)" };
+                for (int v = 0, ng = 1; v < 3 && type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0; v++) {
+                    ds4_panel_gemm_fn g = ds4_gemm_avx512_k_iq2_variant(v);
+                    if (g && g != s.panel_gemm) { gname[ng] = gname[v + 1]; gemms[ng++] = g; }
                 }
-                float *ref = malloc(sizeof *ref * MAXT * MAXR); /* vec_dot of every (token, row) */
-                for (int t = 0; t < MAXT; t++)
-                    for (int r = 0; r < MAXR; r++) ref[t * MAXR + r] = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
-                size_t pb = s.panel_bytes(n);
-                uint8_t *panels = malloc(pb * (size_t)((MAXT + P - 1) / P));
-                const int ymax = MAXT * (MAXR + 3 + 32); /* the widest ldy below, and an offset */
-                float *y = malloc(sizeof *y * (size_t)ymax);
-                for (int ki = 0; ki < nnt; ki++) {
-                    int ntok = ntoks[ki];
-                    s.panel_pack(n, xq, xb, ntok, panels);
-                    for (int gi = 0; gi < 4 && gemms[gi]; gi++)
-                        for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
-                            for (int pass = 0; pass < 3; pass++) {
-                                /* 1: start at the second panel; 2: rows of y at a multiple of 16
-                                 * floats, starting 5 floats past a 64-byte line */
-                                int nr = nrs[ni], ldy = pass == 2 ? (nr + 15) / 16 * 16 + 16 : nr + 3;
-                                int t0 = pass == 1 ? P : 0, yoff = 0;
-                                if (t0 >= ntok) continue;
-                                if (pass == 2) yoff = (int)((16 - ((uintptr_t)y / sizeof *y) % 16) % 16) + 5;
-                                for (int i = 0; i < ymax; i++) y[i] = NAN;
-                                float *yo = y + yoff;
-                                gemms[gi](n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, yo, ldy);
-                                int bad = 0, spill = 0;
-                                for (int t = t0; t < ntok; t++)
-                                    for (int r = 0; r < nr; r++) {
-                                        bad += memcmp(&ref[t * MAXR + r], &yo[(t - t0) * ldy + r], 4) != 0;
-                                        yo[(t - t0) * ldy + r] = NAN;
-                                    }
-                                for (int i = 0; i < ymax; i++) spill += !isnan(y[i]); /* nothing else written */
-                                CHECKF(bad == 0 && spill == 0,
-                                       "%s %s%s n=%lld nr=%d ntok=%d t0=%d ldy=%d: %d differ, %d written outside", *lv,
-                                       s.name, gname[gi], (long long)n, nr, ntok, t0, ldy, bad, spill);
-                            }
+                for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+                    int64_t n = lens[li];
+                    rng_seed((uint64_t)(type * 77 + li));
+                    size_t rb = ds4_row_size(type, n), xb = ds4_row_size(s.vec_dot_type, n);
+                    int P = s.panel_tokens;
+                    uint8_t *w = malloc(rb * MAXR), *xq = malloc(xb * MAXT);
+                    random_rows(type, n, MAXR, w);
+                    float *x = malloc((size_t)n * sizeof *x);
+                    for (int t = 0; t < MAXT; t++) {
+                        fill_gauss(x, n);
+                        ds4_type_traits_ref(s.vec_dot_type)->from_float(x, xq + (size_t)t * xb, n);
+                    }
+                    float *ref = malloc(sizeof *ref * MAXT * MAXR); /* vec_dot of every (token, row) */
+                    for (int t = 0; t < MAXT; t++)
+                        for (int r = 0; r < MAXR; r++) ref[t * MAXR + r] = s.vec_dot(n, w + (size_t)r * rb, xq + (size_t)t * xb);
+                    size_t pb = s.panel_bytes(n);
+                    uint8_t *panels = malloc(pb * (size_t)((MAXT + P - 1) / P));
+                    const int ymax = MAXT * (MAXR + 3 + 32); /* the widest ldy below, and an offset */
+                    float *y = malloc(sizeof *y * (size_t)ymax);
+                    for (int ki = 0; ki < nnt; ki++) {
+                        int ntok = ntoks[ki];
+                        s.panel_pack(n, xq, xb, ntok, panels);
+                        for (int gi = 0; gi < 4 && gemms[gi]; gi++)
+                            for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
+                                for (int pass = 0; pass < 3; pass++) {
+                                    /* 1: start at the second panel; 2: rows of y at a multiple of 16
+                                     * floats, starting 5 floats past a 64-byte line */
+                                    int nr = nrs[ni], ldy = pass == 2 ? (nr + 15) / 16 * 16 + 16 : nr + 3;
+                                    int t0 = pass == 1 ? P : 0, yoff = 0;
+                                    if (t0 >= ntok) continue;
+                                    if (pass == 2) yoff = (int)((16 - ((uintptr_t)y / sizeof *y) % 16) % 16) + 5;
+                                    for (int i = 0; i < ymax; i++) y[i] = NAN;
+                                    float *yo = y + yoff;
+                                    gemms[gi](n, w, rb, nr, panels + pb * (size_t)(t0 / P), ntok - t0, yo, ldy);
+                                    int bad = 0, spill = 0;
+                                    for (int t = t0; t < ntok; t++)
+                                        for (int r = 0; r < nr; r++) {
+                                            bad += memcmp(&ref[t * MAXR + r], &yo[(t - t0) * ldy + r], 4) != 0;
+                                            yo[(t - t0) * ldy + r] = NAN;
+                                        }
+                                    for (int i = 0; i < ymax; i++) spill += !isnan(y[i]); /* nothing else written */
+                                    CHECKF(bad == 0 && spill == 0,
+                                           "%s %s%s n=%lld nr=%d ntok=%d t0=%d ldy=%d: %d differ, %d written outside", *lv,
+                                           s.name, gname[gi], (long long)n, nr, ntok, t0, ldy, bad, spill);
+                                }
+                    }
+                    tested++;
+                    free(w);
+                    free(xq);
+                    free(x);
+                    free(ref);
+                    free(panels);
+                    free(y);
                 }
-                tested++;
-                free(w);
-                free(xq);
-                free(x);
-                free(ref);
-                free(panels);
-                free(y);
             }
         }
     }

@@ -22,4 +22,11 @@ static inline __attribute__((always_inline, target("avx512f"))) __m512i ds4_dpws
     return acc;
 }
 
+/* AVX-VNNI (VEX, ymm; Alder Lake, Zen 5): the same on 256-bit registers. */
+static inline __attribute__((always_inline, target("avx2,avxvnni"))) __m256i ds4_dpbusd_vex(__m256i acc, __m256i a_u8,
+                                                                                            __m256i b_s8) {
+    __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a_u8), "xm"(b_s8));
+    return acc;
+}
+
 #endif

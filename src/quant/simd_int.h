@@ -29,6 +29,11 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *table);
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
 void ds4_gemm_install_avx512_k(ds4_type_traits *table);
 void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
+/* Tests: puts the avx2 level's Q8_0 panel kernel variant (pack, bytes,
+ * gemm) into row: 0 the sign-trick one (AVX2), 1 the AVX-VNNI one, which
+ * ds4_gemm_install_avx2_q8() picks where the CPU has it.  0, or -1 where
+ * the CPU lacks its ISA (and off x86). */
+int ds4_gemm_avx2_q8_variant(int vnni, ds4_type_traits *row);
 void ds4_gemm_install_avx2_k(ds4_type_traits *table);  /* gemm_avx2_k.c: Q2_K, Q4_K, IQ2_XXS */
 /* The avx512 level's IQ2_XXS panel GEMM variants, so that tests can check
  * each one the CPU runs: 0 the base unpack (AVX-512 F/BW), 1 the VBMI one
