@@ -415,9 +415,15 @@ TEST(panel_gemm_matches_vec_dot) {
                 ds4_panel_gemm_fn gemms[4] = { s.panel_gemm, NULL, NULL, NULL };
                 const char *gname[4] = { vi ? " (the other panel variant)" : "", " (base unpack)", " (vbmi unpack)",
                                          " (gfni unpack)" };
-                for (int v = 0, ng = 1; v < 3 && type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0; v++) {
+                int ng = 1;
+                for (int v = 0; v < 3 && type == DS4_TYPE_IQ2_XXS && strcmp(*lv, "avx512") == 0; v++) {
                     ds4_panel_gemm_fn g = ds4_gemm_avx512_k_iq2_variant(v);
                     if (g && g != s.panel_gemm) { gname[ng] = gname[v + 1]; gemms[ng++] = g; }
+                }
+                /* the avx2 K-quant kernels with and without AVX-VNNI (same panels) */
+                for (int v = 0; v < 2 && strcmp(*lv, "avx2") == 0; v++) {
+                    ds4_panel_gemm_fn g = ds4_gemm_avx2_k_variant(type, v);
+                    if (g && g != s.panel_gemm) { gname[ng] = v ? " (avx-vnni)" : " (no vnni)"; gemms[ng++] = g; }
                 }
                 for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
                     int64_t n = lens[li];

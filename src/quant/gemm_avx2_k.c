@@ -48,6 +48,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "quant/dpbusd.h"
+
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF /* GCC in ISO C mode already keeps a*b+c unfused */
 #endif
@@ -358,6 +360,119 @@ static const k_tile_fn tiles[3][NRMAX][TPMAX] = {
  * plus the loads). */
 static const int tile_nr[3] = { 2, 4, 3 };
 
+/* ------------------------------------------------------------------------
+ * The same tiles with AVX-VNNI (VEX vpdpbusd on ymm: Intel Alder Lake and
+ * later, Zen 5), picked where the CPU has it.  vpdpbusd sums four u8·s8
+ * products straight into int32 lanes (no int16 step), so:
+ *   Q2_K     one vpdpbusd per weight dword and panel (q·sc as u8, x s8),
+ *            where maddubs needed two maddubs, an int16 add, a madd and an
+ *            add per two dwords;
+ *   Q4_K,    a group's eight dwords into a fresh int32 sum by vpdpbusd
+ *   IQ2_XXS  (Q4_K: nibbles u8 x s8; IQ2_XXS: x + 128 u8 x signed grid),
+ *            then one vpmulld by the group scale and an add: exact, the
+ *            products and sums being the same integers (|group sum| <=
+ *            32·255·43 for IQ2_XXS).
+ * Same unpacked blocks, panels and float steps: bit-identical to vec_dot.
+ * ------------------------------------------------------------------------ */
+#define TGV __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+static inline __attribute__((always_inline)) TGV void k_tile_v(int nbk, const wblk *wd, int wst, const uint8_t *xp,
+                                                               size_t pb, float *sums, int first, const int NR,
+                                                               const int TP, const int kind) {
+    const size_t bb = kind_panel_block(kind);
+#define SUM(r, p) (sums + (p) * 64 + (r) * 8)
+    if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
+    for (int b = 0; b < nbk; b++) {
+        const wblk *wb[NRMAX];
+        UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
+        const uint8_t *xb[TPMAX];
+        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
+        __m256i acc[NRMAX][TPMAX];
+        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+            acc[r][p] = kind == KIQ2 ? _mm256_set1_epi32(wb[r]->corr) : _mm256_setzero_si256();
+        if (kind == KQ2) {
+            for (int k = 0; k < 64; k++) {
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m256i wv = _mm256_set1_epi32(wb[r]->q[k]);
+                    UNROLL for (int p = 0; p < TP; p++)
+                        acc[r][p] = ds4_dpbusd_vex(acc[r][p], wv, _mm256_loadu_si256((const __m256i *)(xb[p] + 32 * k)));
+                }
+            }
+        } else {
+            for (int j = 0; j < 8; j++) {
+                __m256i gs[NRMAX][TPMAX];
+                UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) gs[r][p] = _mm256_setzero_si256();
+                UNROLL for (int kk = 0; kk < 8; kk++) {
+                    const int k = 8 * j + kk;
+                    if (kind == KQ4) {
+                        UNROLL for (int r = 0; r < NR; r++) {
+                            const __m256i wv = _mm256_set1_epi32(wb[r]->q[k]);
+                            UNROLL for (int p = 0; p < TP; p++)
+                                gs[r][p] = ds4_dpbusd_vex(gs[r][p], wv, _mm256_loadu_si256((const __m256i *)(xb[p] + 32 * k)));
+                        }
+                    } else {
+                        __m256i xv[TPMAX];
+                        UNROLL for (int p = 0; p < TP; p++) xv[p] = _mm256_loadu_si256((const __m256i *)(xb[p] + 32 * k));
+                        UNROLL for (int r = 0; r < NR; r++) {
+                            const __m256i wv = _mm256_set1_epi32(wb[r]->q[k]);
+                            UNROLL for (int p = 0; p < TP; p++) gs[r][p] = ds4_dpbusd_vex(gs[r][p], xv[p], wv);
+                        }
+                    }
+                }
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m256i sc = _mm256_set1_epi32(wb[r]->s[j] & 0xffff); /* the scale (a pair16 for madd) */
+                    UNROLL for (int p = 0; p < TP; p++)
+                        acc[r][p] = _mm256_add_epi32(acc[r][p], _mm256_mullo_epi32(gs[r][p], sc));
+                }
+            }
+        }
+        /* per-block float steps, as k_tile */
+        UNROLL for (int p = 0; p < TP; p++) {
+            const __m256 xd = _mm256_loadu_ps((const float *)(xb[p] + DOFF));
+            if (kind == KIQ2) {
+                UNROLL for (int r = 0; r < NR; r++) {
+                    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(wb[r]->d), xd);
+                    _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), _mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[r][p]))));
+                }
+                continue;
+            }
+            const int npairs = kind == KQ2 ? 8 : 4;
+            UNROLL for (int r = 0; r < NR; r++) {
+                __m256i ms = _mm256_setzero_si256();
+                UNROLL for (int i = 0; i < npairs; i++) {
+                    const __m256i bs = _mm256_loadu_si256((const __m256i *)(xb[p] + SOFF + 32 * i));
+                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(bs, _mm256_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i])));
+                }
+                const __m256 dall = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->d));
+                const __m256 dmin = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->dmin));
+                const __m256 t = _mm256_sub_ps(_mm256_mul_ps(dall, _mm256_cvtepi32_ps(acc[r][p])),
+                                               _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(ms)));
+                _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), t));
+            }
+        }
+    }
+#undef SUM
+}
+
+#define KV_FN(K, R, P)                                                                                        \
+    TGV static void k_tile_v_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,   \
+                                             float *sums, int first) {                                         \
+        k_tile_v(nbk, wd, wst, xp, pb, sums, first, R, P, K);                                                  \
+    }
+#define KV_R(K, R) KV_FN(K, R, 1) KV_FN(K, R, 2)
+#define KV_ROW(K, R) { k_tile_v_##K##_##R##_1, k_tile_v_##K##_##R##_2 }
+KV_R(KQ2, 1) KV_R(KQ2, 2) KV_R(KQ2, 3) KV_R(KQ2, 4)
+KV_R(KQ4, 1) KV_R(KQ4, 2) KV_R(KQ4, 3) KV_R(KQ4, 4)
+KV_R(KIQ2, 1) KV_R(KIQ2, 2) KV_R(KIQ2, 3) KV_R(KIQ2, 4)
+static const k_tile_fn tiles_v[3][NRMAX][TPMAX] = {
+    { KV_ROW(KQ2, 1), KV_ROW(KQ2, 2), KV_ROW(KQ2, 3), KV_ROW(KQ2, 4) },
+    { KV_ROW(KQ4, 1), KV_ROW(KQ4, 2), KV_ROW(KQ4, 3), KV_ROW(KQ4, 4) },
+    { KV_ROW(KIQ2, 1), KV_ROW(KIQ2, 2), KV_ROW(KIQ2, 3), KV_ROW(KIQ2, 4) },
+};
+/* 16 ymm: Q2_K's NR x TP accumulators (activations as memory operands);
+ * Q4_K and IQ2_XXS also hold a group sum per pair */
+static const int tile_nr_v[3] = { 4, 3, 3 };
+
 /* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
     const size_t wsz = kind_wblock(kind);
@@ -375,14 +490,14 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
  * range, unpack, then tiles over every panel of the chunk. */
 #define XCHUNK (512u << 10)
 INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *panels, int ntok, float *y,
-                int64_t ldy, const int kind) {
+                int64_t ldy, const int kind, const int vnni) {
     const int nb = (int)(n / QK_K);
     const size_t bb = kind_panel_block(kind), pb = bb * (size_t)nb, wsz = kind_wblock(kind);
     const int np = (ntok + PANEL - 1) / PANEL;
     int pch = (int)(XCHUNK / pb);
     pch = pch < 1 ? 1 : pch > PMAX ? PMAX : pch;
     const int kb = nb < KB ? nb : KB;
-    const int NR = tile_nr[kind];
+    const int NR = vnni ? tile_nr_v[kind] : tile_nr[kind];
     _Alignas(32) wblk wd[RC * KB];
     _Alignas(32) float sums[PMAX * RC * PANEL];
     for (int p0 = 0; p0 < np; p0 += pch) {
@@ -404,7 +519,7 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                     const int tp = pn - p < TPMAX ? pn - p : TPMAX;
                     for (int r = 0; r < rc; r += NR) {
                         const int rr = rc - r < NR ? rc - r : NR;
-                        tiles[kind][rr - 1][tp - 1](nbk, wd + r * nbk, nbk, pc + (size_t)p * pb + (size_t)kb0 * bb, pb,
+                        (vnni ? tiles_v : tiles)[kind][rr - 1][tp - 1](nbk, wd + r * nbk, nbk, pc + (size_t)p * pb + (size_t)kb0 * bb, pb,
                                                     sums + p * 64 + r * 8, kb0 == 0);
                     }
                 }
@@ -423,23 +538,39 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
     }
 }
 
-TGT static void q2_K_gemm(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,
-                          int64_t ldy) {
-    k_gemm(n, w, ws, nr, panels, ntok, y, ldy, KQ2);
+#define K_GEMM(NAME, KIND)                                                                                    \
+    TGT static void NAME##_gemm(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,     \
+                                float *y, int64_t ldy) {                                                      \
+        k_gemm(n, w, ws, nr, panels, ntok, y, ldy, KIND, 0);                                                  \
+    }                                                                                                         \
+    TGT static void NAME##_gemm_v(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,   \
+                                  float *y, int64_t ldy) {                                                    \
+        k_gemm(n, w, ws, nr, panels, ntok, y, ldy, KIND, 1);                                                  \
+    }
+K_GEMM(q2_K, KQ2)
+K_GEMM(q4_K, KQ4)
+K_GEMM(iq2_xxs, KIQ2)
+
+static int has_avxvnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avxvnni");
 }
-TGT static void q4_K_gemm(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,
-                          int64_t ldy) {
-    k_gemm(n, w, ws, nr, panels, ntok, y, ldy, KQ4);
-}
-TGT static void iq2_xxs_gemm(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,
-                             int64_t ldy) {
-    k_gemm(n, w, ws, nr, panels, ntok, y, ldy, KIQ2);
+
+ds4_panel_gemm_fn ds4_gemm_avx2_k_variant(int type, int vnni) {
+    if (vnni && !has_avxvnni()) return NULL;
+    switch (type) {
+    case DS4_TYPE_Q2_K: return vnni ? q2_K_gemm_v : q2_K_gemm;
+    case DS4_TYPE_Q4_K: return vnni ? q4_K_gemm_v : q4_K_gemm;
+    case DS4_TYPE_IQ2_XXS: return vnni ? iq2_xxs_gemm_v : iq2_xxs_gemm;
+    default: return NULL;
+    }
 }
 
 void ds4_gemm_install_avx2_k(ds4_type_traits *t) {
+    const int vnni = has_avxvnni();
 #define SETP(T, NAME) \
     (t[T].panel_tokens = PANEL, t[T].panel_bytes = NAME##_panel_bytes, t[T].panel_pack = NAME##_pack, \
-     t[T].panel_gemm = NAME##_gemm)
+     t[T].panel_gemm = vnni ? NAME##_gemm_v : NAME##_gemm)
     SETP(DS4_TYPE_Q2_K, q2_K);
     SETP(DS4_TYPE_Q4_K, q4_K);
     SETP(DS4_TYPE_IQ2_XXS, iq2_xxs);
@@ -449,5 +580,6 @@ void ds4_gemm_install_avx2_k(ds4_type_traits *t) {
 #else /* not x86: no panel kernel, ops.c uses vec_dot_tile */
 
 void ds4_gemm_install_avx2_k(ds4_type_traits *table) { (void)table; }
+ds4_panel_gemm_fn ds4_gemm_avx2_k_variant(int type, int vnni) { (void)type; (void)vnni; return NULL; }
 
 #endif

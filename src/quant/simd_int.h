@@ -35,6 +35,10 @@ void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
  * the CPU lacks its ISA (and off x86). */
 int ds4_gemm_avx2_q8_variant(int vnni, ds4_type_traits *row);
 void ds4_gemm_install_avx2_k(ds4_type_traits *table);  /* gemm_avx2_k.c: Q2_K, Q4_K, IQ2_XXS */
+/* Tests: the avx2 level's panel GEMM of type (Q2_K, Q4_K, IQ2_XXS) without
+ * (vnni 0) or with AVX-VNNI (1; installed where the CPU has it); both read
+ * the same panels.  NULL where the CPU lacks the ISA, and off x86. */
+ds4_panel_gemm_fn ds4_gemm_avx2_k_variant(int type, int vnni);
 /* The avx512 level's IQ2_XXS panel GEMM variants, so that tests can check
  * each one the CPU runs: 0 the base unpack (AVX-512 F/BW), 1 the VBMI one
  * (needs VBMI + BITALG), 2 the GFNI one (VBMI + GFNI).
