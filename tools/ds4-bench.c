@@ -16,6 +16,7 @@
 
 #include "bench/bench.h"
 #include "model/model.h"
+#include "quant/simd.h"
 #include "text/tokenizer.h"
 #include "util/ids.h"
 #include "util/num.h"
@@ -192,8 +193,9 @@ int main(int argc, char **argv) {
         o.n_tokens = enc.n;
     }
     o.csv = stdout;
-    printf("# model=%s layers=%u embd=%u vocab=%u experts=%u/%u gen=%d\n", model_path, m->hp.n_layer, m->hp.n_embd,
-           m->hp.n_vocab, m->hp.n_expert_used, m->hp.n_expert, o.gen);
+    /* the kernel level in use (DS4_SIMD can force one): runs compare only at the same level */
+    printf("# model=%s layers=%u embd=%u vocab=%u experts=%u/%u gen=%d simd=%s\n", model_path, m->hp.n_layer,
+           m->hp.n_embd, m->hp.n_vocab, m->hp.n_expert_used, m->hp.n_expert, o.gen, ds4_simd_level());
     ds4_bench_result r;
     if (ds4_bench_run(m, &o, &r, &err)) {
         fprintf(stderr, "ds4-bench: %s\n", err.msg);
