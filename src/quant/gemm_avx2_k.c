@@ -246,6 +246,48 @@ static size_t kind_wblock(int kind) {
  * term added there (registers hold only the integer sums).
  * ------------------------------------------------------------------------ */
 
+/* Block b of a tile: its rows' unpacked blocks, its panels' blocks, and
+ * the integer sums' start (IQ2_XXS: the row's corr, else 0). */
+INL void k_block_start(const wblk *wd, int wst, int b, const uint8_t *xp, size_t pb, size_t bb, const wblk **wb,
+                       const uint8_t **xb, __m256i acc[NRMAX][TPMAX], const int NR, const int TP, const int kind) {
+    UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
+    UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
+    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
+        acc[r][p] = kind == KIQ2 ? _mm256_set1_epi32(wb[r]->corr) : _mm256_setzero_si256();
+}
+
+/* One block's float steps for NR rows x TP panels, one token per lane, in
+ * the reference's order, added to the lane sums (row r of panel p at
+ * sums[p * 64 + r * 8 ..]); acc holds the block's exact integer sums. */
+INL void k_block_step(const wblk *const *wb, const uint8_t *const *xb, __m256i acc[NRMAX][TPMAX], float *sums,
+                      const int NR, const int TP, const int kind) {
+#define SUM(r, p) (sums + (p) * 64 + (r) * 8)
+    UNROLL for (int p = 0; p < TP; p++) {
+        const __m256 xd = _mm256_loadu_ps((const float *)(xb[p] + DOFF));
+        if (kind == KIQ2) {
+            UNROLL for (int r = 0; r < NR; r++) {
+                const __m256 d = _mm256_mul_ps(_mm256_set1_ps(wb[r]->d), xd);
+                _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), _mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[r][p]))));
+            }
+            continue;
+        }
+        const int npairs = kind == KQ2 ? 8 : 4;
+        UNROLL for (int r = 0; r < NR; r++) {
+            __m256i ms = _mm256_setzero_si256();
+            UNROLL for (int i = 0; i < npairs; i++) {
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)(xb[p] + SOFF + 32 * i));
+                ms = _mm256_add_epi32(ms, _mm256_madd_epi16(bs, _mm256_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i])));
+            }
+            const __m256 dall = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->d));
+            const __m256 dmin = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->dmin));
+            const __m256 t = _mm256_sub_ps(_mm256_mul_ps(dall, _mm256_cvtepi32_ps(acc[r][p])),
+                                           _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(ms)));
+            _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), t));
+        }
+    }
+#undef SUM
+}
+
 INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *sums, int first,
                 const int NR, const int TP, const int kind) {
     const size_t bb = kind_panel_block(kind);
@@ -254,12 +296,9 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
     if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
     for (int b = 0; b < nbk; b++) {
         const wblk *wb[NRMAX];
-        UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
         const uint8_t *xb[TPMAX];
-        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
         __m256i acc[NRMAX][TPMAX];
-        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-            acc[r][p] = kind == KIQ2 ? _mm256_set1_epi32(wb[r]->corr) : _mm256_setzero_si256();
+        k_block_start(wd, wst, b, xp, pb, bb, wb, xb, acc, NR, TP, kind);
         if (kind == KQ2) { /* two dwords' int16 pairs, then one madd by 1 */
             for (int k = 0; k < 64; k += 2) {
                 __m256i x0[TPMAX], x1[TPMAX];
@@ -311,51 +350,29 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                 }
             }
         }
-        /* per-block float steps, one token per lane, in the reference's order */
-        UNROLL for (int p = 0; p < TP; p++) {
-            const __m256 xd = _mm256_loadu_ps((const float *)(xb[p] + DOFF));
-            if (kind == KIQ2) {
-                UNROLL for (int r = 0; r < NR; r++) {
-                    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(wb[r]->d), xd);
-                    _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), _mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[r][p]))));
-                }
-                continue;
-            }
-            const int npairs = kind == KQ2 ? 8 : 4;
-            UNROLL for (int r = 0; r < NR; r++) {
-                __m256i ms = _mm256_setzero_si256();
-                UNROLL for (int i = 0; i < npairs; i++) {
-                    const __m256i bs = _mm256_loadu_si256((const __m256i *)(xb[p] + SOFF + 32 * i));
-                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(bs, _mm256_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i])));
-                }
-                const __m256 dall = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->d));
-                const __m256 dmin = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->dmin));
-                const __m256 t = _mm256_sub_ps(_mm256_mul_ps(dall, _mm256_cvtepi32_ps(acc[r][p])),
-                                               _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(ms)));
-                _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), t));
-            }
-        }
+        k_block_step(wb, xb, acc, sums, NR, TP, kind);
     }
 #undef SUM
 }
 
 typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *sums, int first);
-#define KT_FN(K, R, P)                                                                                        \
-    TGT static void k_tile_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,     \
-                                           float *sums, int first) {                                           \
-        k_tile(nbk, wd, wst, xp, pb, sums, first, R, P, K);                                                    \
+/* The tile instances of a micro-kernel (k_tile, or k_tile_v below) for
+ * every kind, 1..NRMAX rows and 1..TPMAX panels, named PFX_KIND_R_P, and
+ * their table [kind][rows - 1][panels - 1]. */
+#define KT_FN(PFX, KERNEL, ATTR, K, R, P)                                                                    \
+    ATTR static void PFX##_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,   \
+                                          float *sums, int first) {                                          \
+        KERNEL(nbk, wd, wst, xp, pb, sums, first, R, P, K);                                                  \
     }
-#define KT_R(K, R) KT_FN(K, R, 1) KT_FN(K, R, 2)
-#define KT_ROW(K, R) { k_tile_##K##_##R##_1, k_tile_##K##_##R##_2 }
-KT_R(KQ2, 1) KT_R(KQ2, 2) KT_R(KQ2, 3) KT_R(KQ2, 4)
-KT_R(KQ4, 1) KT_R(KQ4, 2) KT_R(KQ4, 3) KT_R(KQ4, 4)
-KT_R(KIQ2, 1) KT_R(KIQ2, 2) KT_R(KIQ2, 3) KT_R(KIQ2, 4)
-/* [rows - 1][panels - 1] */
-static const k_tile_fn tiles[3][NRMAX][TPMAX] = {
-    { KT_ROW(KQ2, 1), KT_ROW(KQ2, 2), KT_ROW(KQ2, 3), KT_ROW(KQ2, 4) },
-    { KT_ROW(KQ4, 1), KT_ROW(KQ4, 2), KT_ROW(KQ4, 3), KT_ROW(KQ4, 4) },
-    { KT_ROW(KIQ2, 1), KT_ROW(KIQ2, 2), KT_ROW(KIQ2, 3), KT_ROW(KIQ2, 4) },
-};
+#define KT_R(PFX, KERNEL, ATTR, K, R) KT_FN(PFX, KERNEL, ATTR, K, R, 1) KT_FN(PFX, KERNEL, ATTR, K, R, 2)
+#define KT_KIND(PFX, KERNEL, ATTR, K)                                                                        \
+    KT_R(PFX, KERNEL, ATTR, K, 1) KT_R(PFX, KERNEL, ATTR, K, 2) KT_R(PFX, KERNEL, ATTR, K, 3) KT_R(PFX, KERNEL, ATTR, K, 4)
+#define KT_ALL(PFX, KERNEL, ATTR) KT_KIND(PFX, KERNEL, ATTR, KQ2) KT_KIND(PFX, KERNEL, ATTR, KQ4) KT_KIND(PFX, KERNEL, ATTR, KIQ2)
+#define KT_ROW(PFX, K, R) { PFX##_##K##_##R##_1, PFX##_##K##_##R##_2 }
+#define KT_ROWS(PFX, K) { KT_ROW(PFX, K, 1), KT_ROW(PFX, K, 2), KT_ROW(PFX, K, 3), KT_ROW(PFX, K, 4) }
+#define KT_TABLE(PFX) { KT_ROWS(PFX, KQ2), KT_ROWS(PFX, KQ4), KT_ROWS(PFX, KIQ2) }
+KT_ALL(k_tile, k_tile, TGT)
+static const k_tile_fn tiles[3][NRMAX][TPMAX] = KT_TABLE(k_tile);
 /* Rows per tile of each kind (16 ymm: NR x TP accumulators and lane sums,
  * plus the loads). */
 static const int tile_nr[3] = { 2, 4, 3 };
@@ -384,12 +401,9 @@ static inline __attribute__((always_inline)) TGV void k_tile_v(int nbk, const wb
     if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
     for (int b = 0; b < nbk; b++) {
         const wblk *wb[NRMAX];
-        UNROLL for (int r = 0; r < NR; r++) wb[r] = wd + r * wst + b;
         const uint8_t *xb[TPMAX];
-        UNROLL for (int p = 0; p < TP; p++) xb[p] = xp + (size_t)p * pb + (size_t)b * bb;
         __m256i acc[NRMAX][TPMAX];
-        UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++)
-            acc[r][p] = kind == KIQ2 ? _mm256_set1_epi32(wb[r]->corr) : _mm256_setzero_si256();
+        k_block_start(wd, wst, b, xp, pb, bb, wb, xb, acc, NR, TP, kind);
         if (kind == KQ2) {
             for (int k = 0; k < 64; k++) {
                 UNROLL for (int r = 0; r < NR; r++) {
@@ -426,49 +440,13 @@ static inline __attribute__((always_inline)) TGV void k_tile_v(int nbk, const wb
                 }
             }
         }
-        /* per-block float steps, as k_tile */
-        UNROLL for (int p = 0; p < TP; p++) {
-            const __m256 xd = _mm256_loadu_ps((const float *)(xb[p] + DOFF));
-            if (kind == KIQ2) {
-                UNROLL for (int r = 0; r < NR; r++) {
-                    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(wb[r]->d), xd);
-                    _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), _mm256_mul_ps(d, _mm256_cvtepi32_ps(acc[r][p]))));
-                }
-                continue;
-            }
-            const int npairs = kind == KQ2 ? 8 : 4;
-            UNROLL for (int r = 0; r < NR; r++) {
-                __m256i ms = _mm256_setzero_si256();
-                UNROLL for (int i = 0; i < npairs; i++) {
-                    const __m256i bs = _mm256_loadu_si256((const __m256i *)(xb[p] + SOFF + 32 * i));
-                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(bs, _mm256_set1_epi32(kind == KQ2 ? wb[r]->s[i] : wb[r]->m[i])));
-                }
-                const __m256 dall = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->d));
-                const __m256 dmin = _mm256_mul_ps(xd, _mm256_set1_ps(wb[r]->dmin));
-                const __m256 t = _mm256_sub_ps(_mm256_mul_ps(dall, _mm256_cvtepi32_ps(acc[r][p])),
-                                               _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(ms)));
-                _mm256_storeu_ps(SUM(r, p), _mm256_add_ps(_mm256_loadu_ps(SUM(r, p)), t));
-            }
-        }
+        k_block_step(wb, xb, acc, sums, NR, TP, kind);
     }
 #undef SUM
 }
 
-#define KV_FN(K, R, P)                                                                                        \
-    TGV static void k_tile_v_##K##_##R##_##P(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb,   \
-                                             float *sums, int first) {                                         \
-        k_tile_v(nbk, wd, wst, xp, pb, sums, first, R, P, K);                                                  \
-    }
-#define KV_R(K, R) KV_FN(K, R, 1) KV_FN(K, R, 2)
-#define KV_ROW(K, R) { k_tile_v_##K##_##R##_1, k_tile_v_##K##_##R##_2 }
-KV_R(KQ2, 1) KV_R(KQ2, 2) KV_R(KQ2, 3) KV_R(KQ2, 4)
-KV_R(KQ4, 1) KV_R(KQ4, 2) KV_R(KQ4, 3) KV_R(KQ4, 4)
-KV_R(KIQ2, 1) KV_R(KIQ2, 2) KV_R(KIQ2, 3) KV_R(KIQ2, 4)
-static const k_tile_fn tiles_v[3][NRMAX][TPMAX] = {
-    { KV_ROW(KQ2, 1), KV_ROW(KQ2, 2), KV_ROW(KQ2, 3), KV_ROW(KQ2, 4) },
-    { KV_ROW(KQ4, 1), KV_ROW(KQ4, 2), KV_ROW(KQ4, 3), KV_ROW(KQ4, 4) },
-    { KV_ROW(KIQ2, 1), KV_ROW(KIQ2, 2), KV_ROW(KIQ2, 3), KV_ROW(KIQ2, 4) },
-};
+KT_ALL(k_tile_v, k_tile_v, TGV)
+static const k_tile_fn tiles_v[3][NRMAX][TPMAX] = KT_TABLE(k_tile_v);
 /* 16 ymm: Q2_K's NR x TP accumulators (activations as memory operands);
  * Q4_K and IQ2_XXS also hold a group sum per pair */
 static const int tile_nr_v[3] = { 4, 3, 3 };

@@ -71,6 +71,22 @@ static void q8_0_panel_pack_avx2(int64_t n, const void *x, size_t xs, int ntok, 
     }
 }
 
+/* Block b's float step for NR rows x TP panels (the panels' d_x at
+ * Q8A_QS in both formats): acc += (float)isum · (d_w · d_x), mul then add,
+ * the reference's step per lane. */
+INL void q8_block_step(const uint8_t *w, size_t ws, int64_t b, const uint8_t *pk, size_t pb, __m256i is[][2],
+                       __m256 acc[][2], const int NR, const int TP) {
+    UNROLL for (int r = 0; r < NR; r++) {
+        const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
+        const __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
+        UNROLL for (int p = 0; p < TP; p++) {
+            const __m256 dx = _mm256_loadu_ps((const float *)(pk + p * pb + Q8A_QS));
+            const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][p]), _mm256_mul_ps(dw, dx));
+            acc[r][p] = _mm256_add_ps(acc[r][p], s);
+        }
+    }
+}
+
 /* NR rows x TP panels over all nb blocks; row r's results for panel p go
  * to out[p*64 + r*8 ..] (an 8-row x 8-token block per panel). */
 INL void q8_0_tile_avx2(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *pan, size_t pb, size_t pf_ofs,
@@ -100,15 +116,7 @@ INL void q8_0_tile_avx2(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *
                 }
             }
         }
-        UNROLL for (int r = 0; r < NR; r++) {
-            const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
-            UNROLL for (int p = 0; p < TP; p++) {
-                const __m256 dx = _mm256_loadu_ps((const float *)(pk + p * pb + Q8A_QS));
-                const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][p]), _mm256_mul_ps(dw, dx));
-                acc[r][p] = _mm256_add_ps(acc[r][p], s);
-            }
-        }
+        q8_block_step(w, ws, b, pk, pb, is, acc, NR, TP);
     }
     UNROLL for (int r = 0; r < NR; r++)
         UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(out + p * 64 + r * 8, acc[r][p]);
@@ -126,24 +134,26 @@ Q8A_FN(1, 1) Q8A_FN(1, 2) Q8A_FN(2, 1) Q8A_FN(2, 2)
 static const q8a_tile_fn q8a_tiles[Q8A_NR][Q8A_TP] = { { q8_0_tile_avx2_1_1, q8_0_tile_avx2_1_2 },
                                                        { q8_0_tile_avx2_2_1, q8_0_tile_avx2_2_2 } };
 
-/* Rows in chunks of 8: a chunk's weights stay in L1 while the panels (sized
- * by the caller for L2) stream past; each chunk x panel leaves an 8 x 8
- * block in buf, written out token by token (8 consecutive floats a line). */
-TGT static void q8_0_panel_gemm_avx2(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,
-                                     float *y, int64_t ldy) {
+/* Rows in chunks of rc_max: a chunk's weights stay in L1 while the panels
+ * (sized by the caller for L2) stream past; each chunk x panel pair leaves
+ * an rc x 8 block in buf, written out token by token.  tiles[(rows - 1) *
+ * Q8A_TP + panels - 1] is the tile for up to tile_nr rows and 2 panels;
+ * block_bytes is the panel format's bytes per 32-block. */
+INL void q8_0_panel_drive(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok, float *y,
+                          int64_t ldy, const q8a_tile_fn *tiles, int tile_nr, int rc_max, size_t block_bytes) {
     const int64_t nb = n / QK8_0;
-    const size_t pb = q8_0_panel_bytes_avx2(n);
+    const size_t pb = (size_t)nb * block_bytes;
     const int np = (ntok + Q8A_TOK - 1) / Q8A_TOK;
     float buf[Q8A_TP * 64];
-    for (int r0 = 0; r0 < nr; r0 += Q8A_RC) {
-        const int rc = nr - r0 < Q8A_RC ? nr - r0 : Q8A_RC;
+    for (int r0 = 0; r0 < nr; r0 += rc_max) {
+        const int rc = nr - r0 < rc_max ? nr - r0 : rc_max;
         const uint8_t *wc = (const uint8_t *)w + (size_t)r0 * ws;
         for (int p = 0; p < np; p += Q8A_TP) {
             const int pn = np - p < Q8A_TP ? np - p : Q8A_TP;
             const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb;
-            for (int r = 0; r < rc; r += Q8A_NR) {
-                const int rr = rc - r < Q8A_NR ? rc - r : Q8A_NR;
-                q8a_tiles[rr - 1][pn - 1](nb, wc + (size_t)r * ws, ws, pp, pb, Q8A_RC * ws, buf + 8 * r);
+            for (int r = 0; r < rc; r += tile_nr) {
+                const int rr = rc - r < tile_nr ? rc - r : tile_nr;
+                tiles[(rr - 1) * Q8A_TP + pn - 1](nb, wc + (size_t)r * ws, ws, pp, pb, (size_t)rc_max * ws, buf + 8 * r);
             }
             for (int q = 0; q < pn; q++) {
                 const int t0 = (p + q) * Q8A_TOK;
@@ -155,6 +165,11 @@ TGT static void q8_0_panel_gemm_avx2(int64_t n, const void *w, size_t ws, int nr
             }
         }
     }
+}
+
+TGT static void q8_0_panel_gemm_avx2(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,
+                                     float *y, int64_t ldy) {
+    q8_0_panel_drive(n, w, ws, nr, panels, ntok, y, ldy, &q8a_tiles[0][0], Q8A_NR, Q8A_RC, Q8A_BLOCK);
 }
 
 /* ---- AVX-VNNI variant (VEX vpdpbusd on ymm: Intel Alder Lake and later,
@@ -230,15 +245,7 @@ INLV void q8_0_tile_vnni(int64_t nb, const uint8_t *w, size_t ws, const uint8_t 
                     is[r][p] = ds4_dpbusd_vex(is[r][p], wu, _mm256_loadu_si256((const __m256i *)(pk + p * pb + 32 * k)));
             }
         }
-        UNROLL for (int r = 0; r < NR; r++) {
-            const block_q8_0 *wb = (const block_q8_0 *)(w + r * ws) + b;
-            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(wb->d));
-            UNROLL for (int p = 0; p < TP; p++) {
-                const __m256 dx = _mm256_loadu_ps((const float *)(pk + p * pb + Q8A_QS));
-                const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][p]), _mm256_mul_ps(dw, dx));
-                acc[r][p] = _mm256_add_ps(acc[r][p], s);
-            }
-        }
+        q8_block_step(w, ws, b, pk, pb, is, acc, NR, TP);
     }
     UNROLL for (int r = 0; r < NR; r++)
         UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(out + p * 64 + r * 8, acc[r][p]);
@@ -254,34 +261,12 @@ static const q8a_tile_fn q8v_tiles[Q8V_NR][Q8V_TP] = { { q8_0_tile_vnni_1_1, q8_
                                                        { q8_0_tile_vnni_2_1, q8_0_tile_vnni_2_2 },
                                                        { q8_0_tile_vnni_3_1, q8_0_tile_vnni_3_2 } };
 
-/* As q8_0_panel_gemm_avx2, with rows in chunks of 6 (two 3-row tiles). */
+_Static_assert((int)Q8V_TP == (int)Q8A_TP && Q8A_TP == 2, "q8_0_panel_drive and q8_block_step take 2 panels a tile");
+
+/* Rows in chunks of 6 (two 3-row tiles): one output block of buf. */
 TGV static void q8_0_panel_gemm_vnni(int64_t n, const void *w, size_t ws, int nr, const void *panels, int ntok,
                                      float *y, int64_t ldy) {
-    enum { RC = 2 * Q8V_NR };
-    const int64_t nb = n / QK8_0;
-    const size_t pb = q8_0_panel_bytes_vnni(n);
-    const int np = (ntok + Q8A_TOK - 1) / Q8A_TOK;
-    float buf[Q8V_TP * 64];
-    for (int r0 = 0; r0 < nr; r0 += RC) {
-        const int rc = nr - r0 < RC ? nr - r0 : RC;
-        const uint8_t *wc = (const uint8_t *)w + (size_t)r0 * ws;
-        for (int p = 0; p < np; p += Q8V_TP) {
-            const int pn = np - p < Q8V_TP ? np - p : Q8V_TP;
-            const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb;
-            for (int r = 0; r < rc; r += Q8V_NR) {
-                const int rr = rc - r < Q8V_NR ? rc - r : Q8V_NR;
-                q8v_tiles[rr - 1][pn - 1](nb, wc + (size_t)r * ws, ws, pp, pb, RC * ws, buf + 8 * r);
-            }
-            for (int q = 0; q < pn; q++) {
-                const int t0 = (p + q) * Q8A_TOK;
-                const int tok = ntok - t0 < Q8A_TOK ? ntok - t0 : Q8A_TOK;
-                for (int t = 0; t < tok; t++) {
-                    float *yt = y + (int64_t)(t0 + t) * ldy + r0;
-                    for (int r = 0; r < rc; r++) yt[r] = buf[q * 64 + r * 8 + t];
-                }
-            }
-        }
-    }
+    q8_0_panel_drive(n, w, ws, nr, panels, ntok, y, ldy, &q8v_tiles[0][0], Q8V_NR, 2 * Q8V_NR, Q8V_BLOCK);
 }
 
 static int has_avxvnni(void) {
