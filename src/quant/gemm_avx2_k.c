@@ -246,6 +246,12 @@ static size_t kind_wblock(int kind) {
  * term added there (registers hold only the integer sums).
  * ------------------------------------------------------------------------ */
 
+/* A tile's lane sums (row r of panel p at sums[p * 64 + r * 8 ..]) to 0,
+ * before its first block range. */
+INL void k_sums_zero(float *sums, const int NR, const int TP) {
+    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(sums + p * 64 + r * 8, _mm256_setzero_ps());
+}
+
 /* Block b of a tile: its rows' unpacked blocks, its panels' blocks, and
  * the integer sums' start (IQ2_XXS: the row's corr, else 0). */
 INL void k_block_start(const wblk *wd, int wst, int b, const uint8_t *xp, size_t pb, size_t bb, const wblk **wb,
@@ -292,8 +298,7 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
                 const int NR, const int TP, const int kind) {
     const size_t bb = kind_panel_block(kind);
     const __m256i one16 = _mm256_set1_epi16(1);
-#define SUM(r, p) (sums + (p) * 64 + (r) * 8)
-    if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
+    if (first) k_sums_zero(sums, NR, TP);
     for (int b = 0; b < nbk; b++) {
         const wblk *wb[NRMAX];
         const uint8_t *xb[TPMAX];
@@ -352,7 +357,6 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
         }
         k_block_step(wb, xb, acc, sums, NR, TP, kind);
     }
-#undef SUM
 }
 
 typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, float *sums, int first);
@@ -397,8 +401,7 @@ static inline __attribute__((always_inline)) TGV void k_tile_v(int nbk, const wb
                                                                size_t pb, float *sums, int first, const int NR,
                                                                const int TP, const int kind) {
     const size_t bb = kind_panel_block(kind);
-#define SUM(r, p) (sums + (p) * 64 + (r) * 8)
-    if (first) UNROLL for (int r = 0; r < NR; r++) UNROLL for (int p = 0; p < TP; p++) _mm256_storeu_ps(SUM(r, p), _mm256_setzero_ps());
+    if (first) k_sums_zero(sums, NR, TP);
     for (int b = 0; b < nbk; b++) {
         const wblk *wb[NRMAX];
         const uint8_t *xb[TPMAX];
@@ -442,7 +445,6 @@ static inline __attribute__((always_inline)) TGV void k_tile_v(int nbk, const wb
         }
         k_block_step(wb, xb, acc, sums, NR, TP, kind);
     }
-#undef SUM
 }
 
 KT_ALL(k_tile_v, k_tile_v, TGV)
