@@ -24,7 +24,9 @@
  *                  (IQ2_XXS and Q2_K read the same conversion): each equals
  *                  ds4_mm() over its copied-out rows
  *   pool thread    ds4_pool_thread(): indices in range, never shared by
- *                  two tasks running at once, 0 outside the pool's workers */
+ *                  two tasks running at once, 0 outside the pool's workers
+ *   pool prefetch  hints of any range between jobs: every task still runs
+ *                  once, nothing blocks */
 #include "test.h"
 
 #include "engine/ops.h"
@@ -327,6 +329,36 @@ TEST(pool_wakeups) {
     }
 }
 
+/* Prefetch hints between and during jobs (ds4_pool_prefetch): a hint never
+ * blocks the caller or costs a task, whatever the range: empty, NULL, a
+ * buffer, a length far past the buffer's end (prefetches do not fault;
+ * the share is capped), posted while the workers spin or sleep. */
+TEST(pool_prefetch) {
+    static char buf[1 << 16];
+    for (int threads = 1; threads <= 5; threads++) {
+        wake_ctx w = {.p = ds4_pool_new(threads)};
+        long want = 0;
+        int ok = 1;
+        for (int j = 0; j < 300 && ok; j++) {
+            switch (j % 5) {
+            case 0: ds4_pool_prefetch(w.p, buf, sizeof buf); break;
+            case 1: ds4_pool_prefetch(w.p, NULL, 4096); break;
+            case 2: ds4_pool_prefetch(w.p, buf, 0); break;
+            case 3: ds4_pool_prefetch(w.p, buf + 100, (size_t)1 << 30); break;
+            default: ds4_pool_prefetch(w.p, buf + 1, 3); break;
+            }
+            int n = 1 + j % 4;
+            ds4_pool_run(w.p, n, wake_task, &w);
+            want += n;
+            ok = atomic_load(&w.runs) == want;
+            if (j % 100 == 50) usleep(3000); /* the workers fall asleep: hints are ignored */
+        }
+        ds4_pool_prefetch(NULL, buf, sizeof buf); /* no pool: nothing */
+        CHECKF(ok, "threads=%d: %ld task runs, want %ld", threads, (long)atomic_load(&w.runs), want);
+        ds4_pool_free(w.p);
+    }
+}
+
 int main(void) {
     RUN(threads);
     RUN(many_segments);
@@ -335,5 +367,6 @@ int main(void) {
     RUN(gather_shared);
     RUN(pool_thread);
     RUN(pool_wakeups);
+    RUN(pool_prefetch);
     TEST_END();
 }

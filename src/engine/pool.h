@@ -23,6 +23,14 @@ void ds4_pool_run(ds4_pool *p, int64_t n, ds4_task_fn fn, void *ctx);
  * running at the same time see different indices, so per-thread scratch
  * indexed by it stays in that core's cache from one task to the next. */
 int ds4_pool_thread(const ds4_pool *p);
+/* A hint, returning at once: workers waiting for a job prefetch [ptr, ptr +
+ * len) into their caches, each a share (at most DS4_POOL_PREFETCH_MAX
+ * bytes), until a job arrives.  For the caller's serial stretches before a
+ * product whose weights are cold: the workers would otherwise spin.  A
+ * later hint replaces an earlier one; the range is only read by prefetch
+ * instructions, so it may be any address (they never fault). */
+#define DS4_POOL_PREFETCH_MAX (256u << 10)
+void ds4_pool_prefetch(ds4_pool *p, const void *ptr, size_t len);
 /* A 64-byte-aligned buffer of at least `bytes`, owned by the pool and kept
  * between calls (it only grows), for the thread that runs ds4_pool_run:
  * like ds4_pool_run, one user at a time.  Valid until the next call or
