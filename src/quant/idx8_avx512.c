@@ -28,6 +28,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include "quant/idx8.h"
+#include "quant/idx8_int.h"
 #include "quant/simd.h"
 #include "quant/vec_int.h"
 
@@ -42,16 +43,7 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #define TGTI TGT static inline __attribute__((always_inline))
 
-enum { META_BAD, META_EMIN, META_EMAX };
-
 static inline __mmask16 tail16(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
-
-static inline float pow2f(int e) { /* 2^e, e in [-126, 127] */
-    uint32_t u = (uint32_t)(e + 127) << 23;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* x (d floats) -> c·2^e: 1 (codes in c, e set, *sum = Σ c), 0 (all zero:
  * codes 0, e = 0, sum 0), -1 (not representable). */
@@ -76,7 +68,7 @@ TGT static int codes(const float *x, int d, int8_t *c, int *e, int32_t *sum) {
     memcpy(&ab, &a, sizeof ab);
     int ea = (int)(ab >> 23) - 127 - 6;
     if (ea < -126 || ea > 126) return -1;
-    const __m512 p = _mm512_set1_ps(pow2f(-ea)), pinv = _mm512_set1_ps(pow2f(ea));
+    const __m512 p = _mm512_set1_ps(idx8_pow2f(-ea)), pinv = _mm512_set1_ps(idx8_pow2f(ea));
     __mmask16 bad = 0;
     __m512 tot = _mm512_setzero_ps(); /* Σ c: integers below 2^17, exact */
     for (int j = 0; j < d; j += 16) {
@@ -93,41 +85,13 @@ TGT static int codes(const float *x, int d, int8_t *c, int *e, int32_t *sum) {
     return 1;
 }
 
-static void meta_reset(int32_t *meta) {
-    meta[META_BAD] = 0;
-    meta[META_EMIN] = INT_MAX;
-    meta[META_EMAX] = INT_MIN;
-}
-
-static void meta_add(int32_t *meta, int rc, int e) {
-    if (rc < 0) meta[META_BAD]++;
-    if (rc > 0) {
-        if (e < meta[META_EMIN]) meta[META_EMIN] = e;
-        if (e > meta[META_EMAX]) meta[META_EMAX] = e;
-    }
-}
-
 TGT static void put_row(uint8_t *groups, int64_t i, const float *row, int dI) {
-    uint8_t *g = groups + (size_t)(i / DS4_IDX8_ROWS) * ds4_idx8_group_bytes(dI);
-    int r = (int)(i % DS4_IDX8_ROWS);
-    float *ge = (float *)(void *)(g + ds4_idx8_group_e(dI));
-    int32_t *meta = (int32_t *)(void *)(g + ds4_idx8_group_meta(dI));
-    if (r == 0) {
-        memset(g, 0x80, ds4_idx8_group_e(dI)); /* code 0 */
-        memset(ge, 0, sizeof(float) * DS4_IDX8_ROWS);
-        meta_reset(meta);
-    }
     int8_t c[1024];
     int e;
     int32_t sum;
     int rc = codes(row, dI, c, &e, &sum);
-    meta_add(meta, rc, e);
-    ge[r] = (float)e;
-    if (rc <= 0) return; /* zero rows stay code 0; a bad row is never read */
-    for (int j = 0; j < dI; j += 4) {
-        uint8_t *dst = g + (size_t)(j / 4) * 64 + (size_t)r * 4;
-        for (int u = 0; u < 4; u++) dst[u] = (uint8_t)(c[j + u] + 128);
-    }
+    idx8_group_put(groups + (size_t)(i / DS4_IDX8_ROWS) * ds4_idx8_group_bytes(dI), (int)(i % DS4_IDX8_ROWS), c, rc,
+                   e, dI, ds4_idx8_group_e(dI), ds4_idx8_group_meta(dI));
 }
 
 TGT static void query(const float *q, int nI, int dI, uint8_t *rec) {
@@ -135,24 +99,17 @@ TGT static void query(const float *q, int nI, int dI, uint8_t *rec) {
     int32_t *corr = (int32_t *)(void *)(rec + ds4_idx8_query_corr(nI, dI));
     float *eh = (float *)(void *)(rec + ds4_idx8_query_e(nI, dI));
     int32_t *meta = (int32_t *)(void *)(rec + ds4_idx8_query_meta(nI, dI));
-    meta_reset(meta);
+    idx8_meta_reset(meta);
     for (int h = 0; h < nI; h++) {
         int8_t *c = cq + (size_t)h * dI;
         int e;
         int32_t sum;
         int rc = codes(q + (size_t)h * dI, dI, c, &e, &sum);
-        meta_add(meta, rc, e);
+        idx8_meta_add(meta, rc, e);
         eh[h] = (float)e;
         if (rc < 0) memset(c, 0, (size_t)dI); /* never scored, but defined */
         corr[h] = -128 * sum; /* Σ (c_k + 128)·c_q = Σ c_k·c_q + 128·Σ c_q */
     }
-}
-
-/* Whether a token's heads and a group's rows may take the integer path. */
-static bool pair_ok(const int32_t *qm, const int32_t *gm) {
-    if (qm[META_BAD] || gm[META_BAD]) return false;
-    if (qm[META_EMIN] == INT_MAX || gm[META_EMIN] == INT_MAX) return true; /* all zero on one side */
-    return qm[META_EMIN] + gm[META_EMIN] >= -149 && qm[META_EMAX] + gm[META_EMAX] <= 104;
 }
 
 /* H heads of one token against groups ka, kb (ea, eb: their rows' e),
@@ -235,7 +192,7 @@ TGT static int64_t scores(const ds4_vec_ops *v, const float *q, const uint8_t *q
             const uint8_t *qt = qr + (size_t)t * qstride;
             const int32_t *qm = (const int32_t *)(const void *)(qt + qmeta);
             bool ok[2];
-            for (int g = 0; g < 2; g++) ok[g] = cnt[g] && pair_ok(qm, (const int32_t *)(const void *)(gr[g] + gmeta));
+            for (int g = 0; g < 2; g++) ok[g] = cnt[g] && idx8_pair_ok(qm, (const int32_t *)(const void *)(gr[g] + gmeta));
             float *o = out + t * ostride + i0;
             __m512 s0, s1;
             const uint8_t *pa = t == 0 ? pfa : NULL, *pb = pfb;

@@ -10,6 +10,7 @@ void ds4_vec_install_ref(ds4_vec_ops *v);
 void ds4_vec_install_avx2(ds4_vec_ops *v);
 void ds4_vec_install_avx512(ds4_vec_ops *v);
 void ds4_idx8_install_avx512(ds4_vec_ops *v); /* idx8_avx512.c */
+void ds4_idx8_install_avx2(ds4_vec_ops *v);   /* idx8_avx2.c: where the CPU has AVX-VNNI */
 
 /* The scalar versions, for kernels that fall back on them. */
 void ds4_vec_attn_ref(const ds4_vec_ops *v, const ds4_attn_args *a);
