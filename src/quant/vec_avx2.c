@@ -394,6 +394,80 @@ TGT static void hc_collapse_avx2(const ds4_vec_ops *v, float *x, const float *X,
     else ds4_vec_hc_collapse_ref(v, x, X, w, H, n);
 }
 
+/* ---- FP8 / FP4 QAT round trips ------------------------------------------------ */
+
+/* vec_avx512.c's round_fp8 on 8 lanes (fp.c's ds4_round_fp8_e4m3 on |v| <=
+ * 448): below 2^-6 a 2^-9 grid, above it 3 mantissa bits, ties to even.
+ * AVX2 has no getexp/scalef: a >= 2^-6 is normal there, so 2^-e and 2^e
+ * (e = floor(log2 a) - 3) come from its exponent bits and the products are
+ * exact; lanes below 2^-6 (zeros included) take the grid and NaNs stay. */
+TGTI __m256 round_fp8(__m256 v) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256 a = _mm256_and_ps(v, absmask);
+    const __m256 sub = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(512.0f)), rn),
+                                     _mm256_set1_ps(0x1p-9f));
+    /* biased exponent of a, minus 3: 2^e has bits (be - 3) << 23, 2^-e has (254 - (be - 3)) << 23 */
+    const __m256i be = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(a), 23), _mm256_set1_epi32(3));
+    const __m256 up = _mm256_castsi256_ps(_mm256_slli_epi32(be, 23));
+    const __m256 down = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(254), be), 23));
+    __m256 nrm = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, down), rn), up);
+    nrm = _mm256_min_ps(nrm, _mm256_set1_ps(448.0f));
+    __m256 q = _mm256_blendv_ps(nrm, sub, _mm256_cmp_ps(a, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ));
+    q = _mm256_or_ps(q, _mm256_andnot_ps(absmask, v)); /* copysign (q >= 0) */
+    return _mm256_blendv_ps(q, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+/* vec_avx512.c's round_fp4 on 8 lanes (fp.c's ds4_round_fp4_e2m1 on |v| <=
+ * 6): steps of 1/2, 1, 2 below 2, 4, 6, each round-to-nearest-even. */
+TGTI __m256 round_fp4(__m256 v) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256 a = _mm256_and_ps(v, absmask);
+    const __m256 q0 = _mm256_mul_ps(_mm256_round_ps(_mm256_add_ps(a, a), rn), _mm256_set1_ps(0.5f));
+    const __m256 q1 = _mm256_round_ps(a, rn);
+    const __m256 q2 = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.5f)), rn), _mm256_set1_ps(2.0f));
+    __m256 q = _mm256_blendv_ps(q0, q1, _mm256_cmp_ps(a, _mm256_set1_ps(2.0f), _CMP_GE_OQ));
+    q = _mm256_blendv_ps(q, q2, _mm256_cmp_ps(a, _mm256_set1_ps(4.0f), _CMP_GE_OQ));
+    q = _mm256_min_ps(q, _mm256_set1_ps(6.0f));
+    q = _mm256_or_ps(q, _mm256_andnot_ps(absmask, v));
+    return _mm256_blendv_ps(q, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+TGTI float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* vec_ref.c's block round trip for one format; blk is 32 or 64. */
+TGTI void fp_roundtrip(float *x, int64_t n, int64_t blk, float qmax, float amin, int fp8) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b0 = 0; b0 < n; b0 += blk) {
+        int64_t len = n - b0 < blk ? n - b0 : blk;
+        __m256 am = _mm256_setzero_ps();
+        for (int64_t i = 0; i < len; i += 8) /* max_ps(|x|, am) keeps am when x is NaN, as fmaxf */
+            am = _mm256_max_ps(_mm256_and_ps(_mm256_maskload_ps(x + b0 + i, tail8(len - i)), absmask), am);
+        float a = fmaxf(hmax8(am), amin); /* (the lanes' order does not matter to a max without NaNs) */
+        int e;
+        float f = frexpf(a / qmax, &e);
+        float s = ldexpf(1.0f, f == 0.5f ? e - 1 : e);
+        const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(qmax), lo = _mm256_set1_ps(-qmax);
+        for (int64_t i = 0; i < len; i += 8) {
+            const __m256i m = tail8(len - i);
+            __m256 v = _mm256_div_ps(_mm256_maskload_ps(x + b0 + i, m), vs);
+            /* v < -qmax ? -qmax : v > qmax ? qmax : v  (NaN stays) */
+            v = _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
+            v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+            v = fp8 ? round_fp8(v) : round_fp4(v);
+            _mm256_maskstore_ps(x + b0 + i, m, _mm256_mul_ps(v, vs));
+        }
+    }
+}
+
+TGT static void fp8_rt_avx2(float *x, int64_t n) { fp_roundtrip(x, n, 64, 448.0f, 1e-4f, 1); }
+TGT static void fp4_rt_avx2(float *x, int64_t n) { fp_roundtrip(x, n, 32, 6.0f, 6.0f * 0x1p-126f, 0); }
+
 void ds4_vec_install_avx2(ds4_vec_ops *v) {
     v->idx_scores = idx_scores_avx2;
     v->exp = exp_avx2;
@@ -401,6 +475,8 @@ void ds4_vec_install_avx2(ds4_vec_ops *v) {
     v->attn = attn_avx2;
     v->hc_expand = hc_expand_avx2;
     v->hc_collapse = hc_collapse_avx2;
+    v->fp8_roundtrip = fp8_rt_avx2;
+    v->fp4_roundtrip = fp4_rt_avx2;
 }
 
 #else /* not x86 */
