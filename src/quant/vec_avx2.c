@@ -394,6 +394,39 @@ TGT static void hc_collapse_avx2(const ds4_vec_ops *v, float *x, const float *X,
     else ds4_vec_hc_collapse_ref(v, x, X, w, H, n);
 }
 
+/* ---- elementwise ------------------------------------------------------------ */
+
+/* y = x·s (·w), the reference's products in its order. */
+TGT static void scale_mul_avx2(float *y, const float *x, float s, const float *w, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256i m = tail8(n - i);
+        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + i, m), vs);
+        if (w) v = _mm256_mul_ps(v, _mm256_maskload_ps(w + i, m));
+        _mm256_maskstore_ps(y + i, m, v);
+    }
+}
+
+/* (a, b) -> (a·c - b·s, a·s + b·c), four pairs a step: xc = (a·c, b·c),
+ * ys = (b·s, a·s), addsub subtracts in even lanes and adds in odd ones
+ * (a·s + b·c == b·c + a·s). */
+TGT static void rot_avx2(float *t, const float *c, const float *s, int npairs) {
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    int i = 0;
+    for (; i + 4 <= npairs; i += 4) {
+        const __m256 x = _mm256_loadu_ps(t + 2 * i);
+        const __m256 cv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(c + i)), dup);
+        const __m256 sv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(s + i)), dup);
+        const __m256 xc = _mm256_mul_ps(x, cv), ys = _mm256_mul_ps(_mm256_permute_ps(x, 0xB1), sv);
+        _mm256_storeu_ps(t + 2 * i, _mm256_addsub_ps(xc, ys));
+    }
+    for (; i < npairs; i++) {
+        float a = t[2 * i], b = t[2 * i + 1];
+        t[2 * i] = a * c[i] - b * s[i];
+        t[2 * i + 1] = a * s[i] + b * c[i];
+    }
+}
+
 /* ---- FP8 / FP4 QAT round trips ------------------------------------------------ */
 
 /* vec_avx512.c's round_fp8 on 8 lanes (fp.c's ds4_round_fp8_e4m3 on |v| <=
@@ -477,6 +510,8 @@ void ds4_vec_install_avx2(ds4_vec_ops *v) {
     v->hc_collapse = hc_collapse_avx2;
     v->fp8_roundtrip = fp8_rt_avx2;
     v->fp4_roundtrip = fp4_rt_avx2;
+    v->scale_mul = scale_mul_avx2;
+    v->rot = rot_avx2;
 }
 
 #else /* not x86 */
