@@ -14,6 +14,7 @@
  *   iq2 variants     each IQ2_XXS decode kernel of iq2_avx512.c the CPU
  *                    runs, whichever is installed: dot and 1..4-row tiles
  *                    bit-identical to the reference, 1..64 blocks
+ *   q2_K variants    the same for both Q2_K decode kernels of dec_avx2.c
  *   panel gemm       pack + gemm bit-identical to vec_dot (row/token tails,
  *                    1..64 and 100, 300 tokens, 1..28 blocks, starting at a
  *                    later panel; IQ2_XXS with each unpack variant the CPU runs)
@@ -272,6 +273,65 @@ TEST(iq2_avx512_variants) {
         }
     }
     printf("  iq2_xxs avx512 variants: %d row sets bit-identical to the reference\n", tested);
+}
+
+/* The avx2 level's Q2_K decode variants (dec_avx2.c), each where this CPU
+ * runs it: vec_dot and every nr <= 4 one-column tile bit-identical to the
+ * reference at 1 to 64 blocks, over random rows (every quant, scale and
+ * min code) and activations with outliers, and over all-extreme rows
+ * (every quant 3, every scale and min 15) against ±max activations. */
+TEST(q2k_avx2_variants) {
+    const int64_t lens[] = { 256, 512, 768, 1024, 1280, 2048, 4096, 7168, 16384 };
+    int tested = 0;
+    if (!ds4_simd_supported("avx2")) return;
+    const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_Q2_K);
+    for (int v = 0; v < 2; v++) {
+        ds4_type_traits s;
+        ds4_simd_traits_for("avx2", DS4_TYPE_Q2_K, &s);
+        if (ds4_dec_avx2_q2k_variant(v, &s) != 0) {
+            printf("  note: q2_K avx2 %s decode variant not available on this CPU: skipped\n", v ? "vnni" : "madd");
+            continue;
+        }
+        for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
+            const int64_t n = lens[li];
+            for (int set = 0; set < 3; set++) {
+                rng_seed((uint64_t)(8000 + 10 * li + set));
+                const size_t rb = ds4_row_size(DS4_TYPE_Q2_K, n);
+                uint8_t *w = malloc(rb * 4);
+                float *x = malloc((size_t)n * sizeof *x);
+                random_rows(DS4_TYPE_Q2_K, n, 4, w);
+                fill_gauss(x, n);
+                if (set == 2) {
+                    for (int64_t b = 0; b < n / QK_K * 4; b++) {
+                        block_q2_K *blk = (block_q2_K *)(w + (size_t)b * sizeof(block_q2_K));
+                        memset(blk->scales, 0xFF, sizeof blk->scales);
+                        memset(blk->qs, 0xFF, sizeof blk->qs);
+                    }
+                    for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
+                }
+                void *xq = ref_activation(DS4_TYPE_Q2_K, x, n);
+                float want[4];
+                int bad = 0;
+                for (int r = 0; r < 4; r++) {
+                    want[r] = ref->vec_dot(n, w + r * rb, xq);
+                    const float got = s.vec_dot(n, w + r * rb, xq);
+                    bad += memcmp(&want[r], &got, 4) != 0;
+                }
+                for (int nr = 1; nr <= 4; nr++) {
+                    float y[4] = { NAN, NAN, NAN, NAN };
+                    s.vec_dot_tile(n, w, rb, nr, xq, 0, 1, y, 4);
+                    for (int r = 0; r < nr; r++) bad += memcmp(&want[r], &y[r], 4) != 0;
+                }
+                CHECKF(bad == 0, "q2_K avx2 %s n=%lld set %d: %d results differ from the reference",
+                       v ? "vnni" : "madd", (long long)n, set, bad);
+                tested++;
+                free(w);
+                free(x);
+                free(xq);
+            }
+        }
+    }
+    printf("  q2_K avx2 decode variants: %d row sets bit-identical to the reference\n", tested);
 }
 
 /* The same bits, or both NaN: which NaN payload a sum of two NaNs keeps
@@ -790,6 +850,7 @@ int main(void) {
     RUN(vec_dot_vs_scalar);
     RUN(tiles_match_vec_dot);
     RUN(iq2_avx512_variants);
+    RUN(q2k_avx2_variants);
     RUN(f16_tiles_shape_invariant);
     RUN(panel_gemm_matches_vec_dot);
     RUN(quantizers_bit_exact);

@@ -91,6 +91,7 @@ static void build(int lv, ds4_type_traits *table, ds4_vec_ops *vec) {
     switch (lv) {
     case LV_AVX2:
         ds4_simd_install_avx2(table, vec);
+        ds4_simd_install_avx2_dec(table);
         ds4_vec_install_avx2(vec);
         ds4_idx8_install_avx2(vec);
         ds4_gemm_install_avx2_q8(table);

@@ -29,6 +29,14 @@ void ds4_simd_install_avx512_dec(ds4_type_traits *table);
 void ds4_gemm_install_avx512_q8(ds4_type_traits *table);
 void ds4_gemm_install_avx512_k(ds4_type_traits *table);
 void ds4_gemm_install_avx2_q8(ds4_type_traits *table); /* gemm_avx2_q8.c */
+/* The avx2 level's Q2_K decode kernel (dec_avx2.c), installed after its
+ * dots; a no-op elsewhere.  For tests, ds4_dec_avx2_q2k_variant() puts its
+ * vec_dot and one-column tile into row (an avx2 Q2_K row, whose tile still
+ * serves nc > 1): 0 the vpmaddubsw one (AVX2), 1 the AVX-VNNI one, which
+ * the installer picks where the CPU has it.  0, or -1 where the CPU lacks
+ * its ISA (and off x86). */
+void ds4_simd_install_avx2_dec(ds4_type_traits *table);
+int ds4_dec_avx2_q2k_variant(int vnni, ds4_type_traits *row);
 /* Tests: puts the avx2 level's Q8_0 panel kernel variant (pack, bytes,
  * gemm) into row: 0 the sign-trick one (AVX2), 1 the AVX-VNNI one, which
  * ds4_gemm_install_avx2_q8() picks where the CPU has it.  0, or -1 where
