@@ -212,6 +212,29 @@ TEST(tiles_match_vec_dot) {
     }
 }
 
+/* Mismatches of a decode kernel set s (vec_dot and every nr <= 4
+ * one-column tile) against the reference, over 4 rows w of n elements and
+ * activations x. */
+static int decode_mismatches(const ds4_type_traits *s, int type, int64_t n, const uint8_t *w, const float *x) {
+    const ds4_type_traits *ref = ds4_type_traits_ref(type);
+    const size_t rb = ds4_row_size(type, n);
+    void *xq = ref_activation(type, x, n);
+    float want[4];
+    int bad = 0;
+    for (int r = 0; r < 4; r++) {
+        want[r] = ref->vec_dot(n, w + r * rb, xq);
+        const float got = s->vec_dot(n, w + r * rb, xq);
+        bad += memcmp(&want[r], &got, 4) != 0;
+    }
+    for (int nr = 1; nr <= 4; nr++) {
+        float y[4] = { NAN, NAN, NAN, NAN };
+        s->vec_dot_tile(n, w, rb, nr, xq, 0, 1, y, 4);
+        for (int r = 0; r < nr; r++) bad += memcmp(&want[r], &y[r], 4) != 0;
+    }
+    free(xq);
+    return bad;
+}
+
 /* The IQ2_XXS decode variants of iq2_avx512.c, each where this CPU has its
  * ISA, whichever one the level installed (the pick is by vendor): vec_dot
  * and every nr <= 4 one-column tile bit-identical to the reference, at 1 to
@@ -225,7 +248,6 @@ TEST(iq2_avx512_variants) {
     const int64_t lens[] = { 256, 512, 768, 1024, 1280, 1792, 2048, 2304, 2816, 4096, 7168, 16384 };
     int tested = 0;
     if (!ds4_simd_supported("avx512")) return;
-    const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_IQ2_XXS);
     for (int v = 0; v < 2; v++) {
         ds4_type_traits s;
         ds4_simd_traits_for("avx512", DS4_TYPE_IQ2_XXS, &s);
@@ -237,7 +259,7 @@ TEST(iq2_avx512_variants) {
             const int64_t n = lens[li];
             for (int set = 0; set < 3; set++) {
                 rng_seed((uint64_t)(7000 + 10 * li + set));
-                const size_t rb = ds4_row_size(DS4_TYPE_IQ2_XXS, n), xb = ds4_row_size(DS4_TYPE_Q8_K, n);
+                const size_t rb = ds4_row_size(DS4_TYPE_IQ2_XXS, n);
                 uint8_t *w = malloc(rb * 4);
                 float *x = malloc((size_t)n * sizeof *x);
                 random_rows(DS4_TYPE_IQ2_XXS, n, 4, w);
@@ -249,26 +271,12 @@ TEST(iq2_avx512_variants) {
                     }
                     for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
                 }
-                void *xq = ref_activation(DS4_TYPE_IQ2_XXS, x, n);
-                (void)xb;
-                float want[4];
-                int bad = 0;
-                for (int r = 0; r < 4; r++) {
-                    want[r] = ref->vec_dot(n, w + r * rb, xq);
-                    const float got = s.vec_dot(n, w + r * rb, xq);
-                    bad += memcmp(&want[r], &got, 4) != 0;
-                }
-                for (int nr = 1; nr <= 4; nr++) {
-                    float y[4] = { NAN, NAN, NAN, NAN };
-                    s.vec_dot_tile(n, w, rb, nr, xq, 0, 1, y, 4);
-                    for (int r = 0; r < nr; r++) bad += memcmp(&want[r], &y[r], 4) != 0;
-                }
+                const int bad = decode_mismatches(&s, DS4_TYPE_IQ2_XXS, n, w, x);
                 CHECKF(bad == 0, "iq2_xxs %s n=%lld set %d: %d results differ from the reference", names[v],
                        (long long)n, set, bad);
                 tested++;
                 free(w);
                 free(x);
-                free(xq);
             }
         }
     }
@@ -284,7 +292,6 @@ TEST(q2k_avx2_variants) {
     const int64_t lens[] = { 256, 512, 768, 1024, 1280, 2048, 4096, 7168, 16384 };
     int tested = 0;
     if (!ds4_simd_supported("avx2")) return;
-    const ds4_type_traits *ref = ds4_type_traits_ref(DS4_TYPE_Q2_K);
     for (int v = 0; v < 2; v++) {
         ds4_type_traits s;
         ds4_simd_traits_for("avx2", DS4_TYPE_Q2_K, &s);
@@ -309,25 +316,12 @@ TEST(q2k_avx2_variants) {
                     }
                     for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
                 }
-                void *xq = ref_activation(DS4_TYPE_Q2_K, x, n);
-                float want[4];
-                int bad = 0;
-                for (int r = 0; r < 4; r++) {
-                    want[r] = ref->vec_dot(n, w + r * rb, xq);
-                    const float got = s.vec_dot(n, w + r * rb, xq);
-                    bad += memcmp(&want[r], &got, 4) != 0;
-                }
-                for (int nr = 1; nr <= 4; nr++) {
-                    float y[4] = { NAN, NAN, NAN, NAN };
-                    s.vec_dot_tile(n, w, rb, nr, xq, 0, 1, y, 4);
-                    for (int r = 0; r < nr; r++) bad += memcmp(&want[r], &y[r], 4) != 0;
-                }
+                const int bad = decode_mismatches(&s, DS4_TYPE_Q2_K, n, w, x);
                 CHECKF(bad == 0, "q2_K avx2 %s n=%lld set %d: %d results differ from the reference",
                        v ? "vnni" : "madd", (long long)n, set, bad);
                 tested++;
                 free(w);
                 free(x);
-                free(xq);
             }
         }
     }

@@ -56,20 +56,9 @@ TGT static int codes(const float *x, int d, int8_t *c, int *e, int32_t *sum) {
         amax = _mm256_max_ps(amax, _mm256_and_ps(v, absm));
     }
     float a = hmax8(amax);
-    *e = 0;
-    *sum = 0;
-    if (a == 0.0f) {
-        /* zero, or NaNs that max dropped: check every element */
-        for (int j = 0; j < d; j++)
-            if (x[j] != 0.0f) return -1;
-        memset(c, 0, (size_t)d);
-        return 0;
-    }
-    if (!(a >= FLT_MIN && a <= FLT_MAX)) return -1;
-    uint32_t ab;
-    memcpy(&ab, &a, sizeof ab);
-    int ea = (int)(ab >> 23) - 127 - 6;
-    if (ea < -126 || ea > 126) return -1;
+    int ea;
+    const int pre = idx8_unit(a, x, d, c, e, sum, &ea);
+    if (pre <= 0) return pre;
     const __m256 p = _mm256_set1_ps(idx8_pow2f(-ea)), pinv = _mm256_set1_ps(idx8_pow2f(ea));
     int bad = 0;
     __m256 tot = _mm256_setzero_ps(); /* Σ c: integers below 2^17, exact */
@@ -96,32 +85,9 @@ TGT static int codes(const float *x, int d, int8_t *c, int *e, int32_t *sum) {
     return 1;
 }
 
-TGT static void put_row(uint8_t *groups, int64_t i, const float *row, int dI) {
-    int8_t c[1024];
-    int e;
-    int32_t sum;
-    int rc = codes(row, dI, c, &e, &sum);
-    idx8_group_put(groups + (size_t)(i / DS4_IDX8_ROWS) * ds4_idx8_group_bytes(dI), (int)(i % DS4_IDX8_ROWS), c, rc,
-                   e, dI, ds4_idx8_group_e(dI), ds4_idx8_group_meta(dI));
-}
+static void put_row(uint8_t *groups, int64_t i, const float *row, int dI) { idx8_put_row(codes, groups, i, row, dI); }
 
-TGT static void query(const float *q, int nI, int dI, uint8_t *rec) {
-    int8_t *cq = (int8_t *)rec;
-    int32_t *corr = (int32_t *)(void *)(rec + ds4_idx8_query_corr(nI, dI));
-    float *eh = (float *)(void *)(rec + ds4_idx8_query_e(nI, dI));
-    int32_t *meta = (int32_t *)(void *)(rec + ds4_idx8_query_meta(nI, dI));
-    idx8_meta_reset(meta);
-    for (int h = 0; h < nI; h++) {
-        int8_t *c = cq + (size_t)h * dI;
-        int e;
-        int32_t sum;
-        int rc = codes(q + (size_t)h * dI, dI, c, &e, &sum);
-        idx8_meta_add(meta, rc, e);
-        eh[h] = (float)e;
-        if (rc < 0) memset(c, 0, (size_t)dI); /* never scored, but defined */
-        corr[h] = -128 * sum; /* Σ (c_k + 128)·c_q = Σ c_k·c_q + 128·Σ c_q */
-    }
-}
+static void query(const float *q, int nI, int dI, uint8_t *rec) { idx8_query_fill(codes, q, nI, dI, rec); }
 
 /* 2^e per lane for integer-valued e in [-149, 126] (subnormal below -126),
  * exactly. */
