@@ -566,17 +566,17 @@ static void hc_block(void *ctx, int64_t blk) {
     hc_pre_tokens(s, b, j->a, t0, t1);
 }
 
-/* Between two sublayers: when `post`, the HCPost of the one just run
- * (from b->out, b->post, b->comb); then, unless fn is NULL, the HCPre of the
- * next one: post/comb per token and its collapsed input b->x.  Both in the
- * same block task, so the streams are read from memory once.  `next` is the
- * first weight the next sublayer reads (a prefetch hint; may be NULL). */
 /* Asks the pool's idle workers to pull w (a 2-D weight) towards their
  * caches: see hc_step. */
 static void hint_weight(ds4_session *s, const ds4_weight *w) {
     if (w && w->data) ds4_pool_prefetch(s->pool, w->data, ds4_row_size(w->type, w->ne[0]) * (size_t)w->ne[1]);
 }
 
+/* Between two sublayers: when `post`, the HCPost of the one just run
+ * (from b->out, b->post, b->comb); then, unless fn is NULL, the HCPre of the
+ * next one: post/comb per token and its collapsed input b->x.  Both in the
+ * same block task, so the streams are read from memory once.  `next` is the
+ * first weight the next sublayer reads (a prefetch hint; may be NULL). */
 static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, const float *scale,
                     const float *base, const float *norm, const ds4_weight *next) {
     hc_arg a = {fn, scale, base, norm};
