@@ -23,7 +23,6 @@
 #include "quant/simd.h"
 #include "quant/vec_int.h"
 
-#include <float.h>
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>

@@ -32,11 +32,9 @@
 #include "quant/simd.h"
 #include "quant/vec_int.h"
 
-#include <float.h>
 #include <immintrin.h>
 
 #include "quant/dpbusd.h"
-#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
