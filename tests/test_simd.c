@@ -235,6 +235,54 @@ static int decode_mismatches(const ds4_type_traits *s, int type, int64_t n, cons
     return bad;
 }
 
+/* Row sets for a decode variant s of `type`: for each length, 3 sets of 4
+ * rows (seeded seed0 + 10·length index + set): two random (every code) with
+ * gaussian activations, one made all-extreme by `extreme` against ±1
+ * activations (the largest exact sums).  Each must match the reference bit
+ * for bit (decode_mismatches); returns the number of sets checked. */
+static int check_row_sets(const ds4_type_traits *s, int type, const char *what, const int64_t *lens, int nlens,
+                          uint64_t seed0, void (*extreme)(uint8_t *w, int64_t nblocks)) {
+    int tested = 0;
+    for (int li = 0; li < nlens; li++) {
+        const int64_t n = lens[li];
+        for (int set = 0; set < 3; set++) {
+            rng_seed(seed0 + (uint64_t)(10 * li + set));
+            const size_t rb = ds4_row_size(type, n);
+            uint8_t *w = malloc(rb * 4);
+            float *x = malloc((size_t)n * sizeof *x);
+            random_rows(type, n, 4, w);
+            fill_gauss(x, n);
+            if (set == 2) {
+                extreme(w, n / QK_K * 4);
+                for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
+            }
+            const int bad = decode_mismatches(s, type, n, w, x);
+            CHECKF(bad == 0, "%s n=%lld set %d: %d results differ from the reference", what, (long long)n, set, bad);
+            tested++;
+            free(w);
+            free(x);
+        }
+    }
+    return tested;
+}
+
+/* Every IQ2_XXS weight at its largest magnitude and scale. */
+static void iq2_extreme(uint8_t *w, int64_t nblocks) {
+    for (int64_t b = 0; b < nblocks; b++) {
+        block_iq2_xxs *blk = (block_iq2_xxs *)(w + (size_t)b * sizeof(block_iq2_xxs));
+        for (int k = 0; k < QK_K / 8; k++) blk->qs[k] |= (uint16_t)(k % 4 == 3 ? 0xF000 : 0);
+    }
+}
+
+/* Every Q2_K quant 3, every scale and min 15. */
+static void q2k_extreme(uint8_t *w, int64_t nblocks) {
+    for (int64_t b = 0; b < nblocks; b++) {
+        block_q2_K *blk = (block_q2_K *)(w + (size_t)b * sizeof(block_q2_K));
+        memset(blk->scales, 0xFF, sizeof blk->scales);
+        memset(blk->qs, 0xFF, sizeof blk->qs);
+    }
+}
+
 /* The IQ2_XXS decode variants of iq2_avx512.c, each where this CPU has its
  * ISA, whichever one the level installed (the pick is by vendor): vec_dot
  * and every nr <= 4 one-column tile bit-identical to the reference, at 1 to
@@ -255,30 +303,10 @@ TEST(iq2_avx512_variants) {
             printf("  note: iq2_xxs %s variant not available on this CPU: skipped\n", names[v]);
             continue;
         }
-        for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
-            const int64_t n = lens[li];
-            for (int set = 0; set < 3; set++) {
-                rng_seed((uint64_t)(7000 + 10 * li + set));
-                const size_t rb = ds4_row_size(DS4_TYPE_IQ2_XXS, n);
-                uint8_t *w = malloc(rb * 4);
-                float *x = malloc((size_t)n * sizeof *x);
-                random_rows(DS4_TYPE_IQ2_XXS, n, 4, w);
-                fill_gauss(x, n);
-                if (set == 2) { /* every weight at its largest magnitude and scale, activations ±max */
-                    for (int64_t b = 0; b < n / QK_K * 4; b++) {
-                        block_iq2_xxs *blk = (block_iq2_xxs *)(w + (size_t)b * sizeof(block_iq2_xxs));
-                        for (int k = 0; k < QK_K / 8; k++) blk->qs[k] |= (uint16_t)(k % 4 == 3 ? 0xF000 : 0);
-                    }
-                    for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
-                }
-                const int bad = decode_mismatches(&s, DS4_TYPE_IQ2_XXS, n, w, x);
-                CHECKF(bad == 0, "iq2_xxs %s n=%lld set %d: %d results differ from the reference", names[v],
-                       (long long)n, set, bad);
-                tested++;
-                free(w);
-                free(x);
-            }
-        }
+        char what[32];
+        snprintf(what, sizeof what, "iq2_xxs %s", names[v]);
+        tested += check_row_sets(&s, DS4_TYPE_IQ2_XXS, what, lens, (int)(sizeof lens / sizeof *lens), 7000,
+                                 iq2_extreme);
     }
     printf("  iq2_xxs avx512 variants: %d row sets bit-identical to the reference\n", tested);
 }
@@ -299,31 +327,8 @@ TEST(q2k_avx2_variants) {
             printf("  note: q2_K avx2 %s decode variant not available on this CPU: skipped\n", v ? "vnni" : "madd");
             continue;
         }
-        for (int li = 0; li < (int)(sizeof lens / sizeof *lens); li++) {
-            const int64_t n = lens[li];
-            for (int set = 0; set < 3; set++) {
-                rng_seed((uint64_t)(8000 + 10 * li + set));
-                const size_t rb = ds4_row_size(DS4_TYPE_Q2_K, n);
-                uint8_t *w = malloc(rb * 4);
-                float *x = malloc((size_t)n * sizeof *x);
-                random_rows(DS4_TYPE_Q2_K, n, 4, w);
-                fill_gauss(x, n);
-                if (set == 2) {
-                    for (int64_t b = 0; b < n / QK_K * 4; b++) {
-                        block_q2_K *blk = (block_q2_K *)(w + (size_t)b * sizeof(block_q2_K));
-                        memset(blk->scales, 0xFF, sizeof blk->scales);
-                        memset(blk->qs, 0xFF, sizeof blk->qs);
-                    }
-                    for (int64_t i = 0; i < n; i++) x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
-                }
-                const int bad = decode_mismatches(&s, DS4_TYPE_Q2_K, n, w, x);
-                CHECKF(bad == 0, "q2_K avx2 %s n=%lld set %d: %d results differ from the reference",
-                       v ? "vnni" : "madd", (long long)n, set, bad);
-                tested++;
-                free(w);
-                free(x);
-            }
-        }
+        tested += check_row_sets(&s, DS4_TYPE_Q2_K, v ? "q2_K avx2 vnni" : "q2_K avx2 madd", lens,
+                                 (int)(sizeof lens / sizeof *lens), 8000, q2k_extreme);
     }
     printf("  q2_K avx2 decode variants: %d row sets bit-identical to the reference\n", tested);
 }
