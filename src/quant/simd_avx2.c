@@ -639,26 +639,7 @@ INL void q8_K_quant8(const float *x, float iscale, block_q8_K *b) {
     b->d = 1.0f / iscale;
 }
 
-/* f32 -> Q8_K in chunks of 16 blocks (16 KB, still in L1 for the second
- * pass): first the scales, then the quants. */
-TGT static void q8_K_from_float_avx2(const float *src, void *dst, int64_t n) {
-    block_q8_K *b = dst;
-    const int64_t nb = n / QK_K;
-    for (int64_t c = 0; c < nb; c += 16) {
-        const int cn = nb - c < 16 ? (int)(nb - c) : 16;
-        float is[16];
-        for (int i = 0; i < cn; i++) is[i] = q8_K_iscale8(src + (c + i) * QK_K);
-        for (int i = 0; i < cn; i++) {
-            block_q8_K *bi = b + c + i;
-            if (is[i] != 0.0f && !__builtin_isinf(is[i])) {
-                q8_K_quant8(src + (c + i) * QK_K, is[i], bi);
-                continue;
-            }
-            memset(bi, 0, sizeof *bi); /* all zero; or |max| < 127/FLT_MAX: the reference's nearest_int gives 0s */
-            if (is[i] != 0.0f) bi->d = 1.0f / is[i];
-        }
-    }
-}
+DS4_DEFINE_Q8K_FROM_FLOAT(TGT, q8_K_from_float_avx2, q8_K_iscale8, q8_K_quant8)
 
 /* ------------------------------------------------------------------------
  * f32 helpers

@@ -488,9 +488,8 @@ TGT static void q8_0_from_float_512(const float *src, void *dst, int64_t n) {
 /* f32 -> Q8_K, per block as the reference: iscale = -127/max for the
  * first element of largest magnitude (signed), q = RNE(iscale·x) clamped to
  * 127 (the conversion's default rounding is the reference's nearest_int),
- * d = 1/iscale, sums of 16.  In chunks of 16 blocks (16 KB, still in L1 for
- * the second pass): first the scales, then the quants, so that the next
- * block's quants never wait on a scale's reductions and division. */
+ * d = 1/iscale, sums of 16; the driver is simd_tile.h's
+ * DS4_DEFINE_Q8K_FROM_FLOAT. */
 
 /* iscale of one block, 0 for an all-zero block.  The signed extreme comes
  * from the block's max and min: only when both reach the largest magnitude
@@ -547,26 +546,7 @@ INL void q8_K_quant(const float *x, float iscale, block_q8_K *b) {
     b->d = 1.0f / iscale;
 }
 
-TGT static void q8_K_from_float_512(const float *src, void *dst, int64_t n) {
-    block_q8_K *b = dst;
-    const int64_t nb = n / QK_K;
-    for (int64_t c = 0; c < nb; c += 16) {
-        const int cn = nb - c < 16 ? (int)(nb - c) : 16;
-        float is[16];
-        for (int i = 0; i < cn; i++) is[i] = q8_K_iscale(src + (c + i) * QK_K);
-        for (int i = 0; i < cn; i++) {
-            if (is[i] != 0.0f && !__builtin_isinf(is[i])) {
-                q8_K_quant(src + (c + i) * QK_K, is[i], b + c + i);
-                continue;
-            }
-            /* An all-zero block; or |max| < 127/FLT_MAX, where iscale
-             * overflows: the reference's nearest_int then gives 0 for every
-             * element (the 1.5·2^23 trick on ±inf or NaN), and d = ±0. */
-            memset(b + c + i, 0, sizeof b[c + i]);
-            if (is[i] != 0.0f) b[c + i].d = 1.0f / is[i];
-        }
-    }
-}
+DS4_DEFINE_Q8K_FROM_FLOAT(TGT, q8_K_from_float_512, q8_K_iscale, q8_K_quant)
 
 /* ------------------------------------------------------------------------
  * f32 helpers

@@ -1,11 +1,14 @@
-/* Internal to the per-ISA kernel files: turn one always-inline micro-kernel
+/* Internal to the per-ISA kernel files.  DS4_DEFINE_TILE turns one
+ * always-inline micro-kernel
  *
  *   K(n, w, ws, x, xs, y, ldy, NR, NC)   NR rows x NC columns, NR/NC constant
  *
  * into the table's vec_dot (the 1x1 instance) and vec_dot_tile (the caller's
  * nr x nc <= 4x4 request cut into TR x TC instances, rows outer so a weight
  * row block is reused from L1 across the columns).  Because both paths run
- * the same instance code per (row, column), their results are identical. */
+ * the same instance code per (row, column), their results are identical.
+ * DS4_DEFINE_Q8K_FROM_FLOAT builds the Q8_K activation encoder around a
+ * level's per-block scale and quant steps. */
 #ifndef DS4_QUANT_SIMD_TILE_H
 #define DS4_QUANT_SIMD_TILE_H
 
@@ -48,6 +51,37 @@
                     DS4_TILE_CASES_##TR##x##TC(K)                                                    \
                 default: break;                                                                      \
                 }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+/* Defines NAME, a Q8_K from_float (quant.h) bit-identical to the
+ * reference, from two always-inline steps of the level:
+ *   ISCALE(x)            -127 over the block's first element of largest
+ *                        magnitude; 0 for an all-zero block
+ *   QUANT(x, iscale, b)  quants, sums of 16 and d = 1/iscale
+ * In chunks of 16 blocks (16 KB, still in L1 for the second pass): first
+ * every scale, then every block's quants, so that no block's quants wait on
+ * its scale's reductions and division.  An all-zero block, or |max| <
+ * 127/FLT_MAX, where iscale overflows (the reference's nearest_int then
+ * gives 0 everywhere, the 1.5·2^23 trick on ±inf or NaN): zeros, d = 1/iscale
+ * (±0).  Needs quant.h and string.h. */
+#define DS4_DEFINE_Q8K_FROM_FLOAT(ATTR, NAME, ISCALE, QUANT)                                         \
+    ATTR static void NAME(const float *src, void *dst, int64_t n) {                                  \
+        block_q8_K *b = dst;                                                                         \
+        const int64_t nb = n / QK_K;                                                                 \
+        for (int64_t c = 0; c < nb; c += 16) {                                                       \
+            const int cn = nb - c < 16 ? (int)(nb - c) : 16;                                         \
+            float is[16];                                                                            \
+            for (int i = 0; i < cn; i++) is[i] = ISCALE(src + (c + i) * QK_K);                       \
+            for (int i = 0; i < cn; i++) {                                                           \
+                block_q8_K *bi = b + c + i;                                                          \
+                if (is[i] != 0.0f && !__builtin_isinf(is[i])) {                                      \
+                    QUANT(src + (c + i) * QK_K, is[i], bi);                                          \
+                    continue;                                                                        \
+                }                                                                                    \
+                memset(bi, 0, sizeof *bi);                                                           \
+                if (is[i] != 0.0f) bi->d = 1.0f / is[i];                                             \
             }                                                                                        \
         }                                                                                            \
     }
