@@ -459,31 +459,14 @@ INL void q8_0_scales16(const float *x, int nb, float *id, ds4_fp16 *dh) {
     _mm256_storeu_si256((__m256i *)dh, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-/* f32 -> Q8_0 in chunks of up to 128 blocks (16 KB of input, still in L1
- * for the second pass): first all scales, 16 blocks per step, then all
- * quants.  Two passes rather than one per 16 blocks because the scales end
- * in a long dependency chain (reductions, two divisions) that the quant
- * work of the same blocks would otherwise wait on; the scales' fp16 are
- * stored in the second pass, as scalars, which is cheaper than extracting
- * them from the vector one by one. */
-TGT static void q8_0_from_float_512(const float *src, void *dst, int64_t n) {
-    block_q8_0 *b = dst;
-    const int64_t nb = n / QK8_0;
-    for (int64_t c = 0; c < nb; c += 128) {
-        const int cn = nb - c < 128 ? (int)(nb - c) : 128;
-        const float *x = src + c * QK8_0;
-        block_q8_0 *bc = b + c;
-        float id[128];
-        ds4_fp16 dh[128];
-        for (int i = 0; i < cn; i += 16) q8_0_scales16(x + i * QK8_0, cn - i < 16 ? cn - i : 16, id + i, dh + i);
-        for (int j = 0; j < cn; j++) {
-            const __m512 vid = _mm512_set1_ps(id[j]);
-            bc[j].d = dh[j];
-            _mm_storeu_si128((__m128i *)bc[j].qs, q8_0_round16(_mm512_loadu_ps(x + QK8_0 * j), vid));
-            _mm_storeu_si128((__m128i *)(bc[j].qs + 16), q8_0_round16(_mm512_loadu_ps(x + QK8_0 * j + 16), vid));
-        }
-    }
+/* One block's 32 quants. */
+INL void q8_0_quants16(const float *x, float id, int8_t *qs) {
+    const __m512 vid = _mm512_set1_ps(id);
+    _mm_storeu_si128((__m128i *)qs, q8_0_round16(_mm512_loadu_ps(x), vid));
+    _mm_storeu_si128((__m128i *)(qs + 16), q8_0_round16(_mm512_loadu_ps(x + 16), vid));
 }
+
+DS4_DEFINE_Q8_0_FROM_FLOAT(TGT, q8_0_from_float_512, 16, q8_0_scales16, q8_0_quants16)
 
 /* f32 -> Q8_K, per block as the reference: iscale = -127/max for the
  * first element of largest magnitude (signed), q = RNE(iscale·x) clamped to

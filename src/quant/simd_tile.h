@@ -7,8 +7,8 @@
  * nr x nc <= 4x4 request cut into TR x TC instances, rows outer so a weight
  * row block is reused from L1 across the columns).  Because both paths run
  * the same instance code per (row, column), their results are identical.
- * DS4_DEFINE_Q8K_FROM_FLOAT builds the Q8_K activation encoder around a
- * level's per-block scale and quant steps. */
+ * DS4_DEFINE_Q8_0_FROM_FLOAT and DS4_DEFINE_Q8K_FROM_FLOAT build the
+ * activation encoders around a level's scale and quant steps. */
 #ifndef DS4_QUANT_SIMD_TILE_H
 #define DS4_QUANT_SIMD_TILE_H
 
@@ -51,6 +51,36 @@
                     DS4_TILE_CASES_##TR##x##TC(K)                                                    \
                 default: break;                                                                      \
                 }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+
+/* Defines NAME, a Q8_0 from_float (quant.h) bit-identical to the
+ * reference, from two always-inline steps of the level:
+ *   SCALES(x, nb, id, dh)  the scales of nb <= G blocks at once: id = 1/d
+ *                          (0 where d = 0) and d as fp16, G of each written
+ *   QUANTS(x, id, qs)      one block's 32 quants, roundf(x·id)
+ * In chunks of 128 blocks (16 KB of input, still in L1 for the second
+ * pass): first all scales, G blocks per step, then all quants.  Two passes
+ * rather than one per G blocks because the scales end in a long dependency
+ * chain (reductions, two divisions) that the quants of the same blocks
+ * would otherwise wait on; the fp16 scales are stored in the second pass,
+ * as scalars, which is cheaper than extracting them from a vector one by
+ * one.  G divides 128. */
+#define DS4_DEFINE_Q8_0_FROM_FLOAT(ATTR, NAME, G, SCALES, QUANTS)                                    \
+    ATTR static void NAME(const float *src, void *dst, int64_t n) {                                  \
+        block_q8_0 *b = dst;                                                                         \
+        const int64_t nb = n / QK8_0;                                                                \
+        for (int64_t c = 0; c < nb; c += 128) {                                                      \
+            const int cn = nb - c < 128 ? (int)(nb - c) : 128;                                       \
+            const float *x = src + c * QK8_0;                                                        \
+            block_q8_0 *bc = b + c;                                                                  \
+            float id[128];                                                                           \
+            ds4_fp16 dh[128];                                                                        \
+            for (int i = 0; i < cn; i += (G)) SCALES(x + i * QK8_0, cn - i < (G) ? cn - i : (G), id + i, dh + i); \
+            for (int j = 0; j < cn; j++) {                                                           \
+                bc[j].d = dh[j];                                                                     \
+                QUANTS(x + QK8_0 * j, id[j], bc[j].qs);                                              \
             }                                                                                        \
         }                                                                                            \
     }
