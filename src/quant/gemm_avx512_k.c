@@ -32,7 +32,9 @@
  * store per token; so the lane sums of a row can wait there between block
  * ranges, and the blocks still add in order.  The next chunk's weight rows
  * are prefetched while a chunk computes (the experts' weights come cold
- * from memory).  Per type:
+ * from memory).  A last panel of at most 8 tokens runs two rows per
+ * register (k_tile_pairs), except after a single full panel, where the
+ * plain tile of two panels was as fast.  Per type:
  *   Q2_K     quant (0..3) times its 4-bit group scale fits in a u8 (<= 45),
  *            so Σ_j sc_j·Σ q·x is one dpbusd chain (weights u8, x s8); the
  *            min term Σ m_j·bsum_j is vpdpwssd of broadcast (m, m') pairs
@@ -601,6 +603,128 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
 #undef SUM
 }
 
+/* Tail panels, as gemm_avx512_q8.c's: a last panel of <= 8 tokens (an
+ * expert's tail in prefill) runs two rows per register, lane 2t + h being
+ * token t of row 2i + h, so the 16 rows of a chunk take 8 accumulators and
+ * half the dpbusd of a plain tile.  k_pair_rows re-lays the unpacked rows
+ * in pairs (every per-row value next to its partner's, one 64-bit
+ * broadcast per pair); the panel's dwords, scales and sums are duplicated
+ * into lane pairs by a permute.  The integer sums are exact in any order,
+ * so each chain is split in two (even and odd dwords: 8 chains left the
+ * dpbusd latency uncovered), and every lane's float steps are the plain
+ * tile's, in its order: the results are the same bits. */
+typedef struct {
+    int64_t q[QK_K / 4]; /* weight dword k of rows 2i, 2i + 1 */
+    int64_t s[8], m[4];
+    int64_t corr;
+    float d[2], dmin[2];
+} __attribute__((aligned(64))) wpair;
+
+/* 16 dwords of a and of b -> 32 qwords (a_k, b_k), in order. */
+INL void pair16(const int32_t *a, const int32_t *b, int64_t *dst) {
+    const __m512i va = _mm512_load_si512((const void *)a), vb = _mm512_load_si512((const void *)b);
+    const __m512i lo = _mm512_unpacklo_epi32(va, vb), hi = _mm512_unpackhi_epi32(va, vb); /* per 128-bit lane L: k 4L, 4L+1 / 4L+2, 4L+3 */
+    _mm512_store_si512((void *)dst, _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi));
+    _mm512_store_si512((void *)(dst + 8), _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi));
+}
+
+/* Rows [0, rc) of the unpacked range (row r's block b at wd[r·wst + b]) as
+ * 8 pairs (pair i's block b at wp[i·nbk + b]); rows from rc on repeat row 0
+ * (computed, never stored). */
+INL void k_pair_rows(const wblk *wd, int wst, int rc, int nbk, wpair *wp, const int kind) {
+    for (int i = 0; i < 8; i++)
+        for (int b = 0; b < nbk; b++) {
+            const wblk *a = wd + (2 * i < rc ? 2 * i : 0) * wst + b, *c = wd + (2 * i + 1 < rc ? 2 * i + 1 : 0) * wst + b;
+            wpair *o = wp + i * nbk + b;
+            UNROLL for (int k = 0; k < QK_K / 4; k += 16) pair16(a->q + k, c->q + k, o->q + k);
+            for (int j = 0; j < 8; j++) o->s[j] = (int64_t)(uint32_t)a->s[j] | (int64_t)((uint64_t)(uint32_t)c->s[j] << 32);
+            if (kind == KQ4)
+                for (int j = 0; j < 4; j++) o->m[j] = (int64_t)(uint32_t)a->m[j] | (int64_t)((uint64_t)(uint32_t)c->m[j] << 32);
+            o->corr = (int64_t)(uint32_t)a->corr | (int64_t)((uint64_t)(uint32_t)c->corr << 32);
+            o->d[0] = a->d; o->d[1] = c->d;
+            o->dmin[0] = a->dmin; o->dmin[1] = c->dmin;
+        }
+}
+
+INL __m512i bcast_pair(int64_t v) { return _mm512_set1_epi64(v); }
+INL __m512 bcast_pair_ps(const float *f) {
+    double d;
+    memcpy(&d, f, sizeof d);
+    return _mm512_castpd_ps(_mm512_set1_pd(d));
+}
+
+/* 8 row pairs x one panel of <= 8 tokens over the range (pair i's sums at
+ * out[16·i ..]; zero at the first range, else loaded; x 1/8 at the last for
+ * IQ2_XXS, as k_tile). */
+INL void k_tile_pairs(int nbk, const wpair *wp, const uint8_t *xp, float *out, int first, int last, const int kind) {
+    const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0);
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+#define SUMP(i) (*(__m512 *)(out + (i) * 16))
+    if (first) UNROLL for (int i = 0; i < 8; i++) SUMP(i) = _mm512_setzero_ps();
+    for (int b = 0; b < nbk; b++) {
+        const wpair *w[8];
+        UNROLL for (int i = 0; i < 8; i++) w[i] = wp + i * nbk + b;
+        const uint8_t *xb = xp + (size_t)b * bb;
+        __m512i acc[8], alt[8];
+        UNROLL for (int i = 0; i < 8; i++) {
+            acc[i] = IS_IQ2(kind) ? bcast_pair(w[i]->corr) : _mm512_setzero_si512();
+            alt[i] = _mm512_setzero_si512();
+        }
+        if (kind == KQ2) {
+            for (int j = 0; j < 8; j++) UNROLL for (int kk = 0; kk < 8; kk++) {
+                const int k = 8 * j + kk;
+                const __m512i xv = _mm512_permutexvar_epi32(dup, _mm512_loadu_si512((const void *)(xb + 64 * k)));
+                UNROLL for (int i = 0; i < 8; i++) {
+                    if (kk & 1) alt[i] = ds4_dpbusd(alt[i], bcast_pair(w[i]->q[k]), xv);
+                    else acc[i] = ds4_dpbusd(acc[i], bcast_pair(w[i]->q[k]), xv);
+                }
+            }
+            UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_add_epi32(acc[i], alt[i]);
+        } else {
+            for (int j = 0; j < 8; j++) {
+                __m512i tmp[8];
+                UNROLL for (int i = 0; i < 8; i++) { tmp[i] = _mm512_setzero_si512(); alt[i] = _mm512_setzero_si512(); }
+                UNROLL for (int kk = 0; kk < 8; kk++) {
+                    const int k = 8 * j + kk;
+                    const __m512i xv = _mm512_permutexvar_epi32(dup, _mm512_loadu_si512((const void *)(xb + 64 * k)));
+                    UNROLL for (int i = 0; i < 8; i++) {
+                        const __m512i wv = bcast_pair(w[i]->q[wq(kind, k)]);
+                        __m512i *t = kk & 1 ? &alt[i] : &tmp[i];
+                        *t = IS_IQ2(kind) ? ds4_dpbusd(*t, xv, wv) : ds4_dpbusd(*t, wv, xv);
+                    }
+                }
+                UNROLL for (int i = 0; i < 8; i++)
+                    acc[i] = _mm512_add_epi32(acc[i], _mm512_mullo_epi32(_mm512_add_epi32(tmp[i], alt[i]), bcast_pair(w[i]->s[j])));
+            }
+        }
+        /* the per-block float steps of k_tile, lane by lane */
+        const __m512 xd = _mm512_permutexvar_ps(dup, _mm512_loadu_ps((const float *)(xb + DOFF)));
+        if (IS_IQ2(kind)) {
+            UNROLL for (int i = 0; i < 8; i++) {
+                const __m512 d = _mm512_mul_ps(bcast_pair_ps(w[i]->d), xd);
+                SUMP(i) = _mm512_add_ps(SUMP(i), _mm512_mul_ps(d, _mm512_cvtepi32_ps(acc[i])));
+            }
+            continue;
+        }
+        const int npairs = kind == KQ2 ? 8 : 4;
+        __m512i ms[8];
+        UNROLL for (int i = 0; i < 8; i++) ms[i] = _mm512_setzero_si512();
+        UNROLL for (int j = 0; j < npairs; j++) {
+            const __m512i bs = _mm512_permutexvar_epi32(dup, _mm512_loadu_si512((const void *)(xb + SOFF + 64 * j)));
+            UNROLL for (int i = 0; i < 8; i++) ms[i] = ds4_dpwssd(ms[i], bs, bcast_pair(kind == KQ2 ? w[i]->s[j] : w[i]->m[j]));
+        }
+        UNROLL for (int i = 0; i < 8; i++) {
+            const __m512 dall = _mm512_mul_ps(xd, bcast_pair_ps(w[i]->d));
+            const __m512 dmin = _mm512_mul_ps(xd, bcast_pair_ps(w[i]->dmin));
+            const __m512 t = _mm512_sub_ps(_mm512_mul_ps(dall, _mm512_cvtepi32_ps(acc[i])),
+                                           _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms[i])));
+            SUMP(i) = _mm512_add_ps(SUMP(i), t);
+        }
+    }
+    if (IS_IQ2(kind) && last) UNROLL for (int i = 0; i < 8; i++) SUMP(i) = _mm512_mul_ps(_mm512_set1_ps(0.125f), SUMP(i));
+#undef SUMP
+}
+
 /* buf: 16 rows x 16 tokens (row-major); writes token t's nrows results to
  * y[t*ldy + 0 .. nrows-1] for t < ntok, one masked 64-byte store per
  * token (as gemm_avx512_q8.c: lane-by-lane stores touch 16 lines per row,
@@ -621,6 +745,13 @@ typedef void (*k_tile_fn)(int nbk, const wblk *wd, int wst, const uint8_t *xp, s
                                            float *out, int first, int last) {                                  \
         k_tile(nbk, wd, wst, xp, pb, out, first, last, R, P, K);                                               \
     }
+
+typedef void (*k_pairs_fn)(int nbk, const wpair *wp, const uint8_t *xp, float *out, int first, int last);
+#define KP_FN(K)                                                                                              \
+    TGT static void k_pairs_##K(int nbk, const wpair *wp, const uint8_t *xp, float *out, int first, int last) { \
+        k_tile_pairs(nbk, wp, xp, out, first, last, K);                                                       \
+    }
+KP_FN(KQ2) KP_FN(KQ4) KP_FN(KIQ2) KP_FN(KIQ2G)
 
 /* Unpack rows [0, rc) x blocks [kb0, kb0 + nbk) of w into wd (row stride nbk). */
 INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *wd, const int kind) {
@@ -654,6 +785,18 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
     const int np = (ntok + PANEL - 1) / PANEL;
     const int kb = nb < KB ? nb : KB, nkc = (nb + kb - 1) / kb;
     const int pg = nkc == 1 ? np : PGRP;
+    /* a last panel of <= 8 tokens goes to the pair tile (k_tile_pairs),
+     * unless one full panel precedes it: the full one then runs alone in a
+     * one-panel tile, and the pair was no faster than the two-panel tile
+     * it replaced (24 tokens: 2-4% slower).  One thread, 512 x 1024, GF/s
+     * at 8 / 40 / 72 tokens: Q2_K 299 / 628 / 711 -> 369 / 676 / 758,
+     * IQ2_XXS 294 / 646 / 725 -> 357 / 653 / 741; small-q2 prefill of 64
+     * tokens 1450-1517 -> 1553-1560 tok/s (gate_up 275 -> 262, down 131
+     * -> 119 us a token). */
+    const int tail = ntok % PANEL, npl = tail > 0 && tail <= PANEL / 2 && np != 2 ? np - 1 : np;
+    const k_pairs_fn pairs = kind == KQ2 ? k_pairs_KQ2 : kind == KQ4 ? k_pairs_KQ4 : kind == KIQ2G ? k_pairs_KIQ2G
+                                                                                                   : k_pairs_KIQ2;
+    _Alignas(64) wpair wp[8 * KB];
     _Alignas(64) wblk wd[RC * KB];
     _Alignas(64) float buf[PGRP][256];
     /* Where y's rows are not 64-byte aligned, a shorter first chunk makes
@@ -675,13 +818,13 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
         const size_t pf0 = nkc == 1 && r0 + rc < nr ? (size_t)(r0 + rc) * ws : 0;
         const size_t pf1 = pf0 ? (size_t)(nr - r0 - rc < 2 * RC ? nr : r0 + rc + 2 * RC) * ws : 0;
         for (int g0 = 0; g0 < np; g0 += pg) {
-            const int g1 = np - g0 < pg ? np : g0 + pg;
+            const int g1 = np - g0 < pg ? np : g0 + pg, gp = g1 < npl ? g1 : npl; /* [g0, gp): plain tiles */
             for (int c = 0; c < nkc; c++) {
                 const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
                 if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
-                for (int p = g0; p < g1;) {
+                for (int p = g0; p < gp;) {
                     /* panels split evenly into tiles of <= TPM, rows into tiles of <= nrmax[tp] */
-                    const int left = g1 - p, tp = (left + (left + TPM - 1) / TPM - 1) / ((left + TPM - 1) / TPM);
+                    const int left = gp - p, tp = (left + (left + TPM - 1) / TPM - 1) / ((left + TPM - 1) / TPM);
                     const int ntr = (rc + nrmax[tp] - 1) / nrmax[tp];
                     const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * bb;
                     float *out = buf[nkc == 1 ? 0 : p - g0];
@@ -706,11 +849,28 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                         }
                     p += tp;
                 }
+                if (gp < g1) { /* the tail panel, np - 1 */
+                    const int p = np - 1;
+                    k_pair_rows(wd, nbk, rc, nbk, wp, kind);
+                    const uint8_t *xp = panels + (size_t)p * pb + (size_t)kb0 * bb;
+                    float *out = buf[nkc == 1 ? 0 : p - g0];
+                    if (c == 0 && r0 + rc < nr)
+                        ds4_prefetch_out(y, ldy, r0 + rc, nr - r0 - rc < RC ? nr - r0 - rc : RC, p * PANEL, ntok);
+                    if (pf1 > pf0) { /* its share of the next chunk's lines */
+                        const size_t a = pf0 + (pf1 - pf0) * (size_t)(p * rc) / (size_t)(g1 * rc);
+                        const size_t z = pf0 + (pf1 - pf0) * (size_t)((p + 1) * rc) / (size_t)(g1 * rc);
+                        for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
+                    }
+                    pairs(nbk, wp, xp, out, c == 0, c == nkc - 1);
+                    if (nkc == 1) ds4_store_pairs(out, rc, tail, y + (int64_t)p * PANEL * ldy + r0, ldy);
+                }
             }
             if (nkc > 1)
                 for (int p = g0; p < g1; p++) {
                     const int tok = ntok - p * PANEL;
-                    store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, y + (int64_t)p * PANEL * ldy + r0, ldy);
+                    float *yp = y + (int64_t)p * PANEL * ldy + r0;
+                    if (p >= npl) ds4_store_pairs(buf[p - g0], rc, tail, yp, ldy);
+                    else store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, yp, ldy);
                 }
         }
     }

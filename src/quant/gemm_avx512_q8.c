@@ -24,7 +24,8 @@
  * register instead (q8_0_tile_pairs), half the dpbusd of a plain tile:
  * build/bench/gemm 512 1024 (1 thread, Zen 5), GF/s at 8 / 24 / 40 tokens
  * 272 / 480 / 560 -> 411 / 596 / 656; small-q8 prefill gate_up 144 -> 139
- * and down 76 -> 73 us a token (3 interleaved pairs).  The weights' w + 128 and f32 d_w are made once per
+ * and down 76 -> 73 us a token (3 interleaved pairs); with gemm_avx512_k.c's
+ * pair tiles, small-q8 prefill of 64 tokens 1417-1435 -> 1481-1498 tok/s.  The weights' w + 128 and f32 d_w are made once per
  * call (q8_0_unpack), not per tile: the XOR and half-float conversion per
  * broadcast shared ports with the dpbusd (Intel Xeon, n = 1024-8192, 48
  * tokens, 1 thread: ~295 -> ~360 GF/s; equal at 16 tokens, one panel). */
@@ -269,32 +270,6 @@ TGT static void q8_0_tile_pairs(int64_t nb, q8p_unpacked u, const uint8_t *pf, s
     UNROLL for (int i = 0; i < 8; i++) _mm512_store_ps(out + 16 * i, acc[i]);
 }
 
-/* The pair tile's sums (8 vectors, 64-bit lane t of vector i: token t of
- * rows 2i, 2i + 1) to y: an 8 x 8 transpose of 64-bit lanes gives each
- * token its 16 rows in order, one masked store per token (t < ntok, rows <
- * nrows). */
-TGT static void q8_0_store_pairs(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
-    __m512d a[8], t[8], u[8];
-    UNROLL for (int i = 0; i < 8; i++) a[i] = _mm512_load_pd((const double *)(const void *)(buf + 16 * i));
-    UNROLL for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm512_unpacklo_pd(a[2 * i], a[2 * i + 1]);     /* tokens 0,2,4,6 of pairs 2i, 2i+1 */
-        t[2 * i + 1] = _mm512_unpackhi_pd(a[2 * i], a[2 * i + 1]); /* tokens 1,3,5,7 */
-    }
-    UNROLL for (int h = 0; h < 2; h++) /* pairs 4h..4h+3 */
-        UNROLL for (int o = 0; o < 2; o++) { /* o: the even (0) or odd (1) tokens */
-            u[4 * h + 2 * o] = _mm512_shuffle_f64x2(t[4 * h + o], t[4 * h + 2 + o], 0x88);     /* tokens o, 4+o */
-            u[4 * h + 2 * o + 1] = _mm512_shuffle_f64x2(t[4 * h + o], t[4 * h + 2 + o], 0xDD); /* 2+o, 6+o */
-        }
-    const __mmask16 m = (__mmask16)((1u << nrows) - 1);
-    UNROLL for (int o = 0; o < 2; o++)
-        UNROLL for (int j = 0; j < 2; j++) { /* u[2o + j] (pairs 0-3), u[4 + 2o + j] (4-7): tokens o + 2j, o + 2j + 4 */
-            const __m512d lo = u[2 * o + j], hi = u[4 + 2 * o + j];
-            const int tk0 = o + 2 * j, tk1 = tk0 + 4;
-            if (tk0 < ntok) _mm512_mask_storeu_ps(y + (int64_t)tk0 * ldy, m, _mm512_castpd_ps(_mm512_shuffle_f64x2(lo, hi, 0x88)));
-            if (tk1 < ntok) _mm512_mask_storeu_ps(y + (int64_t)tk1 * ldy, m, _mm512_castpd_ps(_mm512_shuffle_f64x2(lo, hi, 0xDD)));
-        }
-}
-
 /* Rows in chunks of 16 (one transposed store block per panel).  A chunk's
  * blocks are unpacked KB at a time (16 x 36 bytes a block: ~18 KB, L1),
  * and every panel of the call, which the caller sizes for L2, streams past
@@ -361,7 +336,7 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
                 float *ps = one ? sums : sums + (size_t)p * 256;
                 const uint8_t *pf = p == 0 && next ? next + (size_t)k0 * sizeof(block_q8_0) : NULL;
                 q8_0_tile_pairs(kn, u, pf, ws, pp, ps, k0 == 0);
-                if (last) q8_0_store_pairs(ps, rc, tail, y + (int64_t)p * Q8P_TOK * ldy + r0, ldy);
+                if (last) ds4_store_pairs(ps, rc, tail, y + (int64_t)p * Q8P_TOK * ldy + r0, ldy);
             }
         }
     }
