@@ -603,13 +603,16 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
 #undef SUM
 }
 
-/* Tail panels, as gemm_avx512_q8.c's: a last panel of <= 8 tokens (an
- * expert's tail in prefill) runs two rows per register, lane 2t + h being
- * token t of row 2i + h, so the 16 rows of a chunk take 8 accumulators and
- * half the dpbusd of a plain tile.  k_pair_rows re-lays the unpacked rows
- * in pairs (every per-row value next to its partner's, one 64-bit
- * broadcast per pair); the panel's dwords, scales and sums are duplicated
- * into lane pairs by a permute.  The integer sums are exact in any order,
+/* Tail panels.  Prefill's routed experts get few tokens each (the small
+ * model ~48 ± 7 at 512 tokens, ~6 at 64), so an expert's last panel is often
+ * at most half full, and a plain tile spends as many dpbusd on it as on a
+ * full one: 15% of the small model's MoE multiply-adds at 512 tokens went to
+ * empty lanes.  A last panel of <= 8 tokens therefore runs two rows per
+ * register, lane 2t + h being token t of row 2i + h, so the 16 rows of a
+ * chunk take 8 accumulators and half the dpbusd of a plain tile.
+ * k_pair_rows re-lays the unpacked rows in pairs (every per-row value next
+ * to its partner's, one 64-bit broadcast per pair); the panel's dwords,
+ * scales and sums are duplicated into lane pairs by a permute.  The integer sums are exact in any order,
  * so each chain is split in two (even and odd dwords: 8 chains left the
  * dpbusd latency uncovered), and every lane's float steps are the plain
  * tile's, in its order: the results are the same bits. */
@@ -723,6 +726,32 @@ INL void k_tile_pairs(int nbk, const wpair *wp, const uint8_t *xp, float *out, i
     }
     if (IS_IQ2(kind) && last) UNROLL for (int i = 0; i < 8; i++) SUMP(i) = _mm512_mul_ps(_mm512_set1_ps(0.125f), SUMP(i));
 #undef SUMP
+}
+
+/* The pair tile's sums (8 vectors, 64-bit lane t of vector i holding token
+ * t of rows 2i, 2i + 1) to y: an 8 x 8 transpose of 64-bit lanes gives each
+ * token its 16 rows in order, one masked store per token (t < ntok, rows <
+ * nrows). */
+TGT static void store_pairs(const float *buf, int nrows, int ntok, float *y, int64_t ldy) {
+    __m512d a[8], t[8], u[8];
+    UNROLL for (int i = 0; i < 8; i++) a[i] = _mm512_load_pd((const double *)(const void *)(buf + 16 * i));
+    UNROLL for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(a[2 * i], a[2 * i + 1]);     /* tokens 0,2,4,6 of pairs 2i, 2i+1 */
+        t[2 * i + 1] = _mm512_unpackhi_pd(a[2 * i], a[2 * i + 1]); /* tokens 1,3,5,7 */
+    }
+    UNROLL for (int h = 0; h < 2; h++) /* pairs 4h..4h+3 */
+        UNROLL for (int o = 0; o < 2; o++) { /* o: the even (0) or odd (1) tokens */
+            u[4 * h + 2 * o] = _mm512_shuffle_f64x2(t[4 * h + o], t[4 * h + 2 + o], 0x88);     /* tokens o, 4+o */
+            u[4 * h + 2 * o + 1] = _mm512_shuffle_f64x2(t[4 * h + o], t[4 * h + 2 + o], 0xDD); /* 2+o, 6+o */
+        }
+    const __mmask16 m = (__mmask16)((1u << nrows) - 1);
+    UNROLL for (int o = 0; o < 2; o++)
+        UNROLL for (int j = 0; j < 2; j++) { /* u[2o + j] (pairs 0-3), u[4 + 2o + j] (4-7): tokens o + 2j, o + 2j + 4 */
+            const __m512d lo = u[2 * o + j], hi = u[4 + 2 * o + j];
+            const int tk0 = o + 2 * j, tk1 = tk0 + 4;
+            if (tk0 < ntok) _mm512_mask_storeu_ps(y + (int64_t)tk0 * ldy, m, _mm512_castpd_ps(_mm512_shuffle_f64x2(lo, hi, 0x88)));
+            if (tk1 < ntok) _mm512_mask_storeu_ps(y + (int64_t)tk1 * ldy, m, _mm512_castpd_ps(_mm512_shuffle_f64x2(lo, hi, 0xDD)));
+        }
 }
 
 /* buf: 16 rows x 16 tokens (row-major); writes token t's nrows results to
@@ -862,14 +891,14 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                         for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
                     }
                     pairs(nbk, wp, xp, out, c == 0, c == nkc - 1);
-                    if (nkc == 1) ds4_store_pairs(out, rc, tail, y + (int64_t)p * PANEL * ldy + r0, ldy);
+                    if (nkc == 1) store_pairs(out, rc, tail, y + (int64_t)p * PANEL * ldy + r0, ldy);
                 }
             }
             if (nkc > 1)
                 for (int p = g0; p < g1; p++) {
                     const int tok = ntok - p * PANEL;
                     float *yp = y + (int64_t)p * PANEL * ldy + r0;
-                    if (p >= npl) ds4_store_pairs(buf[p - g0], rc, tail, yp, ldy);
+                    if (p >= npl) store_pairs(buf[p - g0], rc, tail, yp, ldy);
                     else store_block(buf[p - g0], rc, tok < PANEL ? tok : PANEL, yp, ldy);
                 }
         }

@@ -20,12 +20,7 @@
  * tokens are batched.  One dpbusd does 64 MACs with no horizontal work
  * (the dot kernels need 1 dpbusd per 64 MACs plus a reduction tree); per
  * block a NR x TP register tile costs 8·NR·TP dpbusd, 8·NR broadcasts and
- * 4·NR·TP float ops.  A last panel of at most 8 tokens runs two rows per
- * register instead (q8_0_tile_pairs), half the dpbusd of a plain tile:
- * build/bench/gemm 512 1024 (1 thread, Zen 5), GF/s at 8 / 24 / 40 tokens
- * 272 / 480 / 560 -> 411 / 596 / 656; small-q8 prefill gate_up 144 -> 139
- * and down 76 -> 73 us a token (3 interleaved pairs); with gemm_avx512_k.c's
- * pair tiles, small-q8 prefill of 64 tokens 1417-1435 -> 1481-1498 tok/s.  The weights' w + 128 and f32 d_w are made once per
+ * 4·NR·TP float ops.  The weights' w + 128 and f32 d_w are made once per
  * call (q8_0_unpack), not per tile: the XOR and half-float conversion per
  * broadcast shared ports with the dpbusd (Intel Xeon, n = 1024-8192, 48
  * tokens, 1 thread: ~295 -> ~360 GF/s; equal at 16 tokens, one panel). */
@@ -85,41 +80,27 @@ TGT static void q8_0_panel_pack(int64_t n, const void *x, size_t xs, int ntok, v
     }
 }
 
-/* A row chunk's weights, unpacked once per call (q8_0_unpack): per block
- * b, the 32 quants of each row as u8 (w + 128) with the rows in pairs,
- * dword by dword: dword k of row r at q + ((b·8 + r/2)·8 + k)·8 + (r % 2)·4,
- * and the scale as f32 at d[b·16 + r]; rows from rc to 16 (a short last
- * chunk) are zeros.  The tiles then broadcast ready u8 dwords and f32
- * scales: per (row, block, panel pair) the raw layout cost 8 XORs and a
- * half-float conversion more, on the ports the dpbusd and the float steps
- * use (Intel: +30% GF/s).  The pairs serve the pair tile
- * (q8_0_tile_pairs), which broadcasts a dword of both rows at once. */
+/* A row chunk's weights, unpacked once per call (q8_0_unpack): per block b
+ * and row r of the chunk, the 32 quants as u8 (w + 128) at
+ * q + (b·16 + r)·32 and the scale as f32 at d[b·16 + r].  The tiles then
+ * broadcast ready u8 dwords and f32 scales: per (row, block, panel pair)
+ * the raw layout cost 8 XORs and a half-float conversion more, on the
+ * ports the dpbusd and the float steps use (Intel: +30% GF/s). */
 typedef struct {
     uint8_t *q;
     float *d;
 } q8p_unpacked;
 
 TGT static void q8_0_unpack(int64_t nb, const uint8_t *w, size_t ws, int rc, q8p_unpacked u) {
-    const __m256i k80 = _mm256_set1_epi8((char)0x80), z = _mm256_setzero_si256();
-    for (int r = 0; r < rc; r += 2) {
-        const block_q8_0 *wa = (const block_q8_0 *)(w + (size_t)r * ws);
-        const block_q8_0 *wb = r + 1 < rc ? (const block_q8_0 *)(w + (size_t)(r + 1) * ws) : NULL;
+    const __m256i k80 = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < rc; r++) {
+        const block_q8_0 *wb = (const block_q8_0 *)(w + (size_t)r * ws);
         for (int64_t b = 0; b < nb; b++) {
-            const __m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wa[b].qs), k80);
-            const __m256i c = wb ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb[b].qs), k80) : z;
-            const __m256i lo = _mm256_unpacklo_epi32(a, c), hi = _mm256_unpackhi_epi32(a, c); /* dwords 0,1,4,5 / 2,3,6,7 */
-            uint8_t *d = u.q + ((size_t)b * 8 + r / 2) * 64;
-            _mm256_store_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
-            _mm256_store_si256((__m256i *)(d + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
-            u.d[b * 16 + r] = _cvtsh_ss(wa[b].d);
-            u.d[b * 16 + r + 1] = wb ? _cvtsh_ss(wb[b].d) : 0.0f;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)wb[b].qs);
+            _mm256_store_si256((__m256i *)(u.q + ((size_t)b * 16 + r) * 32), _mm256_xor_si256(v, k80));
+            u.d[b * 16 + r] = _cvtsh_ss(wb[b].d);
         }
     }
-    for (int r = (rc + 1) / 2 * 2; r < 16; r += 2) /* whole pairs past the chunk's rows */
-        for (int64_t b = 0; b < nb; b++) {
-            memset(u.q + ((size_t)b * 8 + r / 2) * 64, 0, 64);
-            u.d[b * 16 + r] = u.d[b * 16 + r + 1] = 0.0f;
-        }
 }
 
 /* NR rows x TP panels over all nb blocks, the register tile, from the
@@ -136,7 +117,7 @@ INL void q8_0_tile(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t
         UNROLL for (int p = 0; p < TP; p++) acc[r][p] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + p * 256 + r * 16);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *pk = pan + (size_t)b * Q8P_BLOCK;
-        const uint8_t *wq = u.q + ((size_t)b * 8 + r0 / 2) * 64; /* r0 even */
+        const uint8_t *wq = u.q + ((size_t)b * 16 + r0) * 32;
         if (pf)
             UNROLL for (int r = 0; r < NR; r++)
                 _mm_prefetch((const char *)((const block_q8_0 *)(pf + r * ws) + b), _MM_HINT_T0);
@@ -149,7 +130,7 @@ INL void q8_0_tile(int64_t nb, q8p_unpacked u, int r0, const uint8_t *pf, size_t
             __m512i xk[Q8P_TP];
             UNROLL for (int p = 0; p < TP; p++) xk[p] = _mm512_loadu_si512((const void *)(pk + p * pb + 64 * k));
             UNROLL for (int r = 0; r < NR; r++) {
-                const __m512i wu = _mm512_set1_epi32(*(const int32_t *)(const void *)(wq + (r / 2) * 64 + 8 * k + (r % 2) * 4));
+                const __m512i wu = _mm512_set1_epi32(*(const int32_t *)(const void *)(wq + r * 32 + 4 * k));
                 UNROLL for (int p = 0; p < TP; p++) is[r][p] = ds4_dpbusd(is[r][p], wu, xk[p]);
             }
         }
@@ -216,60 +197,6 @@ TGT static void q8_0_store_block(const float *buf, int nrows, int ntok, float *y
     }
 }
 
-/* Tail panels.  Prefill's routed experts get ~48 ± 7 tokens each, so an
- * expert's last panel is often at most half full, and a plain tile spends
- * as many dpbusd on it as on a full one: 15% of the small model's MoE
- * multiply-adds went to empty lanes.  A last panel of <= 8 tokens is
- * therefore run two rows per register instead: lane 2t + h is token t of
- * row 2i + h, so 16 rows x 8 tokens take 8 accumulators.  The weights come
- * from the unpacked pairs (q8_0_unpack: rows 2i and 2i + 1 dword by dword,
- * one 64-bit broadcast per dword and pair), the panel's dwords, scales and
- * corrections are duplicated into lane pairs by one permute each.  Every
- * lane runs the operations of the plain tile in the same order, so the
- * results are the same bits. */
-
-/* All 16 rows of the chunk (8 pairs; rows past the chunk's are computed and
- * never stored) x one panel of <= 8 tokens, over the unpacked range.  Sums:
- * out[16·i ..] is pair i (zero at the first range, else loaded); pf as in
- * q8_0_tile. */
-TGT static void q8_0_tile_pairs(int64_t nb, q8p_unpacked u, const uint8_t *pf, size_t ws, const uint8_t *pan,
-                                float *out, int first) {
-    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    __m512 acc[8];
-    UNROLL for (int i = 0; i < 8; i++) acc[i] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + 16 * i);
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *pk = pan + (size_t)b * Q8P_BLOCK;
-        const uint8_t *wq = u.q + (size_t)b * 8 * 64;
-        if (pf)
-            UNROLL16 for (int r = 0; r < 16; r++)
-                _mm_prefetch((const char *)((const block_q8_0 *)(pf + r * ws) + b), _MM_HINT_T0);
-        /* two dpbusd chains per pair (even and odd dwords): 8 chains were
-         * too few to cover the dpbusd latency; int32 sums are exact in
-         * any order */
-        __m512i is[8], js[8];
-        const __m512i corr = _mm512_permutexvar_epi32(dup, _mm512_loadu_si512((const void *)(pk + Q8P_QS + 64)));
-        UNROLL for (int i = 0; i < 8; i++) { is[i] = corr; js[i] = _mm512_setzero_si512(); }
-        UNROLL for (int k = 0; k < 8; k++) {
-            const __m512i xk = _mm512_permutexvar_epi32(dup, _mm512_loadu_si512((const void *)(pk + 64 * k)));
-            UNROLL for (int i = 0; i < 8; i++) {
-                long long pair;
-                memcpy(&pair, wq + i * 64 + 8 * k, sizeof pair);
-                if (k & 1) js[i] = ds4_dpbusd(js[i], _mm512_set1_epi64(pair), xk);
-                else is[i] = ds4_dpbusd(is[i], _mm512_set1_epi64(pair), xk);
-            }
-        }
-        UNROLL for (int i = 0; i < 8; i++) is[i] = _mm512_add_epi32(is[i], js[i]);
-        const __m512 dx = _mm512_permutexvar_ps(dup, _mm512_loadu_ps((const float *)(pk + Q8P_QS)));
-        UNROLL for (int i = 0; i < 8; i++) {
-            double dd; /* the two rows' scales, adjacent in u.d */
-            memcpy(&dd, u.d + b * 16 + 2 * i, sizeof dd);
-            const __m512 dw = _mm512_castpd_ps(_mm512_set1_pd(dd));
-            acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_cvtepi32_ps(is[i]), _mm512_mul_ps(dw, dx)));
-        }
-    }
-    UNROLL for (int i = 0; i < 8; i++) _mm512_store_ps(out + 16 * i, acc[i]);
-}
-
 /* Rows in chunks of 16 (one transposed store block per panel).  A chunk's
  * blocks are unpacked KB at a time (16 x 36 bytes a block: ~18 KB, L1),
  * and every panel of the call, which the caller sizes for L2, streams past
@@ -294,8 +221,6 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
      * Flash's width; 1024 rows, 1 thread, 4 interleaved pairs) 48 tokens
      * went 604-609 -> 629-648 GF/s, 96 tokens 639-661 -> 663-684. */
     const bool one = nb <= Q8P_KB;
-    /* a last panel of <= 8 tokens goes to the pair tile (see q8_0_tile_pairs) */
-    const int tail = ntok % Q8P_TOK, npl = tail > 0 && tail <= Q8P_TOK / 2 ? np - 1 : np;
     float *sums = np <= 8 || one ? sums_stack : aligned_alloc(64, sizeof(float) * 256 * (size_t)np);
     if (!sums) abort();
     for (int r0 = 0; r0 < nr; r0 += 16) {
@@ -309,8 +234,8 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
             const int64_t kn = nb - k0 < Q8P_KB ? nb - k0 : Q8P_KB;
             const bool last = k0 + kn == nb;
             q8_0_unpack(kn, wc + (size_t)k0 * sizeof(block_q8_0), ws, rc, u);
-            for (int p = 0; p < npl; p += Q8P_TP) {
-                const int pn = npl - p < Q8P_TP ? npl - p : Q8P_TP;
+            for (int p = 0; p < np; p += Q8P_TP) {
+                const int pn = np - p < Q8P_TP ? np - p : Q8P_TP;
                 if (last) /* the chunk's output lines for these panels */
                     ds4_prefetch_out(y, ldy, r0, rc, p * Q8P_TOK, (p + pn) * Q8P_TOK < ntok ? (p + pn) * Q8P_TOK : ntok);
                 const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
@@ -328,15 +253,6 @@ TGT static void q8_0_panel_gemm(int64_t n, const void *w, size_t ws, int nr, con
                         q8_0_store_block(ps + (size_t)(q - p) * 256, rc, tok < Q8P_TOK ? tok : Q8P_TOK,
                                          y + (int64_t)q * Q8P_TOK * ldy + r0, ldy);
                     }
-            }
-            if (npl < np) { /* the tail panel, np - 1 */
-                const int p = npl;
-                if (last) ds4_prefetch_out(y, ldy, r0, rc, p * Q8P_TOK, ntok);
-                const uint8_t *pp = (const uint8_t *)panels + (size_t)p * pb + (size_t)k0 * Q8P_BLOCK;
-                float *ps = one ? sums : sums + (size_t)p * 256;
-                const uint8_t *pf = p == 0 && next ? next + (size_t)k0 * sizeof(block_q8_0) : NULL;
-                q8_0_tile_pairs(kn, u, pf, ws, pp, ps, k0 == 0);
-                if (last) ds4_store_pairs(ps, rc, tail, y + (int64_t)p * Q8P_TOK * ldy + r0, ldy);
             }
         }
     }
