@@ -612,10 +612,11 @@ INL void k_tile(int nbk, const wblk *wd, int wst, const uint8_t *xp, size_t pb, 
  * chunk take 8 accumulators and half the dpbusd of a plain tile.
  * k_pair_rows re-lays the unpacked rows in pairs (every per-row value next
  * to its partner's, one 64-bit broadcast per pair); the panel's dwords,
- * scales and sums are duplicated into lane pairs by a permute.  The integer sums are exact in any order,
- * so each chain is split in two (even and odd dwords: 8 chains left the
- * dpbusd latency uncovered), and every lane's float steps are the plain
- * tile's, in its order: the results are the same bits. */
+ * scales and sums are duplicated into lane pairs by a permute.  The integer
+ * sums are exact in any order, so each chain is split in two (even and odd
+ * dwords: 8 chains left the dpbusd latency uncovered), and every lane's
+ * float steps are the plain tile's, in its order: the results are the same
+ * bits.  (gemm_avx512_q8.c has no pair tile: docs/cpu-speed.md says why.) */
 typedef struct {
     int64_t q[QK_K / 4]; /* weight dword k of rows 2i, 2i + 1 */
     int64_t s[8], m[4];
