@@ -66,7 +66,36 @@ static inline size_t ds4_decode_pf_dist(size_t ws, int nr) {
     return (2 * (size_t)nr * ws >= 8192 ? 2 * (size_t)nr : (8192 + ws - 1) / ws) * ws;
 }
 
+/* Decode's second, farther prefetch stage (ds4_pf_far_*): a tile's nr rows
+ * are one contiguous stretch of nr·ws bytes, and the kernel walks it block
+ * by block in all rows at once, nsteps steps in all.  Besides the near
+ * prefetch above (into L1, row by row, ds4_decode_pf_dist ahead), each step
+ * asks for its share of the same stretch twice that distance ahead into L2,
+ * in address order: the near prefetches then find their lines in L2.
+ * Measured in simd_avx512.c (k_q8_0). */
+typedef struct {
+    const char *p; /* the stretch, 2·ds4_decode_pf_dist ahead */
+    size_t done;   /* bytes asked for so far */
+    size_t lim;    /* bytes due by the end of this step */
+    size_t per;    /* bytes per step */
+    size_t span;   /* nr·ws */
+} ds4_pf_far;
+
+static inline ds4_pf_far ds4_pf_far_init(const void *w, size_t ws, int nr, int64_t nsteps) {
+    ds4_pf_far f = {(const char *)w + 2 * ds4_decode_pf_dist(ws, nr), 0, 0, 0, (size_t)nr * ws};
+    if (nsteps > 0) f.per = (f.span + (size_t)nsteps - 1) / (size_t)nsteps;
+    return f;
+}
+
 #if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+/* One step of the far stage: this step's share of the stretch, into L2
+ * (T1).  Prefetches never fault, so running past the matrix is harmless. */
+static inline void ds4_pf_far_step(ds4_pf_far *f) {
+    f->lim = f->lim + f->per < f->span ? f->lim + f->per : f->span;
+    for (; f->done < f->lim; f->done += 64) _mm_prefetch(f->p + f->done, _MM_HINT_T1);
+}
+
 /* A panel GEMM's output block -- rows [r0, r0 + nr) of tokens [t0, t1),
  * token t's row at y + t·ldy -- fetched for writing ahead of its stores.
  * Each token's piece is a line or two of its own page, so without this
