@@ -433,7 +433,7 @@ static void rmsnorm_tokens(ds4_session *s, batch *b, const float *x, const float
 #define SK_LANES 16
 typedef float sk_vec __attribute__((vector_size(SK_LANES * sizeof(float))));
 
-static void sinkhorn_one(float *C, int H, int iters, float eps) {
+static void sinkhorn_one_scalar(float *C, int H, int iters, float eps) {
     for (int it = 0; it < iters; it++) {
         if (it > 0)
             for (int j = 0; j < H; j++) {
@@ -447,6 +447,40 @@ static void sinkhorn_one(float *C, int H, int iters, float eps) {
             for (int j = 0; j < H; j++) C[j * H + k] /= sum + eps;
         }
     }
+}
+
+/* sinkhorn_one_scalar for H <= 4 (V4 has 4 streams), each row in one
+ * 4-lane vector, lane k = column k: the column pass adds rows lane-wise and
+ * the row pass sums each row's lanes in order, so every element sees the
+ * scalar loop's additions and division (bit-identical), but as 2H vector
+ * divisions a round instead of 2H^2 dependent scalar ones: decode runs one
+ * matrix per HC step, ~0.9 us of a serial stretch scalar.  Pad lanes hold
+ * 1s (never stored). */
+typedef float sk4 __attribute__((vector_size(4 * sizeof(float))));
+
+static void sinkhorn_one(float *C, int H, int iters, float eps) {
+    if (H > 4) {
+        sinkhorn_one_scalar(C, H, iters, eps);
+        return;
+    }
+    sk4 r[4];
+    for (int j = 0; j < H; j++)
+        for (int k = 0; k < 4; k++) r[j][k] = k < H ? C[j * H + k] : 1.0f;
+    const sk4 e = (sk4){0} + eps;
+    for (int it = 0; it < iters; it++) {
+        if (it > 0)
+            for (int j = 0; j < H; j++) {
+                float sum = 0;
+                for (int k = 0; k < H; k++) sum += r[j][k];
+                r[j] /= (sk4){0} + (sum + eps);
+            }
+        sk4 sum = (sk4){0};
+        for (int j = 0; j < H; j++) sum += r[j];
+        sum += e;
+        for (int j = 0; j < H; j++) r[j] /= sum;
+    }
+    for (int j = 0; j < H; j++)
+        for (int k = 0; k < H; k++) C[j * H + k] = r[j][k];
 }
 
 /* The rounds of sinkhorn_one for nl <= SK_LANES tokens, lane by lane. */
@@ -473,11 +507,15 @@ static void sinkhorn_lanes(float *C, int nl, int H, int iters, float eps) {
         for (int l = 0; l < nl; l++) C[(size_t)l * HH + i] = v[i][l];
 }
 
+/* fmaxf's result without the libm call GCC emits for it (NaN-aware: a
+ * NaN operand yields the other one). */
+static inline float fmax_inl(float a, float b) { return b > a || a != a ? b : a; }
+
 static void sinkhorn(float *C, int nt, int H, int iters, float eps) {
     for (int t = 0; t < nt; t++)
         for (int j = 0; j < H; j++) {
             float *row = C + (size_t)t * H * H + j * H, mx = row[0], sum = 0;
-            for (int k = 1; k < H; k++) mx = fmaxf(mx, row[k]);
+            for (int k = 1; k < H; k++) mx = fmax_inl(mx, row[k]);
             for (int k = 0; k < H; k++) { row[k] = expf(row[k] - mx); sum += row[k]; }
             for (int k = 0; k < H; k++) row[k] = row[k] / sum + eps;
         }
@@ -672,7 +710,7 @@ static void comp_pool(const ds4_vec_ops *V, const comp_src *cs, int64_t K, float
     }
     for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
     for (int r = 0; r < rows; r++)
-        for (int e = 0; e < d; e++) mx[e] = fmaxf(mx[e], scr[r][e]);
+        for (int e = 0; e < d; e++) mx[e] = fmax_inl(mx[e], scr[r][e]);
     for (int r = 0; r < rows; r++) {
         const float *sc = scr[r], *kv = kvr[r];
         for (int e = 0; e < d; e++) p[e] = sc[e] - mx[e];
