@@ -269,7 +269,38 @@ TEST(quantized_batches_bitwise) {
             CHECK(pa.n == pb.n && pa.n == pc.n);
             CHECKF(pa.n == pb.n && memcmp(pa.p, pb.p, pa.n) == 0, "%s: chunked state differs", recipes[ri]);
             CHECKF(pa.n == pc.n && memcmp(pa.p, pc.p, pa.n) == 0, "%s: decoded state differs", recipes[ri]);
-            free(pa.p); free(pb.p); free(pc.p);
+            free(pb.p); free(pc.p);
+            /* Only the last logits asked for: the last layer then runs whole
+             * only for the last token (run_batch's keep), in one prefill and
+             * in chunks of 17 (the earlier ones asking for none); the same
+             * last logits and the same state. */
+            enum ds4_logits earlier[] = { DS4_LOGITS_NONE, DS4_LOGITS_LAST };
+            for (int e = 0; e < 2; e++) {
+                float *last = malloc(V * sizeof(float));
+                ds4_session *d = ds4_session_new(m, &o, NULL, &err), *f = ds4_session_new(m, &o, NULL, &err);
+                CHECK(last && d && f);
+                if (!last || !d || !f) { free(last); ds4_session_free(d); ds4_session_free(f); continue; }
+                CHECK(ds4_session_eval(d, toks, N, DS4_LOGITS_LAST, last, &err) == 0);
+                CHECKF(memcmp(last, one + (size_t)(N - 1) * V, V * sizeof(float)) == 0,
+                       "%s: last logits of a LAST prefill differ", recipes[ri]);
+                memset(last, 0, V * sizeof(float));
+                for (int i = 0; i < N; i += 17) {
+                    int k = N - i < 17 ? N - i : 17;
+                    CHECK(ds4_session_eval(f, toks + i, k, i + k < N ? earlier[e] : DS4_LOGITS_LAST,
+                                           i + k < N && e == 0 ? NULL : last, &err) == 0);
+                }
+                CHECKF(memcmp(last, one + (size_t)(N - 1) * V, V * sizeof(float)) == 0,
+                       "%s: last logits of chunked LAST prefill differ", recipes[ri]);
+                membuf pd = {0}, pf = {0};
+                CHECK(ds4_session_payload_save(d, toks, NULL, mem_write, &pd, &err) == 0);
+                CHECK(ds4_session_payload_save(f, toks, NULL, mem_write, &pf, &err) == 0);
+                CHECKF(pa.n == pd.n && memcmp(pa.p, pd.p, pa.n) == 0, "%s: LAST prefill state differs", recipes[ri]);
+                CHECKF(pa.n == pf.n && memcmp(pa.p, pf.p, pa.n) == 0, "%s: chunked LAST state differs", recipes[ri]);
+                free(pd.p); free(pf.p); free(last);
+                ds4_session_free(d);
+                ds4_session_free(f);
+            }
+            free(pa.p);
         }
         ds4_session_free(a);
         ds4_session_free(b);

@@ -1104,10 +1104,22 @@ static void qkv_token(ds4_session *s, batch *b, const void *arg, int t) {
     if (s->opts.numerics == DS4_NUMERICS_MODEL) b->V->fp8_roundtrip(kv, dh - dr);
 }
 
-static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st) {
+/* The batch's last W raw KV rows into the layer's ring. */
+static void ring_push(const ds4_session *s, const batch *b, ds4_layer_state *st) {
+    int dh = (int)s->model->hp.head_dim, W = (int)s->model->hp.window;
+    int first = b->n > W ? b->n - W : 0;
+    for (int t = first; t < b->n; t++)
+        memcpy(st->raw + (size_t)((b->p0 + t) % W) * dh, b->kv + (size_t)t * dh, sizeof(float) * dh);
+}
+
+/* The attention sublayer over batch b.  kv_only: only what later
+ * positions read -- the KV rows (into the ring), the compressors' rows and
+ * frontiers -- and no query, attention or output (run_batch: the last
+ * layer's tokens whose outputs nobody reads). */
+static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_state *st, bool kv_only) {
     const ds4_hparams *hp = &s->model->hp;
     int64_t D = hp->n_embd;
-    int nh = (int)hp->n_head, dh = (int)hp->head_dim, W = (int)hp->window;
+    int nh = (int)hp->n_head, dh = (int)hp->head_dim;
     const float *rope_tab = L->ratio > 0 ? b->rope_c : b->rope_m;
 
     /* x̂ = RMSNorm(x)·attn_norm is in b->xn: HCPre's last step (hc_step) */
@@ -1116,11 +1128,11 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
      * kv/gate and the indexer's weights; then q_b and the indexer's q_b,
      * which both read the normalised q latent, as a second one. */
     int m = L->ratio, wc = (m == 4 ? 2 : 1) * dh, dI = (int)hp->idx_head_dim, nI = (int)hp->idx_n_head;
-    bool idx = m == 4 && indexer_needed(s, b);
+    bool idx = m == 4 && !kv_only && indexer_needed(s, b);
     int n = b->n;
     ds4_mm_seg seg[8];
     int ns = 0;
-    seg[ns++] = ds4_seg(&L->q_a, 0, 0, hp->q_lora, b->xn, D, n, b->qlat, hp->q_lora);
+    if (!kv_only) seg[ns++] = ds4_seg(&L->q_a, 0, 0, hp->q_lora, b->xn, D, n, b->qlat, hp->q_lora);
     seg[ns++] = ds4_seg(&L->kv, 0, 0, dh, b->xn, D, n, b->kv, dh);
     if (m > 0) {
         seg[ns++] = ds4_seg(&L->comp_kv, 0, 0, wc, b->xn, D, n, b->ca, wc);
@@ -1133,6 +1145,14 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     if (idx) seg[ns++] = ds4_seg(&L->idx_proj, 0, 0, nI, b->xn, D, n, b->iw, nI);
     ds4_mm_multi(s->pool, seg, ns);
     phase_end(s, b, DS4_PHASE_ATTN_PROJ);
+    if (kv_only) {
+        for_tokens(s, b, qkv_token, L);
+        phase_end(s, b, DS4_PHASE_QKV);
+        if (L->ratio > 0) run_compressors(s, b, L, st);
+        phase_end(s, b, DS4_PHASE_COMPRESS);
+        ring_push(s, b, st);
+        return;
+    }
 
     /* Query path. */
     rmsnorm_tokens(s, b, b->qlat, L->q_a_norm, hp->q_lora, hp->q_lora, b->qlat);
@@ -1171,9 +1191,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
 
     /* The batch's raw rows enter the ring only now: queries above read them
      * from b->kv, and the ring still holds the W positions before the batch. */
-    int first = b->n > W ? b->n - W : 0;
-    for (int t = first; t < b->n; t++)
-        memcpy(st->raw + (size_t)((b->p0 + t) % W) * dh, b->kv + (size_t)t * dh, sizeof(float) * dh);
+    ring_push(s, b, st);
     phase_end(s, b, DS4_PHASE_ATTN);
 
     /* Grouped output projection: the G group products as one job. */
@@ -1483,7 +1501,49 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
 /* ------------------------------------------------------------------------ */
 /* Driver                                                                    */
 
-static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
+/* The last layer for a batch whose outputs are read only for its last
+ * `keep` tokens (0 or 1: the logits of the last token, or none).  Only the
+ * last layer's KV side reaches later positions, so the other tokens get
+ * just that (attention(kv_only)); the kept tail then runs the whole layer
+ * as a batch of its own that starts where they end -- exactly how chunked
+ * prefill would run it, so its results are the same bits.  The tail's
+ * inputs (streams, normalised input, HC post weights) move to row 0 and its
+ * streams back to their rows at the end, where head() reads them.  Skipping
+ * the rest of the layer for the others is what llama.cpp does too (its
+ * output ids): ~1/n_layer of a prefill. */
+static int last_layer_tail(ds4_session *s, batch *b, const ds4_layer *L, uint32_t l, int keep, ds4_err *err) {
+    const ds4_hparams *hp = &s->model->hp;
+    int H = (int)hp->hc_mult, qs = b->n - keep, half = (int)hp->rope_dim / 2;
+    int64_t D = hp->n_embd, HD = ds4_hc_dim(hp);
+    batch kvb = *b;
+    kvb.n = qs;
+    attention(s, &kvb, L, &s->ls[l], true);
+    b->ph_t = kvb.ph_t; /* phase profiling goes on from the views' clock */
+    if (keep == 0) return 0;
+    batch t = *b;
+    t.n = keep;
+    t.p0 = b->p0 + qs;
+    t.tok = b->tok + qs;
+    memmove(t.X, b->X + (size_t)qs * HD, sizeof(float) * (size_t)(keep * HD));
+    memmove(t.xn, b->xn + (size_t)qs * D, sizeof(float) * (size_t)(keep * D));
+    memmove(t.post, b->post + (size_t)qs * H, sizeof(float) * (size_t)(keep * H));
+    memmove(t.comb, b->comb + (size_t)qs * H * H, sizeof(float) * (size_t)(keep * H * H));
+    memmove(t.rope_m, b->rope_m + (size_t)qs * 3 * half, sizeof(float) * (size_t)(keep * 3 * half));
+    memmove(t.rope_c, b->rope_c + (size_t)qs * 3 * half, sizeof(float) * (size_t)(keep * 3 * half));
+    attention(s, &t, L, &s->ls[l], false);
+    hc_step(s, &t, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, &L->gate_inp);
+    phase_end(s, &t, DS4_PHASE_HC);
+    if (moe(s, &t, L, l, err)) return -1;
+    hc_step(s, &t, true, NULL, NULL, NULL, NULL, NULL);
+    phase_end(s, &t, DS4_PHASE_HC);
+    memmove(b->X + (size_t)qs * HD, t.X, sizeof(float) * (size_t)(keep * HD));
+    b->ph_t = t.ph_t;
+    return 0;
+}
+
+/* Runs the batch through every layer.  keep: how many of its last tokens'
+ * final streams (b->X) the caller reads (b->n for all of them). */
+static int run_batch(ds4_session *s, batch *b, int keep, ds4_err *err) {
     const ds4_model *m = s->model;
     const ds4_hparams *hp = &m->hp;
     int H = (int)hp->hc_mult;
@@ -1500,7 +1560,8 @@ static int run_batch(ds4_session *s, batch *b, ds4_err *err) {
         const ds4_layer *L = &m->layers[l];
         hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, &L->q_a);
         phase_end(s, b, DS4_PHASE_HC);
-        attention(s, b, L, &s->ls[l]);
+        if (l + 1 == hp->n_layer && keep < b->n) return last_layer_tail(s, b, L, l, keep, err);
+        attention(s, b, L, &s->ls[l], false);
         hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, &L->gate_inp);
         phase_end(s, b, DS4_PHASE_HC);
         if (moe(s, b, L, l, err)) return -1;
@@ -1556,13 +1617,15 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         b.n = nb;
         b.p0 = s->pos;
         b.tok = tokens + done;
-        if (run_batch(s, &b, err)) {
+        bool last = done + nb == n;
+        int keep = which == DS4_LOGITS_ALL ? nb : which == DS4_LOGITS_LAST && last ? 1 : 0;
+        if (run_batch(s, &b, keep, err)) {
             ds4_session_reset(s); /* layers before the failure already advanced */
             return -1;
         }
         if (which == DS4_LOGITS_ALL) {
             head(s, &b, 0, nb, logits + (size_t)done * hp->n_vocab);
-        } else if (which == DS4_LOGITS_LAST && done + nb == n) {
+        } else if (which == DS4_LOGITS_LAST && last) {
             head(s, &b, nb - 1, 1, logits);
         }
         phase_end(s, &b, DS4_PHASE_HEAD);
