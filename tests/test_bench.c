@@ -316,7 +316,8 @@ TEST(program_output) {
 /* The arithmetic model against the shapes of MODEL.md, from the hparams
  * alone: position 0 (one attention row, no compressed row), one more row,
  * and the step where the indexer starts (more than top-k compressed rows
- * in a ratio-4 layer: its projections and scores, the rows capped). */
+ * in a ratio-4 layer: its projections and scores, the rows capped); a
+ * token without logits gets only the last layer's KV side. */
 TEST(flops) {
     ds4_err err = {{0}};
     ds4_model *m = ds4_model_load(tiny_model(), &err);
@@ -325,10 +326,15 @@ TEST(flops) {
     const ds4_hparams *hp = &m->hp;
     double D = hp->n_embd, nh = hp->n_head, dh = hp->head_dim, F = hp->expert_ff, nI = hp->idx_n_head,
            dI = hp->idx_head_dim, att = 2 * nh * dh; /* q·k + p·v per row */
-    double macs = 0, idx = 0;
+    double macs = 0, idx = 0, kvside = 0;
     int n4 = 0;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         int r = hp->compress[l];
+        if (l + 1 == hp->n_layer) { /* the last layer's KV side: all a token without logits gets there */
+            kvside = ds4_hc_mix(hp) * ds4_hc_dim(hp) + D * dh;
+            if (r > 0) kvside += 2 * D * (r == 4 ? 2 : 1) * dh;
+            if (r == 4) kvside += 2 * D * 2 * dI;
+        }
         macs += 2.0 * ds4_hc_mix(hp) * ds4_hc_dim(hp);                 /* mHC mixes */
         macs += D * hp->q_lora + hp->q_lora * nh * dh + D * dh;        /* q_a, q_b, kv */
         macs += nh * dh * hp->o_lora + hp->o_groups * hp->o_lora * D; /* out_a (G groups), out_b */
@@ -338,17 +344,27 @@ TEST(flops) {
         if (l >= hp->n_hash) macs += D * hp->n_expert;                  /* router */
         macs += att;                                                    /* one row */
     }
+    /* the last layer's share, for a token whose output is read */
+    double lastl = 2.0 * ds4_hc_mix(hp) * ds4_hc_dim(hp) + D * hp->q_lora + hp->q_lora * nh * dh + D * dh +
+                   nh * dh * hp->o_lora + hp->o_groups * hp->o_lora * D +
+                   3 * D * F * (hp->n_expert_shared + hp->n_expert_used) +
+                   (hp->n_layer - 1 >= hp->n_hash ? D * hp->n_expert : 0) + att;
+    int rl = hp->compress[hp->n_layer - 1];
+    if (rl > 0) lastl += 2 * D * (rl == 4 ? 2 : 1) * dh;
+    if (rl == 4) lastl += 2 * D * 2 * dI;
+    CHECK(kvside > 0 && kvside < lastl);
     double head = (double)ds4_hc_dim(hp) * hp->hc_mult + D * hp->n_vocab;
-    CHECK(ds4_bench_token_flops(m, 0, false) == 2 * macs);
     CHECK(ds4_bench_token_flops(m, 0, true) == 2 * (macs + head));
-    CHECK(ds4_bench_token_flops(m, 1, false) - ds4_bench_token_flops(m, 0, false) == 2 * att * hp->n_layer);
+    CHECK(ds4_bench_token_flops(m, 0, false) == 2 * (macs - lastl + kvside));
+    CHECK(ds4_bench_token_flops(m, 1, true) - ds4_bench_token_flops(m, 0, true) == 2 * att * hp->n_layer);
+    CHECK(ds4_bench_token_flops(m, 1, false) - ds4_bench_token_flops(m, 0, false) == 2 * att * (hp->n_layer - 1));
     /* seen = 4·topk + 3 -> 4·topk + 4 positions (< window): one raw row more
      * everywhere; ratio-4 layers go from topk rows to the indexer's topk of
      * topk + 1 (its projections and scores); ratio 128 unchanged */
     uint32_t p = 4 * hp->idx_topk + 2;
     CHECK(p + 2 < hp->window && p + 2 < 128);
     idx = hp->q_lora * nI * dI + D * nI + nI * dI * (hp->idx_topk + 1);
-    CHECK(ds4_bench_token_flops(m, p + 1, false) - ds4_bench_token_flops(m, p, false) ==
+    CHECK(ds4_bench_token_flops(m, p + 1, true) - ds4_bench_token_flops(m, p, true) ==
           2 * (att * hp->n_layer + idx * n4));
     double sum = 0;
     for (uint32_t i = 0; i < 24; i++) sum += ds4_bench_token_flops(m, 10 + i, i == 23);

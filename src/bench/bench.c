@@ -146,12 +146,15 @@ double ds4_bench_token_flops(const ds4_model *m, uint32_t pos, bool logits) {
     double macs = 0;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
-        const ds4_weight *dense[] = {&L->hc_attn_fn, &L->hc_ffn_fn, &L->q_a, &L->q_b, &L->kv, &L->out_a,
-                                     &L->out_b, &L->gate_sh, &L->up_sh, &L->down_sh};
-        for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) macs += wmacs(dense[i]);
-        /* the products forward.c runs for the layer's ratio */
+        /* the KV side: what later positions read */
+        macs += wmacs(&L->hc_attn_fn) + wmacs(&L->kv);
         if (L->ratio > 0) macs += wmacs(&L->comp_kv) + wmacs(&L->comp_gate);
         if (L->ratio == 4) macs += wmacs(&L->idx_comp_kv) + wmacs(&L->idx_comp_gate);
+        /* the rest of the last layer only for a token whose output is read */
+        if (l + 1 == hp->n_layer && !logits) break;
+        const ds4_weight *dense[] = {&L->hc_ffn_fn, &L->q_a, &L->q_b, &L->out_a, &L->out_b,
+                                     &L->gate_sh, &L->up_sh, &L->down_sh};
+        for (size_t i = 0; i < sizeof dense / sizeof *dense; i++) macs += wmacs(dense[i]);
         if (!L->hash) macs += wmacs(&L->gate_inp);
         macs += hp->n_expert_used * (wmacs(&L->gate_exps) + wmacs(&L->up_exps) + wmacs(&L->down_exps));
         /* attention rows: the window, then the compressed rows (ratio 4:

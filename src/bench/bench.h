@@ -141,9 +141,12 @@ void ds4_bench_phase_weight_bytes(const ds4_model *m, uint64_t out[DS4_PHASE_N])
  * token uses (its k routed experts, the router unless hash-routed, the
  * indexer's projections and scores once a ratio-4 layer has more than
  * top-k compressed rows), q·k and p·v over its attention rows, and the
- * LM head when logits.  Elementwise work (norms, RoPE, softmax, mHC
- * Sinkhorn, compressor pooling) is left out: it is a small share.
- * Prefill's figure: the sum over its positions, logits for the last. */
+ * LM head when logits.  Without logits the last layer counts only its KV
+ * side (mHC mix, kv, compressors), as forward.c runs it for a prefill
+ * token whose output nobody reads.  Elementwise work (norms, RoPE,
+ * softmax, mHC Sinkhorn, compressor pooling) is left out: it is a small
+ * share.  Prefill's figure: the sum over its positions, logits for the
+ * last. */
 double ds4_bench_token_flops(const ds4_model *m, uint32_t pos, bool logits);
 double ds4_bench_prefill_flops(const ds4_model *m, uint32_t p0, uint32_t n);
 /* KV-state bytes one decode step reads at the session's current position. */
