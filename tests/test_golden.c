@@ -128,6 +128,25 @@ static void run_case(const char *name, const char *recipe, double bound, double 
                    cs.argmax_bad);
         if (k == 0) memcpy(first, lg, sizeof(float) * V * (size_t)g.n);
     }
+    {
+        /* Only the last logits asked for (the last layer runs just its KV
+         * side for the other tokens): the full prefill's last row, bit for
+         * bit, so within the golden bound too. */
+        ds4_engine_opts lo = o;
+        if (lo.ctx_max < (uint32_t)g.n) lo.ctx_max = (uint32_t)g.n;
+        ds4_session *ls = ds4_session_new(m, &lo, NULL, &err);
+        CHECKF(ls != NULL, "session: %s", err.msg);
+        if (ls) {
+            CHECK(ds4_session_eval(ls, g.ids, g.n, DS4_LOGITS_LAST, lg, &err) == 0);
+            cmp_stats cs;
+            compare_rows(lg, g.logits + (size_t)(g.n - 1) * V, 1, g.V, &cs);
+            printf("  %s %-5s last     max rel err %.3g  argmax %d/%d\n", name, recipe, cs.max_rel,
+                   cs.argmax_checked - cs.argmax_bad, cs.argmax_checked);
+            CHECKF(memcmp(lg, first + (size_t)(g.n - 1) * V, sizeof(float) * V) == 0,
+                   "%s %s: last-only prefill differs from the full prefill's last row", name, recipe);
+            ds4_session_free(ls);
+        }
+    }
     if (check_model_numerics) {
         /* Released-model numerics: all schedules agree with each other, and the
          * simulation moves logits only a little at this context length. */
