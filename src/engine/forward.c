@@ -1511,6 +1511,20 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
  * streams back to their rows at the end, where head() reads them.  Skipping
  * the rest of the layer for the others is what llama.cpp does too (its
  * output ids): ~1/n_layer of a prefill. */
+/* Layer l after its HCPre: attention, HCPost + HCPre, the MoE. */
+static int layer_body(ds4_session *s, batch *b, const ds4_layer *L, uint32_t l, ds4_err *err) {
+    attention(s, b, L, &s->ls[l], false);
+    hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, &L->gate_inp);
+    phase_end(s, b, DS4_PHASE_HC);
+    return moe(s, b, L, l, err);
+}
+
+/* The last layer's HCPost (no sublayer follows). */
+static void hc_final(ds4_session *s, batch *b) {
+    hc_step(s, b, true, NULL, NULL, NULL, NULL, NULL);
+    phase_end(s, b, DS4_PHASE_HC);
+}
+
 static int last_layer_tail(ds4_session *s, batch *b, const ds4_layer *L, uint32_t l, int keep, ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
     int H = (int)hp->hc_mult, qs = b->n - keep, half = (int)hp->rope_dim / 2;
@@ -1530,12 +1544,8 @@ static int last_layer_tail(ds4_session *s, batch *b, const ds4_layer *L, uint32_
     memmove(t.comb, b->comb + (size_t)qs * H * H, sizeof(float) * (size_t)(keep * H * H));
     memmove(t.rope_m, b->rope_m + (size_t)qs * 3 * half, sizeof(float) * (size_t)(keep * 3 * half));
     memmove(t.rope_c, b->rope_c + (size_t)qs * 3 * half, sizeof(float) * (size_t)(keep * 3 * half));
-    attention(s, &t, L, &s->ls[l], false);
-    hc_step(s, &t, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, &L->gate_inp);
-    phase_end(s, &t, DS4_PHASE_HC);
-    if (moe(s, &t, L, l, err)) return -1;
-    hc_step(s, &t, true, NULL, NULL, NULL, NULL, NULL);
-    phase_end(s, &t, DS4_PHASE_HC);
+    if (layer_body(s, &t, L, l, err)) return -1;
+    hc_final(s, &t);
     memmove(b->X + (size_t)qs * HD, t.X, sizeof(float) * (size_t)(keep * HD));
     b->ph_t = t.ph_t;
     return 0;
@@ -1561,13 +1571,9 @@ static int run_batch(ds4_session *s, batch *b, int keep, ds4_err *err) {
         hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, &L->q_a);
         phase_end(s, b, DS4_PHASE_HC);
         if (l + 1 == hp->n_layer && keep < b->n) return last_layer_tail(s, b, L, l, keep, err);
-        attention(s, b, L, &s->ls[l], false);
-        hc_step(s, b, true, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, &L->gate_inp);
-        phase_end(s, b, DS4_PHASE_HC);
-        if (moe(s, b, L, l, err)) return -1;
+        if (layer_body(s, b, L, l, err)) return -1;
     }
-    hc_step(s, b, true, NULL, NULL, NULL, NULL, NULL);
-    phase_end(s, b, DS4_PHASE_HC);
+    hc_final(s, b);
     return 0;
 }
 
