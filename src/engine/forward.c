@@ -1145,35 +1145,31 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     if (idx) seg[ns++] = ds4_seg(&L->idx_proj, 0, 0, nI, b->xn, D, n, b->iw, nI);
     ds4_mm_multi(s->pool, seg, ns);
     phase_end(s, b, DS4_PHASE_ATTN_PROJ);
-    if (kv_only) {
-        for_tokens(s, b, qkv_token, L);
-        phase_end(s, b, DS4_PHASE_QKV);
-        if (L->ratio > 0) run_compressors(s, b, L, st);
-        phase_end(s, b, DS4_PHASE_COMPRESS);
-        ring_push(s, b, st);
-        return;
+    if (!kv_only) { /* the query path */
+        rmsnorm_tokens(s, b, b->qlat, L->q_a_norm, hp->q_lora, hp->q_lora, b->qlat);
+        phase_end(s, b, DS4_PHASE_NORM);
+        ns = 0;
+        q_heads_ctx qh = {s, b, rope_tab};
+        seg[ns] = ds4_seg(&L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, n, b->q, ds4_q_dim(hp));
+        seg[ns].done = q_heads_done;
+        seg[ns].done_ctx = &qh;
+        seg[ns++].row_gran = dh;
+        if (idx)
+            seg[ns++] = ds4_seg(&L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, n, b->iq,
+                                (int64_t)nI * dI);
+        ds4_mm_multi(s->pool, seg, ns);
+        phase_end(s, b, DS4_PHASE_Q_B);
     }
-
-    /* Query path. */
-    rmsnorm_tokens(s, b, b->qlat, L->q_a_norm, hp->q_lora, hp->q_lora, b->qlat);
-    phase_end(s, b, DS4_PHASE_NORM);
-    ns = 0;
-    q_heads_ctx qh = {s, b, rope_tab};
-    seg[ns] = ds4_seg(&L->q_b, 0, 0, ds4_q_dim(hp), b->qlat, hp->q_lora, n, b->q, ds4_q_dim(hp));
-    seg[ns].done = q_heads_done;
-    seg[ns].done_ctx = &qh;
-    seg[ns++].row_gran = dh;
-    if (idx)
-        seg[ns++] = ds4_seg(&L->idx_q_b, 0, 0, (int64_t)nI * dI, b->qlat, hp->q_lora, n, b->iq,
-                                 (int64_t)nI * dI);
-    ds4_mm_multi(s->pool, seg, ns);
-    phase_end(s, b, DS4_PHASE_Q_B);
     /* The shared KV row's norm, RoPE, FP8 (the q heads were done above). */
     for_tokens(s, b, qkv_token, L);
     phase_end(s, b, DS4_PHASE_QKV);
 
     if (L->ratio > 0) run_compressors(s, b, L, st);
     phase_end(s, b, DS4_PHASE_COMPRESS);
+    if (kv_only) {
+        ring_push(s, b, st);
+        return;
+    }
     if (L->ratio == 4) run_indexer(s, b, st);
     phase_end(s, b, DS4_PHASE_INDEXER);
 
