@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "util/ids.h"
+#include "util/mem.h"
 #include "util/num.h"
 
 TEST(int_values) {
@@ -85,10 +86,36 @@ TEST(id_lists) {
     CHECK_STR_CONTAINS((const char *)e.msg, "'7x'");
 }
 
+/* Small and huge-page-sized buffers: aligned, zeroed, writable to the end;
+ * sizes whose product overflows are refused, not wrapped. */
+TEST(big_buffers) {
+    size_t sizes[] = {1, 100, 4096, ((size_t)2 << 20) - 4, (size_t)2 << 20, ((size_t)5 << 20) + 12};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        unsigned char *p = ds4_calloc_big(n, 1);
+        CHECK(p != NULL);
+        if (!p) continue;
+        CHECK(((uintptr_t)p & 63) == 0);
+        size_t nz = 0;
+        for (size_t k = 0; k < n; k++) nz += p[k] != 0;
+        CHECKF(nz == 0, "%zu of %zu bytes not zero", nz, n);
+        memset(p, 0xab, n);
+        CHECK(p[n - 1] == 0xab);
+        free(p);
+    }
+    float *f = ds4_calloc_big(3 << 19, sizeof(float)); /* 6 MiB of floats */
+    CHECK(f != NULL && f[(3 << 19) - 1] == 0.0f);
+    free(f);
+    CHECK(ds4_calloc_big(SIZE_MAX / 8, 16) == NULL);
+    CHECK(ds4_calloc_big(2, SIZE_MAX - 8) == NULL);
+    CHECK(ds4_alloc_big(SIZE_MAX - 100) == NULL);
+}
+
 int main(void) {
     RUN(int_values);
     RUN(uint_values);
     RUN(real_values);
     RUN(id_lists);
+    RUN(big_buffers);
     TEST_END();
 }

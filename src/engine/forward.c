@@ -27,6 +27,7 @@
 #include "quant/idx8.h"
 #include "quant/quant.h"
 #include "quant/simd.h"
+#include "util/mem.h"
 #ifdef DS4_CUDA
 #include "cuda/cuda_backend.h"
 #endif
@@ -65,14 +66,13 @@ int ds4_backend_cuda_built(void) {
 
 /* Zeroed and 64-byte aligned: the matmul kernels store output rows a cache
  * line at a time, and a large calloc() block starts 16 bytes into a line
- * (the K-quant panels measured ~10% slower on such rows). */
+ * (the K-quant panels measured ~10% slower on such rows); large ones on
+ * huge pages (util/mem.h). */
 static void *xcalloc(size_t n, size_t sz, int *fail) {
     if (n == 0) return NULL;
-    if (sz && n > (SIZE_MAX - 63) / sz) { *fail = 1; return NULL; }
-    size_t bytes = (n * sz + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, bytes);
-    if (!p) { *fail = 1; return NULL; }
-    return memset(p, 0, bytes);
+    void *p = ds4_calloc_big(n, sz);
+    if (!p) *fail = 1;
+    return p;
 }
 
 static void reset_frontier(float *kv, float *sc, size_t n) {

@@ -36,6 +36,7 @@
  * that sees a new hint sequence number prefetches its share, checking for
  * a new job every 256 bytes.  A sleeping worker ignores hints. */
 #include "engine/pool.h"
+#include "util/mem.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -219,7 +220,7 @@ void *ds4_pool_scratch(ds4_pool *p, size_t bytes) {
     if (bytes > p->scratch_bytes) {
         /* half again as much, so batches of growing sizes settle quickly */
         size_t want = ((bytes + bytes / 2) + 63) & ~(size_t)63;
-        void *b = aligned_alloc(64, want);
+        void *b = ds4_alloc_big(want);
         if (!b) return NULL;
         free(p->scratch);
         p->scratch = b;
