@@ -23,10 +23,6 @@
  *                  its conversion) and without, Q8_0 and the Q8_K types mixed
  *                  (IQ2_XXS and Q2_K read the same conversion): each equals
  *                  ds4_mm() over its copied-out rows
- *   converted      segments given their input already converted (xq: what
- *                  attention hands out_a), beside plain ones, for the
- *                  decode, tile and panel paths and every quantised type:
- *                  each equals ds4_mm() of the f32 rows
  *   pool thread    ds4_pool_thread(): indices in range, never shared by
  *                  two tasks running at once, 0 outside the pool's workers
  *   pool prefetch  hints of any range between jobs: every task still runs
@@ -267,37 +263,6 @@ TEST(gather_shared) {
     ds4_pool_free(pool);
 }
 
-TEST(converted) {
-    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q2_K, DS4_TYPE_Q4_K, DS4_TYPE_IQ2_XXS };
-    const int ns[] = { 1, 3, 16, 37 };
-    ds4_pool *pool = ds4_pool_new(2);
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
-        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
-            int type = types[ti], n = ns[ni];
-            int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 128;
-            rng_seed(700 + ti * 10 + ni);
-            ds4_weight w = make_weight(type, ne0, 48, 1);
-            size_t rb = ds4_row_size(ds4_type_traits_ref(type)->vec_dot_type, ne0);
-            float *X = malloc(sizeof(float) * (size_t)(ne0 * n));
-            uint8_t *xq = malloc(rb * (size_t)n);
-            fill_gauss(X, ne0 * n);
-            for (int t = 0; t < n; t++) ds4_quantize_row_for(type, X + (size_t)t * ne0, xq + (size_t)t * rb, ne0);
-            float *Y = calloc((size_t)(48 * n), sizeof(float)), *P = calloc((size_t)(48 * n), sizeof(float));
-            float *R = calloc((size_t)(48 * n), sizeof(float));
-            /* X is NULL in the converted segment: it must not be read */
-            ds4_mm_seg seg[2] = { ds4_seg(&w, 0, 0, 48, NULL, ne0, n, Y, 48), ds4_seg(&w, 0, 0, 48, X, ne0, n, P, 48) };
-            seg[0].xq = xq;
-            ds4_mm_multi(pool, seg, 2);
-            ds4_mm(pool, &w, 0, 0, 48, X, ne0, n, R, 48);
-            CHECKF(memcmp(Y, R, sizeof(float) * (size_t)(48 * n)) == 0, "%s n=%d: converted input differs",
-                   ds4_type_traits_ref(type)->name, n);
-            CHECKF(memcmp(P, R, sizeof(float) * (size_t)(48 * n)) == 0, "%s n=%d: the plain segment beside it differs",
-                   ds4_type_traits_ref(type)->name, n);
-            free(X); free(xq); free(Y); free(P); free(R); free((void *)w.data);
-        }
-    ds4_pool_free(pool);
-}
-
 typedef struct {
     ds4_pool *p, *other;
     _Atomic int busy[8];
@@ -400,7 +365,6 @@ int main(void) {
     RUN(local);
     RUN(gather);
     RUN(gather_shared);
-    RUN(converted);
     RUN(pool_thread);
     RUN(pool_wakeups);
     RUN(pool_prefetch);
