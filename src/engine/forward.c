@@ -1017,13 +1017,6 @@ typedef struct {
     const ds4_layer_state *st;
     const float *rope_tab;  /* b->rope_m or b->rope_c */
     int hg;                 /* heads per task (divides n_head) */
-    /* Set when each task holds whole output groups: the task converts its
-     * groups of o for out_a (ds4_quantize_row_for) while they are in cache,
-     * group g of token t at oq + (g·n + t)·oq_row, instead of storing o as
-     * f32 for the product's conversion pass to read back from memory
-     * (16 KB a token at the small shape).  NULL: o in b->o as f32. */
-    uint8_t *oq;
-    size_t oq_row;
 } attn_job;
 
 /* One task: token t, heads [h0, h0 + hg), through the live attention
@@ -1054,8 +1047,7 @@ static void attn_task(void *ctx, int64_t task) {
         if (cand[0] >= 0) { sel = cand; ncomp = (int)hp->idx_topk; }
     }
     int nrows = nraw + ncomp;
-    size_t scn = (size_t)ds4_attn_scratch(nrows) + (j->oq ? (size_t)(hg + 1) * dh : 0);
-    float *sc = malloc(sizeof(float) * scn);
+    float *sc = malloc(sizeof(float) * (size_t)ds4_attn_scratch(nrows));
     const float **rows = malloc(sizeof(float *) * (size_t)(nrows > 0 ? nrows : 1));
     if (!sc || !rows) abort();
     for (int r = 0; r < nraw; r++) {
@@ -1066,23 +1058,13 @@ static void attn_task(void *ctx, int64_t task) {
 
     ds4_attn_args a = {.hg = hg, .dh = dh, .nrows = nrows, .rows = rows, .scale = 1.0f / sqrtf((float)dh),
                        .scratch = sc, .cold = b->n == 1};
-    /* with oq, o lives only here, (hg + 1) · d_h floats, 64-byte aligned */
-    float *obuf = j->oq ? (float *)(((uintptr_t)(sc + ds4_attn_scratch(nrows)) + 63) & ~(uintptr_t)63) : NULL;
     for (int g = 0; g < hg; g++) {
         a.q[g] = b->q + ((size_t)t * nh + h0 + g) * dh;
-        a.o[g] = obuf ? obuf + (size_t)g * dh : b->o + ((size_t)t * nh + h0 + g) * dh;
+        a.o[g] = b->o + ((size_t)t * nh + h0 + g) * dh;
         a.sink[g] = j->L->sinks[h0 + g];
     }
     b->V->attn(b->V, &a);
     for (int g = 0; g < hg; g++) rope_t(b, j->rope_tab, t, a.o[g], dh, (int)hp->rope_dim, -1);
-    if (obuf) {
-        int64_t gin = ds4_group_in(hp), hpg = gin / dh;
-        for (int h = 0; h < hg; h += (int)hpg) {
-            int64_t g = (h0 + h) / hpg;
-            ds4_quantize_row_for(j->L->out_a.type, obuf + (size_t)h * dh,
-                                 j->oq + ((size_t)g * b->n + (size_t)t) * j->oq_row, gin);
-        }
-    }
     free(sc);
     free(rows);
 }
@@ -1200,17 +1182,7 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
      * 8 heads a task, attention 141-163 -> 127-132 us a token). */
     int hg = DS4_ATTN_HG_MAX, nt = ds4_pool_size(s->pool);
     while (hg > 1 && (nh % hg || (int64_t)b->n * (nh / hg) < (hg > 4 && b->n > 1 ? 4 * nt : nt))) hg /= 2;
-    int64_t G = hp->o_groups, ro = hp->o_lora, gin = ds4_group_in(hp);
-    const ds4_type_traits *oa = ds4_type_traits_get(L->out_a.type);
-    attn_job j = {s, b, L, st, rope_tab, hg, NULL, 0};
-    /* o converted by the attention tasks (attn_job.oq) into b->o's memory,
-     * which no converted row outgrows (f32 is the widest vec_dot_type),
-     * when every task holds whole groups and out_a's panel path would
-     * convert o anyway */
-    if (b->n >= 4 && oa && oa->vec_dot_type != DS4_TYPE_F32 && hg % (gin / dh) == 0) {
-        j.oq = (uint8_t *)b->o;
-        j.oq_row = ds4_row_size(oa->vec_dot_type, gin);
-    }
+    attn_job j = {s, b, L, st, rope_tab, hg};
     ds4_pool_run(s->pool, (int64_t)b->n * (nh / hg), attn_task, &j);
 
     /* The batch's raw rows enter the ring only now: queries above read them
@@ -1219,12 +1191,11 @@ static void attention(ds4_session *s, batch *b, const ds4_layer *L, ds4_layer_st
     phase_end(s, b, DS4_PHASE_ATTN);
 
     /* Grouped output projection: the G group products as one job. */
+    int64_t G = hp->o_groups, ro = hp->o_lora, gin = ds4_group_in(hp);
     ds4_mm_seg *gs = malloc(sizeof *gs * (size_t)G);
     if (!gs) abort();
-    for (int64_t g = 0; g < G; g++) {
+    for (int64_t g = 0; g < G; g++)
         gs[g] = ds4_seg(&L->out_a, 0, g * ro, ro, b->o + g * gin, ds4_q_dim(hp), n, b->low + g * ro, G * ro);
-        if (j.oq) gs[g].xq = j.oq + (size_t)g * n * j.oq_row;
-    }
     ds4_mm_multi(s->pool, gs, (int)G);
     free(gs);
     phase_end(s, b, DS4_PHASE_OUT_A);

@@ -199,7 +199,6 @@ typedef struct {
     int rows;                 /* rows per conversion task (whole panels) */
     int src;                  /* >= 0: a gather whose rows are copied from
                                * conversion src (the same input in order) */
-    bool given;               /* xq came converted (ds4_mm_seg.xq): pack only */
 } mm_conv;
 
 /* The conversions of one pass: those with src < 0 (pass 0), then the
@@ -233,9 +232,7 @@ static void conv_task(void *ctx, int64_t task) {
     const mm_conv *cv = &cj->conv[c];
     int t0 = (int)(task - first) * cv->rows;
     int t1 = t0 + cv->rows < cv->n ? t0 + cv->rows : cv->n;
-    if (cv->given) {
-        /* converted by the producer */
-    } else if (cv->src >= 0) { /* same function of the same row: the same bytes */
+    if (cv->src >= 0) { /* same function of the same row: the same bytes */
         const uint8_t *from = cj->conv[cv->src].xq;
         for (int t = t0; t < t1; t++)
             memcpy(cv->xq + (size_t)t * cv->xq_bytes, from + (size_t)cv->xrows[t] * cv->xq_bytes, cv->xq_bytes);
@@ -338,7 +335,7 @@ static void share_gathers(mm_conv *conv, int nconv) {
         for (int t = 0; t < g->n; t++)
             if (g->xrows[t] >= need) need = g->xrows[t] + 1;
         for (int k = 0; k < nconv && g->src < 0; k++)
-            if (!conv[k].xrows && !conv[k].given && conv[k].n >= need && conv_same_input(&conv[k], g)) g->src = k;
+            if (!conv[k].xrows && conv[k].n >= need && conv_same_input(&conv[k], g)) g->src = k;
     }
 }
 
@@ -368,15 +365,6 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         seg_setup(s, j);
         total_work += s->nrows * ne0 * (int64_t)s->n;
         conv_of[i] = -1;
-        if (s->xq) { /* converted by the producer: only panels to pack, if any */
-            if (!j->pack) continue;
-            conv[nconv] = (mm_conv){s->w->type, NULL, NULL, 0, ne0, s->n, (uint8_t *)(uintptr_t)s->xq, j->xq_bytes,
-                                    j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1, true};
-            conv_bytes += align64(j->pbytes * (size_t)((s->n + j->ptok - 1) / j->ptok));
-            conv_work += ne0 * (int64_t)s->n / 8; /* packing: a fraction of a conversion */
-            conv_of[i] = nconv++;
-            continue;
-        }
         if (seg_in_place(s)) continue; /* already in the right form */
         /* Segments sharing an input (gate and up of an expert, the projections
          * of x̂) share its conversion: it depends only on the input and the
@@ -386,9 +374,9 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         /* the segment's own conversion, kept only if none matches */
         const mm_conv *own = &conv[nconv];
         conv[nconv] = (mm_conv){s->w->type, s->X, s->xrows, s->ldx, ne0, s->n, NULL, j->xq_bytes,
-                                j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1, false};
+                                j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1};
         for (int c = 0; c < nconv && conv_of[i] < 0; c++)
-            if (!conv[c].given && conv_same_input(&conv[c], own) && conv[c].xrows == s->xrows && conv[c].n >= s->n &&
+            if (conv_same_input(&conv[c], own) && conv[c].xrows == s->xrows && conv[c].n >= s->n &&
                 (!j->pack || conv[c].pack == j->pack))
                 conv_of[i] = c;
         if (conv_of[i] >= 0) continue;
@@ -411,10 +399,8 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         size_t off = 0;
         int64_t nblocks[2] = {0, 0};
         for (int c = 0; c < nconv; c++) {
-            if (!conv[c].given) {
-                conv[c].xq = xq + off;
-                off += align64(conv[c].xq_bytes * (size_t)conv[c].n);
-            }
+            conv[c].xq = xq + off;
+            off += align64(conv[c].xq_bytes * (size_t)conv[c].n);
             if (conv[c].pack) {
                 conv[c].panels = xq + off;
                 off += align64(conv[c].pbytes * (size_t)((conv[c].n + conv[c].ptok - 1) / conv[c].ptok));
@@ -431,7 +417,7 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         }
     }
     for (int i = 0; i < nseg; i++) {
-        job[i].xq = conv_of[i] >= 0 ? conv[conv_of[i]].xq : segs[i].xq ? segs[i].xq : (const uint8_t *)segs[i].X;
+        job[i].xq = conv_of[i] >= 0 ? conv[conv_of[i]].xq : (const uint8_t *)segs[i].X;
         job[i].panels = conv_of[i] >= 0 ? conv[conv_of[i]].panels : NULL;
         if (!job[i].panels) job[i].pgemm = NULL; /* (an F32 input used in place has no panels) */
     }

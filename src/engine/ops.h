@@ -56,11 +56,6 @@ typedef struct ds4_mm_seg {
      * the kernel's own step), so that done sees whole groups of rows (a
      * head); nrows should be a multiple of it. */
     int row_gran;
-    /* Optional.  xq: the input already converted to the weight type's
-     * vec_dot_type (ds4_quantize_row_for), row t at xq + t·row_size: a
-     * producer that had the rows in cache converted them (attention's
-     * output).  X, ldx and xrows are then unused; the bits are the same. */
-    const uint8_t *xq;
 } ds4_mm_seg;
 void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg);
 
