@@ -23,6 +23,11 @@
  *                  its conversion) and without, Q8_0 and the Q8_K types mixed
  *                  (IQ2_XXS and Q2_K read the same conversion): each equals
  *                  ds4_mm() over its copied-out rows
+ *   mates          a gate/up pair's epilogue gets the mate's rows, kept in
+ *                  the task's scratch (mate_local, the mate's Y never
+ *                  written) or read from its Y: for the decode, tile and
+ *                  panel paths, several types, 1..3 threads, the rows equal
+ *                  ds4_mm() of the mate, each reported once
  *   pool thread    ds4_pool_thread(): indices in range, never shared by
  *                  two tasks running at once, 0 outside the pool's workers
  *   pool prefetch  hints of any range between jobs: every task still runs
@@ -63,7 +68,8 @@ typedef struct {
     int64_t nrows;
 } done_log;
 
-static void log_done(void *ctx, int64_t r0, int64_t r1) {
+static void log_done(void *ctx, int64_t r0, int64_t r1, const float *mate, int64_t mate_ld) {
+    (void)mate, (void)mate_ld;
     done_log *d = ctx;
     for (int64_t r = r0; r < r1 && r < d->nrows; r++) __atomic_fetch_add(&d->hits[r], 1, __ATOMIC_RELAXED);
 }
@@ -264,6 +270,66 @@ TEST(gather_shared) {
 }
 
 typedef struct {
+    float *m;        /* [n][nrows]: the mate rows done was handed */
+    int64_t nrows;
+    int n;
+    int *hits;
+} mate_log;
+
+static void copy_mate(void *ctx, int64_t r0, int64_t r1, const float *mate, int64_t ld) {
+    mate_log *c = ctx;
+    for (int t = 0; t < c->n; t++)
+        memcpy(c->m + (size_t)t * c->nrows + r0, mate + (size_t)t * ld, sizeof(float) * (size_t)(r1 - r0));
+    for (int64_t r = r0; r < r1; r++) __atomic_fetch_add(&c->hits[r], 1, __ATOMIC_RELAXED);
+}
+
+TEST(mates) {
+    const int types[] = { DS4_TYPE_Q8_0, DS4_TYPE_Q2_K, DS4_TYPE_IQ2_XXS, DS4_TYPE_F16 };
+    const int ns[] = { 1, 3, 16, 37, 300 }; /* decode, tiles, panels; 300: pool scratch, many pieces */
+    enum { ROWS = 136 };                     /* not a multiple of 16 */
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+            for (int threads = 1; threads <= 3; threads++)
+                for (int local = 0; local < 2; local++) {
+                    int type = types[ti], n = ns[ni];
+                    int64_t ne0 = ds4_type_traits_ref(type)->blck == QK_K ? 512 : 256;
+                    rng_seed(1200 + ti * 100 + ni * 10 + (uint64_t)threads);
+                    ds4_weight wg = make_weight(type, ne0, ROWS, 2), wu = make_weight(type, ne0, ROWS, 2);
+                    float *X = malloc(sizeof(float) * (size_t)(ne0 * n));
+                    fill_gauss(X, ne0 * n);
+                    float *G = calloc((size_t)(ROWS * n), sizeof(float)), *U = calloc((size_t)(ROWS * n), sizeof(float));
+                    float *M = calloc((size_t)(ROWS * n), sizeof(float)), *RG = calloc((size_t)(ROWS * n), sizeof(float));
+                    float *RU = calloc((size_t)(ROWS * n), sizeof(float));
+                    int hits[ROWS] = {0};
+                    mate_log ml = { M, ROWS, n, hits };
+                    ds4_pool *pool = ds4_pool_new(threads);
+                    ds4_mm_seg seg[2] = { ds4_seg(&wg, 1, 0, ROWS, X, ne0, n, G, ROWS),
+                                          ds4_seg(&wu, 1, 0, ROWS, X, ne0, n, local ? NULL : U, ROWS) };
+                    seg[0].pair = 1;
+                    seg[0].mate_local = local;
+                    seg[0].done = copy_mate;
+                    seg[0].done_ctx = &ml;
+                    ds4_mm_multi(pool, seg, 2);
+                    ds4_mm(pool, &wg, 1, 0, ROWS, X, ne0, n, RG, ROWS);
+                    ds4_mm(pool, &wu, 1, 0, ROWS, X, ne0, n, RU, ROWS);
+                    ds4_pool_free(pool);
+                    int once = 1;
+                    for (int r = 0; r < ROWS; r++) once &= hits[r] == 1;
+                    const char *tn = ds4_type_traits_ref(type)->name;
+                    CHECKF(once, "%s n=%d threads=%d local=%d: a row not reported exactly once", tn, n, threads, local);
+                    CHECKF(memcmp(G, RG, sizeof(float) * (size_t)(ROWS * n)) == 0,
+                           "%s n=%d threads=%d local=%d: the leading segment differs", tn, n, threads, local);
+                    CHECKF(memcmp(M, RU, sizeof(float) * (size_t)(ROWS * n)) == 0,
+                           "%s n=%d threads=%d local=%d: the mate rows handed to done differ", tn, n, threads, local);
+                    if (!local)
+                        CHECKF(memcmp(U, RU, sizeof(float) * (size_t)(ROWS * n)) == 0,
+                               "%s n=%d threads=%d: the mate's Y differs", tn, n, threads);
+                    free(X); free(G); free(U); free(M); free(RG); free(RU);
+                    free((void *)wg.data); free((void *)wu.data);
+                }
+}
+
+typedef struct {
     ds4_pool *p, *other;
     _Atomic int busy[8];
     _Atomic int bad, seen_mask;
@@ -365,6 +431,7 @@ int main(void) {
     RUN(local);
     RUN(gather);
     RUN(gather_shared);
+    RUN(mates);
     RUN(pool_thread);
     RUN(pool_wakeups);
     RUN(pool_prefetch);

@@ -239,7 +239,7 @@ struct batch {
     float *router;   /* [n][E] */
     int32_t *eid;    /* [n][k] */
     float *ew;       /* [n][k] */
-    float *g, *u;    /* [n][F·max(1,n_sh)] expert intermediates */
+    float *g;        /* [n][F·max(1,n_sh)] expert intermediates (up's stay in the tasks: ffn_gate_up) */
     float *tmp;      /* [n][D] */
     float *xg, *yg;  /* [n·k][D] rows gathered for one expert, and its outputs */
     float *wg;       /* [n·k] their routing weights */
@@ -282,7 +282,7 @@ static inline void phase_end(const ds4_session *s, batch *b, enum ds4_phase phas
 static void batch_free(batch *b) {
     float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
                     &b->kv, &b->o, &b->low, &b->ca, &b->cz, &b->ia, &b->iz, &b->iq, &b->iw, &b->router,
-                    &b->ew, &b->g, &b->u, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
+                    &b->ew, &b->g, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
     free(b->sel); free(b->eid); free(b->etok); free(b->eslot);
     free(b->hc_scratch); b->hc_scratch = NULL;
@@ -323,7 +323,6 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
     b->eid = xcalloc(N * hp->n_expert_used, sizeof(int32_t), &fail);
     b->ew = xcalloc(N * hp->n_expert_used, sizeof(float), &fail);
     b->g = xcalloc(N * F, sizeof(float), &fail);
-    b->u = xcalloc(N * F, sizeof(float), &fail);
     b->tmp = xcalloc(N * (D > H * H ? D : H * H), sizeof(float), &fail);
     b->xg = xcalloc(N * K * D, sizeof(float), &fail);
     b->yg = xcalloc(N * K * D, sizeof(float), &fail);
@@ -1079,7 +1078,8 @@ typedef struct {
     const float *tab;
 } q_heads_ctx;
 
-static void q_heads_done(void *ctx, int64_t r0, int64_t r1) {
+static void q_heads_done(void *ctx, int64_t r0, int64_t r1, const float *mate, int64_t mate_ld) {
+    (void)mate, (void)mate_ld;
     const q_heads_ctx *c = ctx;
     const ds4_hparams *hp = &c->s->model->hp;
     const batch *b = c->b;
@@ -1255,40 +1255,40 @@ static void route(ds4_session *s, batch *b, const ds4_layer *L) {
 }
 
 /* SwiGLU epilogue of a gate/up pair: g ← w_t · SwiGLU(g, u) on rows [r0, r1)
- * of every token, run by the pool task that just computed those rows. */
+ * of every token, run by the pool task that just computed those rows; up's
+ * rows (u) come from that task's scratch (ds4_mm_seg.mate_local). */
 typedef struct {
     float *g;
-    const float *u;
-    int64_t F;          /* row stride of g and u */
+    int64_t F;          /* row stride of g */
     int n;
     const float *rw;    /* per-token routing weights; NULL: 1 */
     float clamp;
     const ds4_vec_ops *V;
 } swiglu_ctx;
 
-static void swiglu_done(void *ctx, int64_t r0, int64_t r1) {
+static void swiglu_done(void *ctx, int64_t r0, int64_t r1, const float *u, int64_t ldu) {
     const swiglu_ctx *c = ctx;
     for (int t = 0; t < c->n; t++) {
         float scale = c->rw ? c->rw[t] : 1.0f;
         float *g = c->g + (size_t)t * c->F;
-        const float *u = c->u + (size_t)t * c->F;
-        c->V->swiglu(g + r0, u + r0, r1 - r0, c->clamp, scale);
+        c->V->swiglu(g + r0, u + (size_t)t * ldu, r1 - r0, c->clamp, scale);
     }
 }
 
 /* Appends the gate+up pair of one FFN (gate carries up along, then SwiGLU)
- * over n rows of X into g/u (row stride F). */
+ * over n rows of X into g (row stride F). */
 static int ffn_gate_up(const batch *b, ds4_mm_seg *seg, int ns, swiglu_ctx *sc, const ds4_weight *w1,
                        const ds4_weight *w3, int64_t expert, const float *X, const int32_t *xrows, int64_t ldx, int n,
-                       float *g, float *u, const float *rw, float clamp) {
+                       float *g, const float *rw, float clamp) {
     int64_t F = w1->ne[1];
-    *sc = (swiglu_ctx){g, u, F, n, rw, clamp, b->V};
+    *sc = (swiglu_ctx){g, F, n, rw, clamp, b->V};
     seg[ns] = ds4_seg(w1, expert, 0, F, X, ldx, n, g, F);
     seg[ns].xrows = xrows;
     seg[ns].pair = 1;
+    seg[ns].mate_local = 1;
     seg[ns].done = swiglu_done;
     seg[ns].done_ctx = sc;
-    seg[ns + 1] = ds4_seg(w3, expert, 0, F, X, ldx, n, u, F);
+    seg[ns + 1] = ds4_seg(w3, expert, 0, F, X, ldx, n, NULL, F);
     seg[ns + 1].xrows = xrows;
     return ns + 2;
 }
@@ -1310,7 +1310,7 @@ static void ffn_rows(ds4_session *s, batch *b, const ds4_weight *w1, const ds4_w
     }
     ds4_mm_seg seg[2];
     swiglu_ctx sc;
-    ffn_gate_up(b, seg, 0, &sc, w1, w3, expert, X, NULL, D, n, b->g, b->u, rw, clamp);
+    ffn_gate_up(b, seg, 0, &sc, w1, w3, expert, X, NULL, D, n, b->g, rw, clamp);
     ds4_mm_multi(s->pool, seg, 2);
     ds4_mm(s->pool, w2, expert, 0, D, b->g, F, n, out, D);
 }
@@ -1391,7 +1391,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     bool sh = hp->n_expert_shared > 0;
     int64_t Fs = sh ? L->gate_sh.ne[1] : 0;
     /* routed rows first (n·k of them), then the shared expert's n rows */
-    float *gsh = b->g + (size_t)n * k * Fe, *ush = b->u + (size_t)n * k * Fe;
+    float *gsh = b->g + (size_t)n * k * Fe;
     int maxseg = 2 * E + 3;
     ds4_mm_seg *seg = malloc(sizeof *seg * (size_t)maxseg);
     swiglu_ctx *sc = malloc(sizeof *sc * (size_t)(E + 1));
@@ -1422,7 +1422,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     }
     int ns = 0;
     if (sh)
-        ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, NULL, D, n, gsh, ush, NULL,
+        ns = ffn_gate_up(b, seg, ns, &sc[E], &L->gate_sh, &L->up_sh, 0, b->xn, NULL, D, n, gsh, NULL,
                          L->clamp_shexp);
     for (int e = 0; e < E; e++) {
         int c0 = first[e], cnt = first[e + 1] - c0;
@@ -1437,8 +1437,7 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
         const int32_t *xrows = all ? NULL : b->etok + c0;
         for (int c = 0; c < cnt; c++) b->wg[c0 + c] = b->ew[b->eslot[c0 + c]];
         ns = ffn_gate_up(b, seg, ns, &sc[e], &L->gate_exps, &L->up_exps, e, b->xn, xrows, D, cnt,
-                         b->g + (size_t)c0 * Fe,
-                         b->u + (size_t)c0 * Fe, b->wg + c0, L->clamp_exp);
+                         b->g + (size_t)c0 * Fe, b->wg + c0, L->clamp_exp);
     }
     phase_end(s, b, DS4_PHASE_ROUTE);
     ds4_mm_multi(s->pool, seg, ns);

@@ -32,7 +32,8 @@ typedef struct mm_seg_job {
     size_t pbytes;            /* bytes per panel */
     const uint8_t *panels;    /* the n tokens packed, ceil(n / ptok) panels */
     const struct mm_seg_job *mate; /* paired segment computed by the same tasks */
-    void (*done)(void *ctx, int64_t r0, int64_t r1);
+    bool mate_local;          /* the mate's rows go to the thread's scratch */
+    void (*done)(void *ctx, int64_t r0, int64_t r1, const float *mate, int64_t mate_ld);
     void *done_ctx;
 } mm_seg_job;
 
@@ -55,6 +56,9 @@ typedef struct {
     const mm_piece *piece;
     mm_span *span;
     int nspan;
+    ds4_pool *pool;
+    float *mscratch;          /* local mates' rows: mstride floats per thread */
+    size_t mstride;
 } mm_job;
 
 /* Weight bytes per row block of the tile loop (mm_rows). */
@@ -142,8 +146,23 @@ static void mm_piece_run(const mm_job *mj, int64_t c) {
     const mm_seg_job *j = &mj->seg[pc->seg];
     int64_t r0 = pc->r0, r1 = pc->r1;
     mm_rows(j, r0, r1);
-    if (j->mate) mm_rows(j->mate, r0, r1);
-    if (j->done) j->done(j->done_ctx, r0, r1);
+    const float *mate = NULL;
+    int64_t mate_ld = 0;
+    if (j->mate && j->mate_local) { /* rows [r0, r1) as a matrix of their own, in the scratch */
+        mm_seg_job m = *j->mate;
+        m.row0 += r0;
+        m.nrows = r1 - r0;
+        m.ldy = (r1 - r0 + 15) & ~(int64_t)15; /* whole lines, like the kernels' stores */
+        m.Y = mj->mscratch + (size_t)ds4_pool_thread(mj->pool) * mj->mstride;
+        mm_rows(&m, 0, m.nrows);
+        mate = m.Y;
+        mate_ld = m.ldy;
+    } else if (j->mate) {
+        mm_rows(j->mate, r0, r1);
+        mate = j->mate->Y + r0;
+        mate_ld = j->mate->ldy;
+    }
+    if (j->done) j->done(j->done_ctx, r0, r1, mate, mate_ld);
 }
 
 /* Takes the front (own span) or back (stolen) chunk of span sp; -1: empty. */
@@ -356,13 +375,17 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         conv_of = (int *)(conv + nseg);
     }
     int nconv = 0;
-    size_t conv_bytes = 0;
+    size_t conv_bytes = 0, mate_floats = 0;
     int64_t total_work = 0, conv_work = 0;
     for (int i = 0; i < nseg; i++) {
         const ds4_mm_seg *s = &segs[i];
         mm_seg_job *j = &job[i];
         int64_t ne0 = s->w->ne[0];
         seg_setup(s, j);
+        if (i > 0 && segs[i - 1].pair && segs[i - 1].mate_local) { /* a piece's rows at most, for every token */
+            size_t f = (size_t)s->n * (size_t)((s->nrows + 15) & ~(int64_t)15);
+            if (f > mate_floats) mate_floats = f;
+        }
         total_work += s->nrows * ne0 * (int64_t)s->n;
         conv_of[i] = -1;
         if (seg_in_place(s)) continue; /* already in the right form */
@@ -390,12 +413,19 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
      * per matmul was a measurable part of a token's fixed cost. */
     _Alignas(64) uint8_t xq_stack[MM_XQ_STACK];
     uint8_t *xq = NULL, *xq_heap = NULL;
-    if (nconv) {
+    /* the local mates' per-thread slots go after the conversions */
+    int threads = ds4_pool_size(pool);
+    size_t mstride = (mate_floats + 15) & ~(size_t)15;
+    size_t scratch_bytes = align64(conv_bytes) + sizeof(float) * mstride * (size_t)threads;
+    if (scratch_bytes) {
         /* panels are read as aligned 64-byte rows */
         /* prefill's (MBs) in the pool's kept scratch */
-        xq = conv_bytes <= sizeof xq_stack ? xq_stack : ds4_pool_scratch(pool, conv_bytes);
-        if (!xq) xq = xq_heap = aligned_alloc(64, conv_bytes);
+        xq = scratch_bytes <= sizeof xq_stack ? xq_stack : ds4_pool_scratch(pool, scratch_bytes);
+        if (!xq) xq = xq_heap = aligned_alloc(64, scratch_bytes);
         if (!xq) abort(); /* activation buffers are tiny next to the weights */
+    }
+    float *mscratch = mstride ? (float *)(void *)(xq + align64(conv_bytes)) : NULL;
+    if (nconv) {
         size_t off = 0;
         int64_t nblocks[2] = {0, 0};
         for (int c = 0; c < nconv; c++) {
@@ -433,11 +463,13 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
      * the former guided cutting, whose pieces shrank geometrically and were
      * taken by whichever thread was free: 2 threads, n = 1, a 1 MB Q8_0
      * matvec went from 23.5 to ~20 us.) */
-    int threads = ds4_pool_size(pool);
     int64_t total = 0;
     for (int i = 0; i < nseg; i++) {
         mm_seg_job *j = &job[i];
-        if (segs[i].pair && i + 1 < nseg) j->mate = &job[i + 1];
+        if (segs[i].pair && i + 1 < nseg) {
+            j->mate = &job[i + 1];
+            j->mate_local = segs[i].mate_local;
+        }
         if (i > 0 && segs[i - 1].pair) continue; /* computed by its mate's tasks */
         total += j->nrows * seg_row_work(j);
     }
@@ -495,7 +527,7 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         if (c == npiece - 1)
             for (; sp < nspan; sp++) atomic_init(&span[sp].fb, (uint64_t)npiece << 32 | (uint64_t)npiece);
     }
-    mm_job mj = {job, piece, span, nspan};
+    mm_job mj = {job, piece, span, nspan, pool, mscratch, mstride};
     if (nspan <= 1) {
         for (int64_t c = 0; c < npiece; c++) mm_piece_run(&mj, c);
     } else {

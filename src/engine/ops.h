@@ -48,9 +48,14 @@ typedef struct ds4_mm_seg {
      * task computing the same rows of both (gate and up of an FFN).  done,
      * when set, is called by the task once rows [r0, r1) of this segment
      * (and of its mate) are final for every token: an epilogue (SwiGLU)
-     * that then runs in parallel inside the same job. */
-    int pair;
-    void (*done)(void *ctx, int64_t r0, int64_t r1);
+     * that then runs in parallel inside the same job.  It gets the mate's
+     * results for those rows: token t's row r at mate[t·mate_ld + r - r0]
+     * (mate NULL without a pair).  mate_local: the mate's results are for
+     * done alone, so each task keeps them in a per-thread scratch, in cache,
+     * and the mate's Y is never written (it may be NULL): up's 2-7 MB a
+     * layer of prefill outputs no longer go out to memory and back. */
+    int pair, mate_local;
+    void (*done)(void *ctx, int64_t r0, int64_t r1, const float *mate, int64_t mate_ld);
     void *done_ctx;
     /* Optional.  Tasks' row ranges start at multiples of row_gran (and of
      * the kernel's own step), so that done sees whole groups of rows (a
