@@ -29,8 +29,8 @@ fi
 OUT=build-neon
 mkdir -p "$OUT"
 # What the kernel tests link: the quant module, the matmul driver and pool
-# (test_simd's ds4_mm cases), the error helper.
-SRCS="src/quant/*.c src/engine/ops.c src/engine/pool.c src/util/err.c"
+# (test_simd's ds4_mm cases), the error helper, the pool's huge-page buffers.
+SRCS="src/quant/*.c src/engine/ops.c src/engine/pool.c src/util/err.c src/util/mem.c"
 CFLAGS="-O2 -std=c11 -ffp-contract=off -Wall -Wextra -D_GNU_SOURCE -Isrc -Itests -static -pthread"
 fail=0
 for march in armv8.2-a+dotprod armv8-a; do
