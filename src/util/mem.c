@@ -10,8 +10,8 @@
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-/* small-q2 prefill of 512 tokens, 2 threads, batch buffers on huge pages:
- * ~1% faster (3 interleaved pairs), with THP in "madvise" mode. */
+/* small-q2 prefill of 512 tokens, 2 threads, with THP in "madvise" mode:
+ * +2.4% with these buffers on huge pages (5 interleaved pairs). */
 void *ds4_alloc_big(size_t bytes) {
     if (bytes > SIZE_MAX - HUGE_PAGE) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -27,6 +27,7 @@ void *ds4_alloc_big(size_t bytes) {
 
 void *ds4_calloc_big(size_t n, size_t size) {
     if (size && n > (SIZE_MAX - HUGE_PAGE) / size) return NULL;
-    void *p = ds4_alloc_big(n * size);
-    return p ? memset(p, 0, n * size) : NULL;
+    size_t bytes = (n * size + 63) & ~(size_t)63; /* whole lines, as stored to */
+    void *p = ds4_alloc_big(bytes);
+    return p ? memset(p, 0, bytes) : NULL;
 }

@@ -12,7 +12,7 @@
 /* At least `bytes` bytes, uninitialised. */
 void *ds4_alloc_big(size_t bytes);
 
-/* n * size bytes, zeroed. */
+/* n * size bytes, zeroed (to the end of the last 64-byte line). */
 void *ds4_calloc_big(size_t n, size_t size);
 
 #endif
