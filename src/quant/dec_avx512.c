@@ -52,6 +52,7 @@
 #include <immintrin.h>
 
 #include "quant/dpbusd.h"
+#include <stdbool.h>
 #include <string.h>
 
 #ifdef __clang__
@@ -225,9 +226,23 @@ TGT_GF static float q2k_dot(int64_t n, const void *w, const void *x) {
  * distances nothing; one row block ahead instead of two gained ~8% on the
  * 1024-wide matrices (2 KB rows), none at 4096.  With 2 threads old and new
  * were within the noise of this shared machine, and in ds4-bench's decode.
+ *
+ * Since session 25, where the near distance is under 16 KB (the 1024-wide
+ * compressors: 8 KB), the Q8_0 kernel's far stage (ds4_pf_far, simd_int.h)
+ * asks for the tile's rows again at twice that distance, into L2.  2
+ * threads, 40 layers' worth of weights from DRAM (probe ~45-49 GB/s): a
+ * 512 x 1024 F16 matvec 28.4 -> 23.9 us; a job shaped like the attention
+ * projections (Q8_0 q_a and kv, F16 compressors) 107 -> 97 us; small-q2
+ * decode, 6 interleaved pairs: attn_proj 0.857 -> 0.945 of the bandwidth
+ * limit (560 -> 509 us a token), the whole step 0.761 -> 0.783.  Not for
+ * longer near distances: with the HC mixes (8 KB rows, 32 KB ahead) the far
+ * stage ran past their 98 KB per thread (4.2 -> 4.6-7 us), and it did
+ * nothing for 4096-wide matrices; near 16 KB + far 32 KB was worse than
+ * 8 + 16.
  * ------------------------------------------------------------------------ */
 
 #define F16_UNROLL16 _Pragma("GCC unroll 16")
+#define F16_FAR_BELOW 16384 /* near distances (bytes) that get the far stage */
 
 /* The 16 halves at row + i as floats (cvtph2ps: exact, inf/NaN/subnormals
  * included); m zero-pads a tail chunk. */
@@ -308,12 +323,17 @@ INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t 
      * call's rows) and at least ~8 KB ahead; a prefill tile reads its rows
      * for several columns and leaves it to the hardware. */
     const size_t pfd = NC > 1 || ws == 0 ? 0 : (NR * ws >= 8192 ? (size_t)NR : (8192 + ws - 1) / ws) * ws;
+    /* and where that is short (rows of up to ~1K halves), the far stage
+     * (simd_int.h) at twice it: header comment */
+    const bool far_on = pfd && pfd < F16_FAR_BELOW;
+    ds4_pf_far far = ds4_pf_far_at(w, ws, NR, n / 32, 2 * pfd);
     int64_t i = 0;
 #define WF(r) f16w(wr[r], i)
 #define XF(c) _mm512_loadu_ps(xc[c] + i)
 #define WF2(r) f16w(wr[r], i + 16)
 #define XF2(c) _mm512_loadu_ps(xc[c] + i + 16)
     for (; i + 32 <= n; i += 32) { /* a line of every row per step */
+        if (far_on) ds4_pf_far_step(&far);
         if (pfd) DS4_UNROLL for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(wr[r] + i) + pfd, _MM_HINT_T0);
         F16_CHUNK(WF, XF);
         F16_CHUNK(WF2, XF2);

@@ -81,10 +81,16 @@ typedef struct {
     size_t span;   /* nr·ws */
 } ds4_pf_far;
 
-static inline ds4_pf_far ds4_pf_far_init(const void *w, size_t ws, int nr, int64_t nsteps) {
-    ds4_pf_far f = {(const char *)w + 2 * ds4_decode_pf_dist(ws, nr), 0, 0, 0, (size_t)nr * ws};
+/* The far stage `dist` bytes ahead of the tile at w. */
+static inline ds4_pf_far ds4_pf_far_at(const void *w, size_t ws, int nr, int64_t nsteps, size_t dist) {
+    ds4_pf_far f = {(const char *)w + dist, 0, 0, 0, (size_t)nr * ws};
     if (nsteps > 0) f.per = (f.span + (size_t)nsteps - 1) / (size_t)nsteps;
     return f;
+}
+
+/* ... at twice the near distance: the Q8_0 kernel's. */
+static inline ds4_pf_far ds4_pf_far_init(const void *w, size_t ws, int nr, int64_t nsteps) {
+    return ds4_pf_far_at(w, ws, nr, nsteps, 2 * ds4_decode_pf_dist(ws, nr));
 }
 
 #if defined(__x86_64__) || defined(__i386__)
