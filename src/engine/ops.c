@@ -218,6 +218,10 @@ typedef struct {
     int rows;                 /* rows per conversion task (whole panels) */
     int src;                  /* >= 0: a gather whose rows are copied from
                                * conversion src (the same input in order) */
+    bool keep;                /* xq is read after the pass (a dot/tile segment,
+                               * or a copy's source); else only its panels are,
+                               * and a task's rows go through its thread's
+                               * slot instead (conv_task) */
 } mm_conv;
 
 /* The conversions of one pass: those with src < 0 (pass 0), then the
@@ -226,6 +230,9 @@ typedef struct {
     const mm_conv *conv;
     int nconv;
     int pass;
+    ds4_pool *pool;
+    uint8_t *slots;           /* per thread, slot_bytes each: unkept rows */
+    size_t slot_bytes;
 } mm_conv_job;
 
 #define CONV_ROWS 16
@@ -251,18 +258,21 @@ static void conv_task(void *ctx, int64_t task) {
     const mm_conv *cv = &cj->conv[c];
     int t0 = (int)(task - first) * cv->rows;
     int t1 = t0 + cv->rows < cv->n ? t0 + cv->rows : cv->n;
+    /* row t's bytes: in xq, or (unkept) in this thread's slot, where the
+     * pack below reads them while they are in L1 */
+    uint8_t *dst = cv->keep ? cv->xq + (size_t)t0 * cv->xq_bytes
+                            : cj->slots + (size_t)ds4_pool_thread(cj->pool) * cj->slot_bytes;
     if (cv->src >= 0) { /* same function of the same row: the same bytes */
         const uint8_t *from = cj->conv[cv->src].xq;
         for (int t = t0; t < t1; t++)
-            memcpy(cv->xq + (size_t)t * cv->xq_bytes, from + (size_t)cv->xrows[t] * cv->xq_bytes, cv->xq_bytes);
+            memcpy(dst + (size_t)(t - t0) * cv->xq_bytes, from + (size_t)cv->xrows[t] * cv->xq_bytes, cv->xq_bytes);
     } else {
         for (int t = t0; t < t1; t++)
             ds4_quantize_row_for(cv->type, cv->X + (int64_t)(cv->xrows ? cv->xrows[t] : t) * cv->ldx,
-                                 cv->xq + (size_t)t * cv->xq_bytes, cv->ne0);
+                                 dst + (size_t)(t - t0) * cv->xq_bytes, cv->ne0);
     }
     if (cv->pack)
-        cv->pack(cv->ne0, cv->xq + (size_t)t0 * cv->xq_bytes, cv->xq_bytes, t1 - t0,
-                 cv->panels + (size_t)(t0 / cv->ptok) * cv->pbytes);
+        cv->pack(cv->ne0, dst, cv->xq_bytes, t1 - t0, cv->panels + (size_t)(t0 / cv->ptok) * cv->pbytes);
 }
 
 /* Fewest tokens for which the panel kernel beats the 4x4 tiles: Q8_0 on
@@ -397,18 +407,32 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         /* the segment's own conversion, kept only if none matches */
         const mm_conv *own = &conv[nconv];
         conv[nconv] = (mm_conv){s->w->type, s->X, s->xrows, s->ldx, ne0, s->n, NULL, j->xq_bytes,
-                                j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1};
+                                j->pack, j->ptok, j->pbytes, NULL, conv_rows(j->ptok), -1, true};
         for (int c = 0; c < nconv && conv_of[i] < 0; c++)
             if (conv_same_input(&conv[c], own) && conv[c].xrows == s->xrows && conv[c].n >= s->n &&
                 (!j->pack || conv[c].pack == j->pack))
                 conv_of[i] = c;
         if (conv_of[i] >= 0) continue;
-        conv_bytes += align64(j->xq_bytes * (size_t)s->n);
-        if (j->pack) conv_bytes += align64(j->pbytes * (size_t)((s->n + j->ptok - 1) / j->ptok));
         conv_work += ne0 * (int64_t)s->n;
         conv_of[i] = nconv++;
     }
     share_gathers(conv, nconv);
+    /* Which conversions keep their rows (mm_conv.keep).  Prefill's panel
+     * conversions do not: their rows (MBs: the routed experts' gathered
+     * x̂ rows, the attention output) would be written to memory only to be
+     * packed at once and never read again. */
+    for (int c = 0; c < nconv; c++) conv[c].keep = !conv[c].pack;
+    for (int i = 0; i < nseg; i++)
+        if (conv_of[i] >= 0 && !job[i].pgemm) conv[conv_of[i]].keep = true;
+    for (int c = 0; c < nconv; c++)
+        if (conv[c].src >= 0) conv[conv[c].src].keep = true;
+    size_t slot_bytes = 0; /* per thread: one task's unkept rows */
+    for (int c = 0; c < nconv; c++) {
+        const mm_conv *cv = &conv[c];
+        if (cv->keep) conv_bytes += align64(cv->xq_bytes * (size_t)cv->n);
+        else if (align64(cv->xq_bytes * (size_t)cv->rows) > slot_bytes) slot_bytes = align64(cv->xq_bytes * (size_t)cv->rows);
+        if (cv->pack) conv_bytes += align64(cv->pbytes * (size_t)((cv->n + cv->ptok - 1) / cv->ptok));
+    }
     /* Decode's converted inputs (a few KB) live on the stack: a malloc/free
      * per matmul was a measurable part of a token's fixed cost. */
     _Alignas(64) uint8_t xq_stack[MM_XQ_STACK];
@@ -416,7 +440,7 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
     /* the local mates' per-thread slots go after the conversions */
     int threads = ds4_pool_size(pool);
     size_t mstride = (mate_floats + 15) & ~(size_t)15;
-    size_t scratch_bytes = align64(conv_bytes) + sizeof(float) * mstride * (size_t)threads;
+    size_t scratch_bytes = align64(conv_bytes) + slot_bytes * (size_t)threads + sizeof(float) * mstride * (size_t)threads;
     if (scratch_bytes) {
         /* panels are read as aligned 64-byte rows */
         /* prefill's (MBs) in the pool's kept scratch */
@@ -424,13 +448,14 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
         if (!xq) xq = xq_heap = aligned_alloc(64, scratch_bytes);
         if (!xq) abort(); /* activation buffers are tiny next to the weights */
     }
-    float *mscratch = mstride ? (float *)(void *)(xq + align64(conv_bytes)) : NULL;
+    uint8_t *slots = slot_bytes ? xq : NULL;
+    float *mscratch = mstride ? (float *)(void *)(xq + align64(conv_bytes) + slot_bytes * (size_t)threads) : NULL;
     if (nconv) {
-        size_t off = 0;
+        size_t off = slot_bytes * (size_t)threads;
         int64_t nblocks[2] = {0, 0};
         for (int c = 0; c < nconv; c++) {
-            conv[c].xq = xq + off;
-            off += align64(conv[c].xq_bytes * (size_t)conv[c].n);
+            conv[c].xq = conv[c].keep ? xq + off : NULL;
+            if (conv[c].keep) off += align64(conv[c].xq_bytes * (size_t)conv[c].n);
             if (conv[c].pack) {
                 conv[c].panels = xq + off;
                 off += align64(conv[c].pbytes * (size_t)((conv[c].n + conv[c].ptok - 1) / conv[c].ptok));
@@ -438,7 +463,7 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
             nblocks[conv[c].src >= 0] += conv_blocks(&conv[c]);
         }
         for (int pass = 0; pass < 2; pass++) { /* copies wait for their sources */
-            mm_conv_job cj = {conv, nconv, pass};
+            mm_conv_job cj = {conv, nconv, pass, pool, slots, slot_bytes};
             if (conv_work >= (1 << 16) && nblocks[pass] > 1) {
                 ds4_pool_run(pool, nblocks[pass], conv_task, &cj);
             } else {
