@@ -13,6 +13,9 @@
  *                              x86-64 glibc, whose expf the kernel transcribes)
  *   swiglu                     as exp (the only rounding source it adds)
  *   scale_mul, rot, hc mixes   bit-identical
+ *   softpool                   bit-identical to ds4_vec_softpool_ref over the
+ *                              level's exp: -inf scores (a whole column of
+ *                              them too), NaN scores, column tails, 1-128 rows
  *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
  *                              magnitude below the format maximum
  *   idx_scores                 bit-identical, however the call is cut; the
@@ -296,6 +299,46 @@ TEST(elementwise) {
             }
             free(x); free(w); free(u); free(y1); free(y2);
         }
+    }
+}
+
+TEST(softpool) {
+    ds4_vec_ops v;
+    const int rows_[] = {1, 8, 128}, ds[] = {1, 15, 16, 40, 256, 300};
+    FOR_LEVELS(v, lv) {
+        for (size_t ri = 0; ri < sizeof rows_ / sizeof *rows_; ri++)
+            for (size_t di = 0; di < sizeof ds / sizeof *ds; di++) {
+                int rows = rows_[ri], d = ds[di];
+                rng_seed(7 + (uint64_t)(rows * 1000 + d));
+                float *kv = malloc(sizeof(float) * (size_t)rows * d), *sc = malloc(sizeof(float) * (size_t)rows * d);
+                const float **kp = malloc(sizeof(float *) * (size_t)rows), **sp = malloc(sizeof(float *) * (size_t)rows);
+                float *y1 = malloc(sizeof(float) * d), *y2 = malloc(sizeof(float) * d);
+                fill_gauss(kv, (int64_t)rows * d, 2.0f);
+                fill_gauss(sc, (int64_t)rows * d, 6.0f);
+                for (int r = 0; r < rows; r++) {
+                    kp[r] = kv + (size_t)r * d;
+                    sp[r] = sc + (size_t)r * d;
+                    if (r % 3 == 1) sc[(size_t)r * d + (r * 7) % d] = -INFINITY; /* a masked row */
+                }
+                if (d > 2) {
+                    for (int r = 0; r < rows; r++) sc[(size_t)r * d + 1] = -INFINITY; /* nothing left: 0 */
+                    sc[2] = NAN;                                                   /* never the max */
+                }
+                v.softpool(&v, kp, sp, rows, d, y1);
+                ds4_vec_softpool_ref(&v, kp, sp, rows, d, y2);
+                CHECKF(memcmp(y1, y2, sizeof(float) * d) == 0, "%s softpool rows=%d d=%d", *lv, rows, d);
+                if (d > 2) CHECKF(y1[1] == 0.0f, "%s softpool rows=%d d=%d: all -inf column %g", *lv, rows, d, y1[1]);
+                /* a weighted mean lies within its rows' range */
+                int in = 1;
+                for (int e = 3; e < d; e++) {
+                    float lo = INFINITY, hi = -INFINITY;
+                    for (int r = 0; r < rows; r++)
+                        if (sp[r][e] != -INFINITY) { lo = fminf(lo, kp[r][e]); hi = fmaxf(hi, kp[r][e]); }
+                    if (lo <= hi && (y1[e] < lo - 1e-5f * fabsf(lo) || y1[e] > hi + 1e-5f * fabsf(hi))) in = 0;
+                }
+                CHECKF(in, "%s softpool rows=%d d=%d: a mean outside its rows", *lv, rows, d);
+                free(kv); free(sc); free(kp); free(sp); free(y1); free(y2);
+            }
     }
 }
 
@@ -637,6 +680,7 @@ int main(void) {
     RUN(exp);
     RUN(attn);
     RUN(elementwise);
+    RUN(softpool);
     RUN(hc_mixes);
     RUN(fp_roundtrips);
     RUN(idx_scores);

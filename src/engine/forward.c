@@ -687,41 +687,23 @@ static void comp_row(const comp_src *cs, int64_t pos, const float **kv, const fl
     *sc = cs->ssc + (size_t)slot * cs->w;
 }
 
-/* Pools block K into row (width d): per column e, row[e] = Σ_r p_r·kv_r /
- * Σ_r p_r with p_r = expf(sc_r - max), in double, rows in order (ratio 4:
- * the previous block's Ca, then this block's Cb), rows whose score is -inf
- * left out.  It runs a row at a time across the columns (the live vector
- * expf equals libm's; every column's sums keep their order). */
+/* Pools block K into row (width d): V->softpool over the block's rows in
+ * order (ratio 4: the previous block's Ca, then this block's Cb): per
+ * column the softmax-weighted mean, in double, rows whose score is -inf
+ * left out. */
 static void comp_pool(const ds4_vec_ops *V, const comp_src *cs, int64_t K, float *row) {
     const int m = cs->m, d = cs->d, rows = cs->c * m;
-    double *num = malloc((sizeof(double) * 2 + sizeof(float) * 2) * (size_t)d + sizeof(float *) * 2 * (size_t)rows);
-    if (!num) abort();
-    double *den = num + d;
-    float *mx = (float *)(den + d), *p = mx + d;
-    const float **kvr = (const float **)(void *)(p + d), **scr = kvr + rows;
+    const float *kv[256], *sc[256];
+    if (rows > 256) abort(); /* ds4_hparams_validate admits ratios 4 (8 rows) and 128 only */
     /* row r's position (ratio 4: the previous block, then this one) and
      * half (ratio 4: Ca for the previous block, Cb for this one) */
     for (int r = 0; r < rows; r++) {
-        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kvr[r], &scr[r]);
+        comp_row(cs, m == 4 ? (r < 4 ? 4 * (K - 1) + r : 4 * K + r - 4) : m * K + r, &kv[r], &sc[r]);
         int col = m == 4 && r >= m ? d : 0;
-        kvr[r] += col;
-        scr[r] += col;
+        kv[r] += col;
+        sc[r] += col;
     }
-    for (int e = 0; e < d; e++) { mx[e] = NEG_INF; num[e] = 0; den[e] = 0; }
-    for (int r = 0; r < rows; r++)
-        for (int e = 0; e < d; e++) mx[e] = fmax_inl(mx[e], scr[r][e]);
-    for (int r = 0; r < rows; r++) {
-        const float *sc = scr[r], *kv = kvr[r];
-        for (int e = 0; e < d; e++) p[e] = sc[e] - mx[e];
-        V->exp(p, p, d);
-        for (int e = 0; e < d; e++) {
-            if (sc[e] == NEG_INF) continue;
-            den[e] += p[e];
-            num[e] += (double)p[e] * kv[e];
-        }
-    }
-    for (int e = 0; e < d; e++) row[e] = den[e] > 0 ? (float)(num[e] / den[e]) : 0.0f;
-    free(num);
+    V->softpool(V, kv, sc, rows, d, row);
 }
 
 /* Moves the frontier state past the batch (after every block is pooled):

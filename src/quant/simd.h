@@ -103,6 +103,13 @@ typedef struct ds4_vec_ops {
     void (*hc_collapse)(const struct ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
     void (*hc_expand)(const struct ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
                       int H, int64_t n, float *scratch);
+    /* A compressor's softmax pooling (MODEL.md §6.4) of `rows` rows of d
+     * columns: per column e, out[e] = Σ_r p_r·kv[r][e] / Σ_r p_r with
+     * p_r = expf(sc[r][e] - max_r sc[r][e]) (the level's exp), the sums in
+     * double over r = 0, 1, ... (each a mul then an add), rows whose score
+     * is -inf left out, 0 where none is left.  Bit-identical at every level. */
+    void (*softpool)(const struct ds4_vec_ops *v, const float *const *kv, const float *const *sc, int rows, int d,
+                     float *out);
     /* Lightning-indexer scores of nt tokens against n rows (MODEL.md §6.6):
      *   out[t·ostride + i] = Σ_h w[t·nI + h]·relu(q_{t,h}·k_i)
      * q: nt·nI·dI floats (token t, head h at (t·nI + h)·dI), k: n rows of

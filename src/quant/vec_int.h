@@ -18,6 +18,8 @@ void ds4_vec_dot16_ref(const ds4_vec_ops *v, const float *const *a, const float 
 void ds4_vec_hc_collapse_ref(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n);
 void ds4_vec_hc_expand_ref(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C, int H,
                            int64_t n, float *scratch);
+void ds4_vec_softpool_ref(const ds4_vec_ops *v, const float *const *kv, const float *const *sc, int rows, int d,
+                          float *out);
 void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
                             float *out, int64_t ostride);
 /* 2^(i/32) as double bits minus i << 47 (glibc's expf table), for the

@@ -145,6 +145,33 @@ void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int 
     }
 }
 
+/* Columns in chunks of SOFTPOOL_COLS, so the row loop's scratch stays on
+ * the stack (every column keeps its own order: the chunking changes no bit). */
+#define SOFTPOOL_COLS 256
+
+void ds4_vec_softpool_ref(const ds4_vec_ops *v, const float *const *kv, const float *const *sc, int rows, int d,
+                          float *out) {
+    double num[SOFTPOOL_COLS], den[SOFTPOOL_COLS];
+    float mx[SOFTPOOL_COLS], p[SOFTPOOL_COLS];
+    for (int e0 = 0; e0 < d; e0 += SOFTPOOL_COLS) {
+        int n = d - e0 < SOFTPOOL_COLS ? d - e0 : SOFTPOOL_COLS;
+        for (int e = 0; e < n; e++) { mx[e] = -INFINITY; num[e] = 0; den[e] = 0; }
+        for (int r = 0; r < rows; r++) /* a NaN score never wins (mx is never NaN) */
+            for (int e = 0; e < n; e++) mx[e] = sc[r][e0 + e] > mx[e] ? sc[r][e0 + e] : mx[e];
+        for (int r = 0; r < rows; r++) {
+            const float *s = sc[r] + e0, *k = kv[r] + e0;
+            for (int e = 0; e < n; e++) p[e] = s[e] - mx[e];
+            v->exp(p, p, n);
+            for (int e = 0; e < n; e++) {
+                if (s[e] == -INFINITY) continue;
+                den[e] += p[e];
+                num[e] += (double)p[e] * k[e];
+            }
+        }
+        for (int e = 0; e < n; e++) out[e0 + e] = den[e] > 0 ? (float)(num[e] / den[e]) : 0.0f;
+    }
+}
+
 void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->dot16 = ds4_vec_dot16_ref;
     v->attn = ds4_vec_attn_ref;
@@ -156,6 +183,7 @@ void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->fp4_roundtrip = fp4_rt_ref;
     v->hc_collapse = ds4_vec_hc_collapse_ref;
     v->hc_expand = ds4_vec_hc_expand_ref;
+    v->softpool = ds4_vec_softpool_ref;
     v->idx_scores = ds4_vec_idx_scores_ref;
     v->idx8 = NULL;
 }
