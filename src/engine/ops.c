@@ -437,7 +437,10 @@ void ds4_mm_multi(ds4_pool *pool, const ds4_mm_seg *segs, int nseg) {
      * per matmul was a measurable part of a token's fixed cost. */
     _Alignas(64) uint8_t xq_stack[MM_XQ_STACK];
     uint8_t *xq = NULL, *xq_heap = NULL;
-    /* the local mates' per-thread slots go after the conversions */
+    /* Layout: the per-thread row slots, the conversions, then the local
+     * mates' per-thread slots.  (With the row slots after the conversions
+     * instead, out_a and out_b of a small-q2 prefill ran ~1.5 us a token
+     * slower each, 4 of 4 pairs: not understood.) */
     int threads = ds4_pool_size(pool);
     size_t mstride = (mate_floats + 15) & ~(size_t)15;
     size_t scratch_bytes = align64(conv_bytes) + slot_bytes * (size_t)threads + sizeof(float) * mstride * (size_t)threads;
