@@ -348,23 +348,27 @@ TGT static void attn_avx2(const ds4_vec_ops *v, const ds4_attn_args *a) {
 /* vec_avx512.c's one-pass mixes on 8 lanes: per 8 floats the H old stream
  * values are loaded once and every output formed in registers, the scalar
  * version's mul-then-add steps in its order (bit-identical to it).  Up to
- * HC_MAX streams (V4 has 4); more fall back on the scalar version. */
+ * HC_MAX streams (V4 has 4); more fall back on the scalar version.  Unroll
+ * pragmas on the loops over H, as at avx512: without them GCC 12 -O2 keeps
+ * the streams in stack arrays even for constant H. */
 #define HC_MAX 8
 
 TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *C, const int H, int64_t n) {
-    __m256 pk[HC_MAX], cjk[HC_MAX][HC_MAX];
-    for (int k = 0; k < H; k++) {
+    /* zero-filled: unrolled for a variable H, the loops would otherwise
+     * read (never use) entries past H, and GCC warns */
+    __m256 pk[HC_MAX] = {{0}}, cjk[HC_MAX][HC_MAX] = {{{0}}};
+    _Pragma("GCC unroll 8") for (int k = 0; k < H; k++) {
         pk[k] = _mm256_set1_ps(post[k]);
-        for (int j = 0; j < H; j++) cjk[j][k] = _mm256_set1_ps(C[j * H + k]);
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) cjk[j][k] = _mm256_set1_ps(C[j * H + k]);
     }
     for (int64_t i = 0; i < n; i += 8) {
         const __m256i m = tail8(n - i);
-        __m256 old[HC_MAX];
-        for (int j = 0; j < H; j++) old[j] = _mm256_maskload_ps(X + (size_t)j * n + i, m);
+        __m256 old[HC_MAX] = {{0}};
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) old[j] = _mm256_maskload_ps(X + (size_t)j * n + i, m);
         const __m256 ov = _mm256_maskload_ps(o + i, m);
-        for (int k = 0; k < H; k++) {
+        _Pragma("GCC unroll 8") for (int k = 0; k < H; k++) {
             __m256 y = _mm256_mul_ps(ov, pk[k]);
-            for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(cjk[j][k], old[j]));
+            _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(cjk[j][k], old[j]));
             _mm256_maskstore_ps(X + (size_t)k * n + i, m, y);
         }
     }
@@ -378,12 +382,12 @@ TGT static void hc_expand_avx2(const ds4_vec_ops *v, float *X, const float *o, c
 }
 
 TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
-    __m256 wj[HC_MAX];
-    for (int j = 0; j < H; j++) wj[j] = _mm256_set1_ps(w[j]);
+    __m256 wj[HC_MAX] = {{0}};
+    _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) wj[j] = _mm256_set1_ps(w[j]);
     for (int64_t i = 0; i < n; i += 8) {
         const __m256i m = tail8(n - i);
         __m256 y = _mm256_setzero_ps();
-        for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(wj[j], _mm256_maskload_ps(X + (size_t)j * n + i, m)));
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(wj[j], _mm256_maskload_ps(X + (size_t)j * n + i, m)));
         _mm256_maskstore_ps(x + i, m, y);
     }
 }

@@ -481,23 +481,29 @@ TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
  * values are loaded once and every output is formed in registers, the
  * scalar version's mul-then-add steps in its order (so bit-identical to it),
  * instead of H + H² passes over the rows plus a copy.  Up to HC_MAX streams
- * (V4 has 4); more fall back on the scalar version. */
+ * (V4 has 4); more fall back on the scalar version.  The loops over H carry
+ * unroll pragmas: at -O2 GCC 12 kept even the constant-H (4) copy as loops
+ * over stack arrays, every stream value stored and reloaded per 16 floats;
+ * unrolled, H = 4 lives in registers (small-q2 prefill hc 40-43 -> 35-39
+ * us a token, 7 interleaved pairs). */
 #define HC_MAX 8
 
 TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *C, const int H, int64_t n) {
-    __m512 pk[HC_MAX], cjk[HC_MAX][HC_MAX];
-    for (int k = 0; k < H; k++) {
+    /* zero-filled: unrolled for a variable H, the loops would otherwise
+     * read (never use) entries past H, and GCC warns */
+    __m512 pk[HC_MAX] = {{0}}, cjk[HC_MAX][HC_MAX] = {{{0}}};
+    _Pragma("GCC unroll 8") for (int k = 0; k < H; k++) {
         pk[k] = _mm512_set1_ps(post[k]);
-        for (int j = 0; j < H; j++) cjk[j][k] = _mm512_set1_ps(C[j * H + k]);
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) cjk[j][k] = _mm512_set1_ps(C[j * H + k]);
     }
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = tail_mask(n - i);
-        __m512 old[HC_MAX];
-        for (int j = 0; j < H; j++) old[j] = _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i);
+        __m512 old[HC_MAX] = {{0}};
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) old[j] = _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i);
         const __m512 ov = _mm512_maskz_loadu_ps(m, o + i);
-        for (int k = 0; k < H; k++) {
+        _Pragma("GCC unroll 8") for (int k = 0; k < H; k++) {
             __m512 y = _mm512_mul_ps(ov, pk[k]);
-            for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(cjk[j][k], old[j]));
+            _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(cjk[j][k], old[j]));
             _mm512_mask_storeu_ps(X + (size_t)k * n + i, m, y);
         }
     }
@@ -511,12 +517,12 @@ TGT static void hc_expand_512(const ds4_vec_ops *v, float *X, const float *o, co
 }
 
 TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
-    __m512 wj[HC_MAX];
-    for (int j = 0; j < H; j++) wj[j] = _mm512_set1_ps(w[j]);
+    __m512 wj[HC_MAX] = {{0}};
+    _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) wj[j] = _mm512_set1_ps(w[j]);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = tail_mask(n - i);
         __m512 y = _mm512_setzero_ps();
-        for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(wj[j], _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i)));
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(wj[j], _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i)));
         _mm512_mask_storeu_ps(x + i, m, y);
     }
 }
