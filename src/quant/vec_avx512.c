@@ -45,6 +45,24 @@ static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
+/* Runs BODY over the 16-float steps of [0, n) with i the step's start and
+ * m its lane mask: whole steps with m a constant 0xFFFF (GCC folds it into
+ * plain loads and stores), then one masked tail.  With m made by
+ * tail_mask() at every step the elementwise loops ran slower (avx512 axpy
+ * in the MoE sum, small-q2 prefill: moe_sum ~6.8 -> ~4.9 us a token). */
+#define FOR_STEPS(i, m, n, ...)                                    \
+    do {                                                           \
+        int64_t i = 0;                                             \
+        for (; i + 16 <= (n); i += 16) {                           \
+            const __mmask16 m = (__mmask16)0xFFFF;                 \
+            __VA_ARGS__                                            \
+        }                                                          \
+        if (i < (n)) {                                             \
+            const __mmask16 m = tail_mask((n) - i);                \
+            __VA_ARGS__                                            \
+        }                                                          \
+    } while (0)
+
 /* ---- exp ------------------------------------------------------------------ */
 
 TGTI __m256 exp8(__m256 x) {
@@ -91,18 +109,14 @@ TGTI __m512 exp16(__m512 x) {
 }
 
 TGT static void exp_512(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
-    }
+    FOR_STEPS(i, m, n, { _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i))); });
 }
 
 TGT static void swiglu_512(float *g, const float *u, int64_t n, float c, float scale) {
     const __m512 vc = _mm512_set1_ps(c), vnc = _mm512_set1_ps(-c), vs = _mm512_set1_ps(scale);
     const __m512 one = _mm512_set1_ps(1.0f);
     int clamp = c > 1e-6f;
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
+    FOR_STEPS(i, m, n, {
         __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
         if (clamp) { /* fminf(g, c): min_ps returns its second operand when one is NaN */
             gv = _mm512_min_ps(gv, vc);
@@ -111,19 +125,18 @@ TGT static void swiglu_512(float *g, const float *u, int64_t n, float c, float s
         __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv), vs);
         _mm512_mask_storeu_ps(g + i, m, y);
-    }
+    });
 }
 
 /* ---- elementwise ------------------------------------------------------------ */
 
 TGT static void scale_mul_512(float *y, const float *x, float s, const float *w, int64_t n) {
     const __m512 vs = _mm512_set1_ps(s);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
+    FOR_STEPS(i, m, n, {
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs);
         if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
         _mm512_mask_storeu_ps(y + i, m, v);
-    }
+    });
 }
 
 /* (a, b) -> (a·c - b·s, a·s + b·c): xc = (a·c, b·c), ys = (b·s, a·s); even
@@ -496,8 +509,7 @@ TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *
         pk[k] = _mm512_set1_ps(post[k]);
         _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) cjk[j][k] = _mm512_set1_ps(C[j * H + k]);
     }
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+    FOR_STEPS(i, m, n, {
         __m512 old[HC_MAX] = {{0}};
         _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) old[j] = _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i);
         const __m512 ov = _mm512_maskz_loadu_ps(m, o + i);
@@ -506,7 +518,7 @@ TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *
             _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(cjk[j][k], old[j]));
             _mm512_mask_storeu_ps(X + (size_t)k * n + i, m, y);
         }
-    }
+    });
 }
 
 TGT static void hc_expand_512(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
@@ -519,12 +531,11 @@ TGT static void hc_expand_512(const ds4_vec_ops *v, float *X, const float *o, co
 TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
     __m512 wj[HC_MAX] = {{0}};
     _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) wj[j] = _mm512_set1_ps(w[j]);
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = tail_mask(n - i);
+    FOR_STEPS(i, m, n, {
         __m512 y = _mm512_setzero_ps();
         _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm512_add_ps(y, _mm512_mul_ps(wj[j], _mm512_maskz_loadu_ps(m, X + (size_t)j * n + i)));
         _mm512_mask_storeu_ps(x + i, m, y);
-    }
+    });
 }
 
 TGT static void hc_collapse_512(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n) {
