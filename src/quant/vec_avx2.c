@@ -34,6 +34,29 @@ TGTI __m256i tail8(int64_t left) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(left >= 8 ? 8 : (int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* Runs BODY over the 8-float steps of [0, n), i the step's start: whole
+ * steps with `full` a constant 1, then one tail with full 0 and m its lane
+ * mask.  LD8/ST8 are plain loads and stores where full, vmaskmov at the
+ * tail only (vec_avx512.c's FOR_STEPS: masks at every step ran its
+ * elementwise loops slower). */
+#define FOR_STEPS8(i, m, full, n, ...)                          \
+    do {                                                        \
+        int64_t i = 0;                                          \
+        for (; i + 8 <= (n); i += 8) {                          \
+            const int full = 1;                                 \
+            const __m256i m = _mm256_set1_epi32(-1);            \
+            (void)m;                                            \
+            __VA_ARGS__                                         \
+        }                                                       \
+        if (i < (n)) {                                          \
+            const int full = 0;                                 \
+            const __m256i m = tail8((n) - i);                   \
+            __VA_ARGS__                                         \
+        }                                                       \
+    } while (0)
+#define LD8(p, m, full) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
+#define ST8(p, m, full, v) ((full) ? _mm256_storeu_ps((p), (v)) : _mm256_maskstore_ps((p), (m), (v)))
+
 #define IDX_RB 16
 #define IDX_DMAX 256 /* kt on the stack: 16 KiB at most; wider heads use the reference */
 
@@ -161,26 +184,22 @@ TGTI __m256 exp8(__m256 x) {
 }
 
 TGT static void exp_avx2(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256i m = tail8(n - i);
-        _mm256_maskstore_ps(y + i, m, exp8(_mm256_maskload_ps(x + i, m)));
-    }
+    FOR_STEPS8(i, m, full, n, { ST8(y + i, m, full, exp8(LD8(x + i, m, full))); });
 }
 
 TGT static void swiglu_avx2(float *g, const float *u, int64_t n, float c, float scale) {
     const __m256 vc = _mm256_set1_ps(c), vnc = _mm256_set1_ps(-c), vs = _mm256_set1_ps(scale);
     const __m256 one = _mm256_set1_ps(1.0f);
     const int clamp = c > 1e-6f;
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256i m = tail8(n - i);
-        __m256 gv = _mm256_maskload_ps(g + i, m), uv = _mm256_maskload_ps(u + i, m);
+    FOR_STEPS8(i, m, full, n, {
+        __m256 gv = LD8(g + i, m, full), uv = LD8(u + i, m, full);
         if (clamp) { /* fminf(g, c): min_ps returns its second operand when one is NaN */
             gv = _mm256_min_ps(gv, vc);
             uv = _mm256_min_ps(_mm256_max_ps(uv, vnc), vc);
         }
         const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-        _mm256_maskstore_ps(g + i, m, _mm256_mul_ps(_mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv), vs));
-    }
+        ST8(g + i, m, full, _mm256_mul_ps(_mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv), vs));
+    });
 }
 
 /* ---- attention -------------------------------------------------------------- */
@@ -361,17 +380,16 @@ TGTI void hc_expand_n(float *X, const float *o, const float *post, const float *
         pk[k] = _mm256_set1_ps(post[k]);
         _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) cjk[j][k] = _mm256_set1_ps(C[j * H + k]);
     }
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256i m = tail8(n - i);
+    FOR_STEPS8(i, m, full, n, {
         __m256 old[HC_MAX] = {{0}};
-        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) old[j] = _mm256_maskload_ps(X + (size_t)j * n + i, m);
-        const __m256 ov = _mm256_maskload_ps(o + i, m);
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) old[j] = LD8(X + (size_t)j * n + i, m, full);
+        const __m256 ov = LD8(o + i, m, full);
         _Pragma("GCC unroll 8") for (int k = 0; k < H; k++) {
             __m256 y = _mm256_mul_ps(ov, pk[k]);
             _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(cjk[j][k], old[j]));
-            _mm256_maskstore_ps(X + (size_t)k * n + i, m, y);
+            ST8(X + (size_t)k * n + i, m, full, y);
         }
-    }
+    });
 }
 
 TGT static void hc_expand_avx2(const ds4_vec_ops *v, float *X, const float *o, const float *post, const float *C,
@@ -384,12 +402,11 @@ TGT static void hc_expand_avx2(const ds4_vec_ops *v, float *X, const float *o, c
 TGTI void hc_collapse_n(float *x, const float *X, const float *w, const int H, int64_t n) {
     __m256 wj[HC_MAX] = {{0}};
     _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) wj[j] = _mm256_set1_ps(w[j]);
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256i m = tail8(n - i);
+    FOR_STEPS8(i, m, full, n, {
         __m256 y = _mm256_setzero_ps();
-        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(wj[j], _mm256_maskload_ps(X + (size_t)j * n + i, m)));
-        _mm256_maskstore_ps(x + i, m, y);
-    }
+        _Pragma("GCC unroll 8") for (int j = 0; j < H; j++) y = _mm256_add_ps(y, _mm256_mul_ps(wj[j], LD8(X + (size_t)j * n + i, m, full)));
+        ST8(x + i, m, full, y);
+    });
 }
 
 TGT static void hc_collapse_avx2(const ds4_vec_ops *v, float *x, const float *X, const float *w, int H, int64_t n) {
@@ -403,12 +420,11 @@ TGT static void hc_collapse_avx2(const ds4_vec_ops *v, float *x, const float *X,
 /* y = x·s (·w), the reference's products in its order. */
 TGT static void scale_mul_avx2(float *y, const float *x, float s, const float *w, int64_t n) {
     const __m256 vs = _mm256_set1_ps(s);
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256i m = tail8(n - i);
-        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + i, m), vs);
-        if (w) v = _mm256_mul_ps(v, _mm256_maskload_ps(w + i, m));
-        _mm256_maskstore_ps(y + i, m, v);
-    }
+    FOR_STEPS8(i, m, full, n, {
+        __m256 v = _mm256_mul_ps(LD8(x + i, m, full), vs);
+        if (w) v = _mm256_mul_ps(v, LD8(w + i, m, full));
+        ST8(y + i, m, full, v);
+    });
 }
 
 /* (a, b) -> (a·c - b·s, a·s + b·c), four pairs a step: xc = (a·c, b·c),
