@@ -562,10 +562,10 @@ TGT static float dot_512(const float *a, const float *b, int64_t n) {
 TGT static void axpy_512(float *y, float a, const float *x, int64_t n) {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
-    /* whole vectors without masks, then one masked tail: a masked store in
-     * the main loop ran the MoE sum (4 KB rows scattered over ~13 MB) at
-     * ~6.3 us a small-q2 prefill token, this at ~TBD (mul, add: as the
-     * scalar loop) */
+    /* whole vectors without masks, then one masked tail (mul, add: as the
+     * scalar loop).  With a mask made at every step the MoE sum (4 KB rows
+     * scattered over ~13 MB) took ~6.8 us a small-q2 prefill token, ~4.8
+     * this way (vec_avx512.c's FOR_STEPS) */
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
     if (i < n) {
