@@ -219,10 +219,11 @@ struct batch {
     uint32_t p0;
     const int32_t *tok;
     float *X;        /* [n][H][D] residual streams */
-    float *flat;     /* [n][H·D] normalised flattened streams */
+    float *flat;     /* [n][H·D] hc_expand's scratch (HCPost in place) */
     float *mix;      /* [n][N_mix] */
     float *post;     /* [n][H] */
     float *comb;     /* [n][H][H] */
+    float *hcr;      /* [n] the streams' RMS scale 1/sqrt(mean X² + eps) for HCPre's mix */
     float *x;        /* [n][D] collapsed sublayer input */
     float *xn;       /* [n][D] normalised */
     float *out;      /* [n][D] sublayer output */
@@ -248,11 +249,10 @@ struct batch {
     float *rope_m, *rope_c; /* [n][3·d_r/2] cos, sin, -sin at p0 + t: main / compressed-layer frequencies */
     const ds4_vec_ops *V;   /* the live f32 kernels, fetched once per eval */
     /* HCPre blocks' scratch (hc_step), one slot per pool thread, so a
-     * thread's blocks reuse the same memory (in its L2): the normalised
-     * block (HC_BLOCK x H·D floats) after the converted inputs (hc_per
-     * bytes); head() uses slot 0. */
+     * thread's blocks reuse the same memory (in its L2): the mix product's
+     * converted inputs, hc_slot bytes; head() uses slot 0. */
     uint8_t *hc_scratch;
-    size_t hc_per, hc_slot;
+    size_t hc_slot;
     uint64_t ph_t;          /* phase profiling (opts.phase_ns): when the current phase began */
 };
 
@@ -280,7 +280,7 @@ static inline void phase_end(const ds4_session *s, batch *b, enum ds4_phase phas
 }
 
 static void batch_free(batch *b) {
-    float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
+    float **fs[] = {&b->X, &b->flat, &b->mix, &b->post, &b->comb, &b->hcr, &b->x, &b->xn, &b->out, &b->qlat, &b->q,
                     &b->kv, &b->o, &b->low, &b->ca, &b->cz, &b->ia, &b->iz, &b->iq, &b->iw, &b->router,
                     &b->ew, &b->g, &b->tmp, &b->xg, &b->yg, &b->wg, &b->rope_m, &b->rope_c};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) { free(*fs[i]); *fs[i] = NULL; }
@@ -304,6 +304,7 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
     b->mix = xcalloc(N * ds4_hc_mix(hp), sizeof(float), &fail);
     b->post = xcalloc(N * H, sizeof(float), &fail);
     b->comb = xcalloc(N * H * H, sizeof(float), &fail);
+    b->hcr = xcalloc(N, sizeof(float), &fail);
     b->x = xcalloc(N * D, sizeof(float), &fail);
     b->xn = xcalloc(N * D, sizeof(float), &fail);
     b->out = xcalloc(N * D, sizeof(float), &fail);
@@ -338,11 +339,15 @@ static int batch_alloc(batch *b, const ds4_hparams *hp, int n) {
 /* ------------------------------------------------------------------------ */
 /* Per-batch helpers over the live f32 kernels (simd.h)                      */
 
+/* RMSNorm's scale 1/sqrt(mean x² + eps), as ds4_rmsnorm (ops.h) computes it. */
+static float rms_scale(const batch *b, const float *x, int64_t n, float eps) {
+    double ss = b->V->sumsq(x, n);
+    return (float)(1.0 / sqrt(ss / (double)n + eps));
+}
+
 /* ds4_rmsnorm (ops.h), operation for operation. */
 static void rmsnorm_v(const batch *b, const float *x, const float *w, int64_t n, float eps, float *y) {
-    double ss = b->V->sumsq(x, n);
-    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
-    b->V->scale_mul(y, x, scale, w, n);
+    b->V->scale_mul(y, x, rms_scale(b, x, n, eps), w, n);
 }
 
 /* cos, sin, -sin of (float)pos·inv_freq[i] for every token of the batch:
@@ -541,6 +546,10 @@ static void hc_pre_tokens(ds4_session *s, batch *b, const hc_arg *a, int t0, int
     const float *scale = a->scale, *base = a->base;
     int H = (int)hp->hc_mult, NM = (int)ds4_hc_mix(hp);
     int64_t D = hp->n_embd;
+    for (int t = t0; t < t1; t++) { /* the mix of the raw streams, times their RMS scale (§5.1) */
+        float *mix = b->mix + t * NM;
+        for (int i = 0; i < NM; i++) mix[i] *= b->hcr[t];
+    }
     for (int t = t0; t < t1; t++) {
         const float *mix = b->mix + t * NM;
         float *post = b->post + t * H, *C = b->comb + t * H * H;
@@ -561,14 +570,16 @@ static void hc_pre_tokens(ds4_session *s, batch *b, const hc_arg *a, int t0, int
 
 static void hc_pre_token(ds4_session *s, batch *b, const void *arg, int t) { hc_pre_tokens(s, b, arg, t, t + 1); }
 
-/* HCPre over tokens [t0, t1) by one task: each token's flattened streams
- * normalised into the thread's scratch slot, mix = fn·flat (ds4_mm_local:
- * the same bits as a pool-wide ds4_mm), then the per-token rest.  A block
- * of HC_BLOCK tokens keeps its streams (16 KB a token at embd 1024) in L2
- * from the norm to the collapse; as separate pool-wide passes over the
- * batch they went through memory four times, ~9% of a 512-token prefill.
- * (Per-thread slots instead of per-block buffers halved the norm's time:
- * fresh memory per block was write-allocated from DRAM.) */
+/* HCPre over tokens [t0, t1) by one task: each token's RMS scale over its
+ * flattened streams, mix = fn·X (ds4_mm_local: the same bits as a
+ * pool-wide ds4_mm) times that scale -- the official order (MODEL.md
+ * §5.1), which saves writing a normalised copy of the streams (a flat
+ * ~1% of a prefill) -- then the per-token rest.  A block of HC_BLOCK
+ * tokens keeps its streams (16 KB a token at embd 1024) in L2 from the
+ * scale to the collapse; as separate pool-wide passes over the batch they
+ * went through memory four times, ~9% of a 512-token prefill.  (The mix's
+ * converted inputs go to per-thread slots: fresh memory per block was
+ * write-allocated from DRAM.) */
 
 typedef struct {
     ds4_session *s;
@@ -590,16 +601,10 @@ static void hc_block(void *ctx, int64_t blk) {
     if (j->post)
         for (int t = t0; t < t1; t++) hc_post_token(s, b, NULL, t);
     if (!j->a->fn) return;
-    if (j->split) { /* the caller runs the mix over the pool, from b->flat */
-        for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, b->flat + t * HD);
-        return;
-    }
-    /* this thread's slot: written and read again at once, so it stays in
-     * cache (b->flat would be fresh memory per block, write-allocated) */
+    for (int t = t0; t < t1; t++) b->hcr[t] = rms_scale(b, b->X + t * HD, HD, hp->rms_eps);
+    if (j->split) return; /* the caller runs the mix over the pool */
     uint8_t *slot = b->hc_scratch + (size_t)ds4_pool_thread(s->pool) * b->hc_slot;
-    float *flat = (float *)(void *)(slot + b->hc_per);
-    for (int t = t0; t < t1; t++) rmsnorm_v(b, b->X + t * HD, NULL, HD, hp->rms_eps, flat + (t - t0) * HD);
-    ds4_mm_local(j->a->fn, flat, HD, t1 - t0, b->mix + t0 * NM, NM, slot);
+    ds4_mm_local(j->a->fn, b->X + t0 * HD, HD, t1 - t0, b->mix + t0 * NM, NM, slot);
     hc_pre_tokens(s, b, j->a, t0, t1);
 }
 
@@ -634,7 +639,7 @@ static void hc_step(ds4_session *s, batch *b, bool post, const ds4_weight *fn, c
     if (split) {
         const ds4_hparams *hp = &s->model->hp;
         int64_t NM = ds4_hc_mix(hp);
-        ds4_mm(s->pool, fn, 0, 0, NM, b->flat, ds4_hc_dim(hp), b->n, b->mix, NM);
+        ds4_mm(s->pool, fn, 0, 0, NM, b->X, ds4_hc_dim(hp), b->n, b->mix, NM);
         hint_weight(s, next);
         for_tokens(s, b, hc_pre_token, &a);
     }
@@ -1465,10 +1470,11 @@ static void head(ds4_session *s, batch *b, int t0, int nt, float *logits) {
     float mix[16];
     for (int t = t0; t < t0 + nt; t++) {
         const float *X = b->X + (size_t)t * HD;
-        rmsnorm_v(b, X, NULL, HD, hp->rms_eps, b->flat);
-        ds4_mm_local(&m->out_hc_fn, b->flat, HD, 1, mix, H, b->hc_scratch); /* 4 rows: not worth a pool job */
+        float r = rms_scale(b, X, HD, hp->rms_eps);
+        ds4_mm_local(&m->out_hc_fn, X, HD, 1, mix, H, b->hc_scratch); /* 4 rows: not worth a pool job */
         float *y = b->xn + (size_t)(t - t0) * D, w[16];
-        for (int j = 0; j < H; j++) w[j] = ds4_sigmoid(mix[j] * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
+        for (int j = 0; j < H; j++)
+            w[j] = ds4_sigmoid(mix[j] * r * m->out_hc_scale[0] + m->out_hc_base[j]) + hp->hc_eps;
         b->V->hc_collapse(b->V, y, X, w, H, D);
         rmsnorm_v(b, y, m->out_norm, D, hp->rms_eps, y);
     }
@@ -1569,8 +1575,7 @@ static batch *session_batch(ds4_session *s, int n) {
         if (a > per) per = a;
         if (f > per) per = f;
     }
-    b->hc_per = (per + 63) & ~(size_t)63;
-    b->hc_slot = b->hc_per + sizeof(float) * HC_BLOCK * ds4_hc_dim(&s->model->hp);
+    b->hc_slot = (per + 63) & ~(size_t)63;
     b->hc_scratch = aligned_alloc(64, b->hc_slot * (size_t)ds4_pool_size(s->pool));
     if (!b->hc_scratch) { batch_free(b); free(b); return NULL; }
     s->scratch = b;
