@@ -316,7 +316,7 @@ TGT static void attn_avx2(const ds4_vec_ops *v, const ds4_attn_args *a) {
                 for (int c = 0; c < dh; c += 16) _mm_prefetch((const char *)(a->rows[r] + c), _MM_HINT_T0);
         for (int g0 = 0, G; g0 < hg; g0 += G) {
             G = head_tile(hg - g0);
-            for (int r = r0; r < r0 + 8; r += 8 / G) score_tile(a, g0, G, r, sc, nrp);
+            for (int r = r0; r < r0 + 8 && r < nrows; r += 8 / G) score_tile(a, g0, G, r, sc, nrp);
         }
     }
     const __m256i tail = tail8(nrows - (nrp - 8));

@@ -365,7 +365,9 @@ DEF_SCORES(1, 16)
 
 /* Heads g0 .. g0+G-1 against rows [r0, r0 + 16/G) (clamped to nrows - 1;
  * the caller overwrites the scores of rows >= nrows), scaled, into
- * sc[g·nrp + r]. */
+ * sc[g·nrp + r].  The caller skips tiles wholly past nrows: the last
+ * block's pad lanes are then never written, and the softmax's blend
+ * replaces whatever they hold. */
 TGTI void score_tile(const ds4_attn_args *a, int g0, int G, int r0, float *sc, int nrp) {
     int R = 16 / G;
     const float *rp[16];
@@ -436,7 +438,9 @@ TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
     float den[DS4_ATTN_HG_MAX];
 
     /* Scores: each block of 16 rows is scored against every head while it
-     * is in L1. */
+     * is in L1; in the last block only the row tiles that hold a row (a
+     * ratio-128 layer's 128 window rows plus 1-4 compressed ones took 9
+     * blocks of 4 tiles, now 8 blocks and 1 tile). */
     for (int r0 = 0; r0 < nrows; r0 += 16) {
         /* decode: the next block's rows, which come from memory (the
          * compressed ones scattered by the indexer's selection); decode attn
@@ -448,7 +452,7 @@ TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
                 for (int c = 0; c < dh; c += 16) _mm_prefetch((const char *)(a->rows[r] + c), _MM_HINT_T0);
         for (int g0 = 0, G; g0 < hg; g0 += G) {
             G = head_tile(hg - g0);
-            for (int r = r0; r < r0 + 16; r += 16 / G) score_tile(a, g0, G, r, sc, nrp);
+            for (int r = r0; r < r0 + 16 && r < nrows; r += 16 / G) score_tile(a, g0, G, r, sc, nrp);
         }
     }
 
