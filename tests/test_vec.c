@@ -203,6 +203,10 @@ TEST(attn) {
                     if (nr > 3) a.sink[0] = 40.0f; /* a dominating sink: tiny probabilities */
                     ds4_attn_args b = a;
                     for (int g = 0; g < hg; g++) { a.o[g] = o1 + g * dh; b.o[g] = o2 + g * dh; }
+                    /* NaN scratch: a kernel must not read score lanes it
+                     * never wrote (the tiles it skips past nrows) */
+                    size_t nscr = (size_t)ds4_attn_scratch(nr);
+                    for (size_t i = 0; i < nscr; i++) scratch[i] = NAN;
                     v.attn(&v, &a);
                     ds4_vec_attn_ref(&v, &b);
                     /* each head alone through the same kernel */
@@ -212,6 +216,7 @@ TEST(attn) {
                         c.q[0] = a.q[g];
                         c.sink[0] = a.sink[g];
                         c.o[0] = o3 + g * dh;
+                        for (size_t i = 0; i < nscr; i++) scratch[i] = NAN;
                         v.attn(&v, &c);
                     }
                     CHECKF(memcmp(o1, o3, sizeof(float) * hg * dh) == 0, "%s attn dh=%d nrows=%d hg=%d: "
