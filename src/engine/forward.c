@@ -546,13 +546,9 @@ static void hc_pre_tokens(ds4_session *s, batch *b, const hc_arg *a, int t0, int
     const float *scale = a->scale, *base = a->base;
     int H = (int)hp->hc_mult, NM = (int)ds4_hc_mix(hp);
     int64_t D = hp->n_embd;
-    for (int t = t0; t < t1; t++) { /* the mix of the raw streams, times their RMS scale (§5.1) */
-        float *mix = b->mix + t * NM;
-        for (int i = 0; i < NM; i++) mix[i] *= b->hcr[t];
-    }
     for (int t = t0; t < t1; t++) {
-        const float *mix = b->mix + t * NM;
-        float *post = b->post + t * H, *C = b->comb + t * H * H;
+        float *mix = b->mix + t * NM, *post = b->post + t * H, *C = b->comb + t * H * H;
+        for (int i = 0; i < NM; i++) mix[i] *= b->hcr[t]; /* fn·X times the RMS scale (§5.1) */
         for (int j = 0; j < H; j++) post[j] = 2.0f * ds4_sigmoid(mix[H + j] * scale[1] + base[H + j]);
         for (int i = 0; i < H * H; i++) C[i] = mix[2 * H + i] * scale[2] + base[2 * H + i];
     }

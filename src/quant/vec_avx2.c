@@ -256,7 +256,7 @@ DEF_SCORES(1, 8)
 
 /* Heads g0 .. g0+G-1 against rows [r0, r0 + 8/G) (clamped to nrows - 1; the
  * caller overwrites the scores of rows >= nrows), scaled, into sc[g·nrp + r].
- * The caller skips tiles wholly past nrows (attn_512). */
+ * attn_avx2 skips tiles wholly past nrows; the softmax blends their lanes away. */
 TGTI void score_tile(const ds4_attn_args *a, int g0, int G, int r0, float *sc, int nrp) {
     const int R = 8 / G;
     const float *rp[8];
