@@ -183,6 +183,31 @@ TGTI __m256 exp8(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
+/* e^x for the softmax (x = s - max <= 0), vec_avx512.c's exp16_fast on 8
+ * lanes: within ~1 ulp of expf where the result is normal, not libm's bits
+ * (the attention has its own order).  Without VSCALEFPS, 2^n is built in
+ * the exponent field, so x is clamped to [-88, 88.72] (NaN passes: min
+ * and max return their second operand for it): n >= -127 there, and n =
+ * -127 (x below about -87.68) gives an all-zero exponent field, hence 0;
+ * between that and -87.34 the result is a subnormal p·2^-126.  The pad
+ * lanes (-inf) give 0 as expf does. */
+TGTI __m256 exp8_fast(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(88.72f), _mm256_max_ps(_mm256_set1_ps(-88.0f), x));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(0x1.715476p+0f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 TGT static void exp_avx2(float *y, const float *x, int64_t n) {
     FOR_STEPS8(i, m, full, n, { ST8(y + i, m, full, exp8(LD8(x + i, m, full))); });
 }
@@ -210,7 +235,8 @@ TGT static void swiglu_avx2(float *g, const float *u, int64_t n, float c, float 
  *   score    s[r] = hsum8(acc)·scale, acc one FMA chain over the 8-float
  *            chunks of q·row in order, hsum8 the tree (i + i+4), (i + i+2),
  *            (i + i+1), every lane by the same additions;
- *   softmax  mx = max(sink, s[·]); p = exp8(s - mx) (libm's expf);
+ *   softmax  mx = max(sink, s[·]); p = exp8_fast(s - mx) (<= 1 ulp from
+ *            expf where normal, not its bits);
  *            den = expf(sink - mx) + hsum of the 8-row chunk sums of p in
  *            order (rows past nrows count 0);
  *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per
@@ -334,7 +360,7 @@ TGT static void attn_avx2(const ds4_vec_ops *v, const ds4_attn_args *a) {
         const __m256 mx = _mm256_set1_ps(mxs);
         __m256 dsum = _mm256_setzero_ps();
         for (int r = 0; r < nrp; r += 8) {
-            const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + r), mx));
+            const __m256 p = exp8_fast(_mm256_sub_ps(_mm256_loadu_ps(s + r), mx));
             _mm256_storeu_ps(s + r, p);
             dsum = _mm256_add_ps(dsum, p);
         }

@@ -303,7 +303,8 @@ TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const flo
  *            chunks of q·row in order, hsum = the _mm512_reduce_add_ps tree
  *            (done sixteen at a time by reduce8/reduce_final, every lane by
  *            the same additions);
- *   softmax  mx = max(sink, s[·]); p = exp16(s - mx) (libm's expf);
+ *   softmax  mx = max(sink, s[·]); p = exp16_fast(s - mx) (<= 1 ulp from
+ *            expf, not its bits);
  *            den = expf(sink - mx) + hsum(Σ over 16-row chunks of p, in
  *            order, rows past nrows counting 0);
  *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per row,
@@ -424,6 +425,32 @@ DEF_ACCUM(2, 1)
 DEF_ACCUM(1, 16)
 DEF_ACCUM(1, 1)
 
+/* e^x for the softmax, x = s - max <= 0: not libm's bits (the attention
+ * has its own order anyway, see above), within ~2 ulp of expf, in a
+ * quarter of exp16's instructions (which works in double to reproduce
+ * libm).  x = n·ln2 + r with n = nearest(x·log2e) and r by Cody-Waite's
+ * two-part ln2 (|r| <= ln2/2), e^r by Cephes' expf polynomial (1 + r +
+ * r²·P(r)), then 2^n by VSCALEFPS, which gives 0 below the subnormals and
+ * inf above the range.  x is clamped to >= -200 first: n·ln2 stays finite
+ * for x = -inf (the pad lanes), whose result is then 2^-289·e^r = 0, as
+ * expf(-inf); NaN passes the clamp (max's second operand) and comes out
+ * NaN; x = 0 gives exactly 1. */
+TGTI __m512 exp16_fast(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);  /* ln2 high part: n·it exact */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), r);       /* ln2 - high part */
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* Heads of the call in tiles: 4 while >= 4 remain, then 2, then 1. */
 static inline int head_tile(int left) { return left >= 4 ? 4 : left >= 2 ? 2 : 1; }
 
@@ -467,7 +494,7 @@ TGT static void attn_512(const ds4_vec_ops *v, const ds4_attn_args *a) {
         __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m));
         __m512 dsum = _mm512_setzero_ps();
         for (int r = 0; r < nrp; r += 16) {
-            __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + r), mx));
+            __m512 p = exp16_fast(_mm512_sub_ps(_mm512_loadu_ps(s + r), mx));
             _mm512_storeu_ps(s + r, p);
             dsum = _mm512_add_ps(dsum, p);
         }
