@@ -11,10 +11,14 @@
  *                              float and the special values: <= 1 ulp, and
  *                              the count of differing results printed (0 on
  *                              x86-64 glibc, whose expf the kernel transcribes)
- *   swiglu                     as exp (the only rounding source it adds)
+ *   exp_fast                   bit-identical to ds4_expf_fast over the same
+ *                              sweep, thresholds and special values; and
+ *                              ds4_expf_fast within 1 ulp of libm expf
+ *                              wherever that is >= 2^-126, 0 below, inf above
+ *   swiglu                     bit-identical to the loop with ds4_expf_fast
  *   scale_mul, rot, hc mixes   bit-identical
  *   softpool                   bit-identical to ds4_vec_softpool_ref over the
- *                              level's exp: -inf scores (a whole column of
+ *                              level's exp_fast: -inf scores (a whole column of
  *                              them too), NaN scores, column tails, 1-128 rows
  *   fp8/fp4 round trips        bit-identical, plus the rounding of every float
  *                              magnitude below the format maximum
@@ -136,6 +140,74 @@ TEST(exp) {
     }
 }
 
+/* ds4_expf_fast against libm where e^x is a normal float, and its
+ * thresholds; then every level's exp_fast against it, bit for bit. */
+static int64_t expf_fast_err(float x) {
+    float y = ds4_expf_fast(x), r = expf(x);
+    if (isnan(x)) return isnan(y) ? 0 : INT64_MAX;
+    if (x < DS4_EXPF_FAST_LO) return y == 0.0f && r < 0x1p-126f ? 0 : INT64_MAX;
+    if (x > DS4_EXPF_FAST_HI) return y == INFINITY && r == INFINITY ? 0 : INT64_MAX;
+    if (r < 0x1p-126f) return fabsf(y - r) <= 0x1p-126f ? 0 : INT64_MAX; /* the subnormal edge */
+    return ulps(y, r);
+}
+
+TEST(exp_fast) {
+    enum { CH = 4096 };
+    static float x[CH + 8192], y[CH + 8192], want[CH + 8192];
+    int64_t worst = 0, total = 0;
+    /* ds4_expf_fast itself: every 257th bit pattern, and every float of
+     * [-1, -0.5) (a whole binade of softmax arguments; all of [-104, 0] was
+     * checked once, offline: at most 1 ulp) */
+    for (uint32_t u = 0;; u += 257) {
+        int64_t e = expf_fast_err(bits_f(u));
+        if (e > worst) worst = e;
+        total++;
+        if (u > UINT32_MAX - 257) break;
+    }
+    for (uint32_t u = f_bits(-0.5f); u < f_bits(-1.0f); u++) {
+        int64_t e = expf_fast_err(bits_f(u));
+        if (e > worst) worst = e;
+        total++;
+    }
+    printf("  ds4_expf_fast: worst %lld ulp from libm expf over %lld values\n", (long long)worst, (long long)total);
+    CHECKF(worst <= 1, "ds4_expf_fast: %lld ulps from libm", (long long)worst);
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, DS4_EXPF_FAST_LO,
+                             DS4_EXPF_FAST_HI, 88.5f, 88.7f, -87.5f, -87.0f, -104.0f, -200.0f, 1e-30f, 0x1p-149f};
+    int ns = (int)(sizeof special / sizeof *special);
+    for (int i = 0; i < ns; i++) CHECKF(expf_fast_err(special[i]) <= 1, "ds4_expf_fast(%a) = %a", (double)special[i],
+                                        (double)ds4_expf_fast(special[i]));
+    CHECK(ds4_expf_fast(0.0f) == 1.0f && ds4_expf_fast(-INFINITY) == 0.0f && ds4_expf_fast(INFINITY) == INFINITY);
+    ds4_vec_ops v;
+    FOR_LEVELS(v, lv) {
+        int64_t bad = 0, n = 0;
+        uint32_t u = 0;
+        for (int done = 0; !done;) {
+            int m = 0;
+            for (; m < CH; m++) {
+                x[m] = bits_f(u);
+                uint32_t nu = u + 257;
+                if (nu < u) { done = 1; m++; break; }
+                u = nu;
+            }
+            if (done) { /* then the special values and the thresholds' neighbourhoods, bit by bit */
+                for (int i = 0; i < ns; i++) x[m++] = special[i];
+                for (int b = 0; b < 2000; b++) {
+                    x[m++] = bits_f(f_bits(DS4_EXPF_FAST_LO) - 1000 + b);
+                    x[m++] = bits_f(f_bits(DS4_EXPF_FAST_HI) - 1000 + b);
+                    x[m++] = bits_f(f_bits(88.38f) - 1000 + b); /* n = 128 from here */
+                }
+            }
+            v.exp_fast(y, x, m);
+            for (int i = 0; i < m; i++) {
+                want[i] = ds4_expf_fast(x[i]);
+                if (f_bits(y[i]) != f_bits(want[i]) && !(isnan(y[i]) && isnan(want[i]))) bad++;
+            }
+            n += m;
+        }
+        CHECKF(bad == 0, "%s exp_fast: %lld of %lld differ from ds4_expf_fast", *lv, (long long)bad, (long long)n);
+    }
+}
+
 /* Σ_r p_r·|row_r[e]| / den in double, p from the reference's scores: the
  * size of the terms the weighted sum adds, against which a level whose
  * kernel sums in another order (FMA, other dot order) is bounded. */
@@ -254,7 +326,7 @@ static void swiglu_loop(float *g, const float *u, int64_t n, float c, float scal
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i], ui = u[i];
         if (c > 1e-6f) { gi = fminf(gi, c); ui = fminf(fmaxf(ui, -c), c); }
-        g[i] = gi / (1.0f + expf(-gi)) * ui * scale;
+        g[i] = gi / (1.0f + ds4_expf_fast(-gi)) * ui * scale;
     }
 }
 
@@ -280,7 +352,7 @@ TEST(elementwise) {
                 swiglu_loop(y2, u, n, c, 0.7f);
                 int64_t worst = 0;
                 for (int64_t i = 0; i < n; i++) { int64_t d = ulps(y1[i], y2[i]); if (d > worst) worst = d; }
-                CHECKF(exp_is_libm == 1 ? worst == 0 : worst <= 4, "%s swiglu n=%lld c=%g: %lld ulp", *lv,
+                CHECKF(worst == 0, "%s swiglu n=%lld c=%g: %lld ulp", *lv,
                        (long long)n, c, (long long)worst);
             }
             /* scale_mul */
@@ -673,7 +745,7 @@ TEST(idx8_scores) {
 TEST(live_table) {
     const ds4_vec_ops *live = ds4_vec_ops_live();
     CHECK(live != NULL);
-    CHECK(live->attn && live->dot16 && live->exp && live->swiglu && live->scale_mul && live->rot &&
+    CHECK(live->attn && live->dot16 && live->exp && live->exp_fast && live->swiglu && live->scale_mul && live->rot &&
           live->fp8_roundtrip && live->fp4_roundtrip &&
           live->hc_collapse && live->hc_expand && live->idx_scores);
     const char *lv0 = ds4_simd_level();
@@ -687,6 +759,7 @@ int main(void) {
     RUN(exp);
     RUN(attn);
     RUN(elementwise);
+    RUN(exp_fast);
     RUN(softpool);
     RUN(hc_mixes);
     RUN(fp_roundtrips);

@@ -70,12 +70,28 @@ typedef struct ds4_attn_args {
 } ds4_attn_args;
 #define ds4_attn_scratch(nrows) ((int64_t)((nrows) + 16) * DS4_ATTN_HG_MAX)
 
+/* e^x by one fixed sequence of float operations, which every level's
+ * exp_fast reproduces bit for bit, in a quarter of the instructions of the
+ * vector expf (`exp` below, which works in double to give libm's bits):
+ * x = n·ln2 + r, n = nearest(x·log2e), r by a two-part ln2 in fmaf
+ * (Cody-Waite), e^r = 1 + r + r²·P(r) with Cephes' expf polynomial P in
+ * fmaf (Horner), then scaled by 2^n (scalbnf: one rounding, also for a
+ * subnormal result).  Within 1 ulp of expf wherever expf(x) >= 2^-126
+ * (tests/test_vec.c sweeps every float in [-104, 0]); 0 below that (x <
+ * DS4_EXPF_FAST_LO, where expf is subnormal, at most 2^-126 away), inf above
+ * DS4_EXPF_FAST_HI (where expf overflows), NaN for NaN.  The SwiGLU, the
+ * compressors' softmax pooling and the attention softmax use it. */
+#define DS4_EXPF_FAST_LO (-0x1.5d589ep+6f) /* ~ln 2^-126 */
+#define DS4_EXPF_FAST_HI (0x1.62e42ep+6f)  /* largest x with expf(x) finite */
+float ds4_expf_fast(float x);
+
 /* f32 helpers for the forward pass, dispatched like the table.  Every slot
  * is set at every level (vec_ref.c holds the scalar ones); the kernels of
  * vec_avx512.c are bit-identical to the scalar ones given the level's own
- * dot/axpy, except `exp`-based ones: those use a vector transcription of
- * glibc's expf (x86-64 FMA variant), bit-identical to it there and within
- * 1 ulp of any correctly rounded expf (tests/test_vec.c). */
+ * dot/axpy.  `exp` is a vector transcription of glibc's expf (x86-64 FMA
+ * variant), bit-identical to it there and within 1 ulp of any correctly
+ * rounded expf (tests/test_vec.c); `exp_fast` is ds4_expf_fast at every
+ * level. */
 typedef struct ds4_vec_ops {
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n); /* y += a·x */
@@ -84,8 +100,9 @@ typedef struct ds4_vec_ops {
     void (*dot16)(const struct ds4_vec_ops *v, const float *const *a, const float *b, int64_t n, float *out);
     void (*attn)(const struct ds4_vec_ops *v, const ds4_attn_args *a);
     void (*exp)(float *y, const float *x, int64_t n);           /* y = expf(x) */
-    /* g = (g' / (1 + expf(-g')) · u') · scale, g' = min(g, c), u' = clamp(u, ±c)
-     * (no clamping when c <= 1e-6) */
+    void (*exp_fast)(float *y, const float *x, int64_t n);      /* y = ds4_expf_fast(x), bit for bit */
+    /* g = (g' / (1 + ds4_expf_fast(-g')) · u') · scale, g' = min(g, c), u' =
+     * clamp(u, ±c) (no clamping when c <= 1e-6) */
     void (*swiglu)(float *g, const float *u, int64_t n, float c, float scale);
     void (*scale_mul)(float *y, const float *x, float s, const float *w, int64_t n); /* y = x·s·w (w NULL: x·s) */
     /* RoPE pairs: (a, b) <- (a·c_i - b·s_i, a·s_i + b·c_i) over t[2i], t[2i+1] */
@@ -105,7 +122,7 @@ typedef struct ds4_vec_ops {
                       int H, int64_t n, float *scratch);
     /* A compressor's softmax pooling (MODEL.md §6.4) of `rows` rows of d
      * columns: per column e, out[e] = Σ_r p_r·kv[r][e] / Σ_r p_r with
-     * p_r = expf(sc[r][e] - max_r sc[r][e]) (the level's exp), the sums in
+     * p_r = ds4_expf_fast(sc[r][e] - max_r sc[r][e]), the sums in
      * double over r = 0, 1, ... (each a mul then an add), rows whose score
      * is -inf left out, 0 where none is left.  Bit-identical at every level. */
     void (*softpool)(const struct ds4_vec_ops *v, const float *const *kv, const float *const *sc, int rows, int d,

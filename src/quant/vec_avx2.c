@@ -1,8 +1,10 @@
 /* AVX2 forward-pass f32 kernels (simd.h ds4_vec_ops), "avx2" level: the
  * slots not set here keep their scalar versions (vec_ref.c).
  *
- *   exp, swiglu vec_avx512.c's transcription of glibc's expf (libm's bits)
- *               on 4-double halves; SwiGLU's other steps as the scalar loop.
+ *   exp         vec_avx512.c's transcription of glibc's expf (libm's bits)
+ *               on 4-double halves.
+ *   exp_fast    ds4_expf_fast (simd.h) bit for bit; the SwiGLU's e^x (its
+ *               other steps as the scalar loop) and the attention's.
  *   attn        attn_512's fixed order on 8 lanes (see attn_avx2): within
  *               rounding of the scalar level, its heads independent of how
  *               they are grouped.
@@ -183,16 +185,14 @@ TGTI __m256 exp8(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-/* e^x for the softmax (x = s - max <= 0), vec_avx512.c's exp16_fast on 8
- * lanes: within ~1 ulp of expf where the result is normal, not libm's bits
- * (the attention has its own order).  Without VSCALEFPS, 2^n is built in
- * the exponent field, so x is clamped to [-88, 88.72] (NaN passes: min
- * and max return their second operand for it): n >= -127 there, and n =
- * -127 (x below about -87.68) gives an all-zero exponent field, hence 0;
- * between that and -87.34 the result is a subnormal p·2^-126.  The pad
- * lanes (-inf) give 0 as expf does. */
+/* ds4_expf_fast (simd.h) on 8 lanes, its operations in its order.  With
+ * no VSCALEFPS, 2^n (n in [-126, 128] for the in-range lanes) is applied
+ * as two factors 2^floor(n/2) and 2^(n - floor(n/2)), each a normal float
+ * built in the exponent field: p times the first is exact, times the
+ * second rounds once, as scalbnf does (subnormal and overflowing results
+ * included).  Out-of-range lanes are replaced at the end; NaN passes
+ * through (its n is garbage, but p is NaN). */
 TGTI __m256 exp8_fast(__m256 x) {
-    x = _mm256_min_ps(_mm256_set1_ps(88.72f), _mm256_max_ps(_mm256_set1_ps(-88.0f), x));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(0x1.715476p+0f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
@@ -204,8 +204,17 @@ TGTI __m256 exp8_fast(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(DS4_EXPF_FAST_LO), _CMP_LT_OQ));
+    return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(DS4_EXPF_FAST_HI), _CMP_GT_OQ));
+}
+
+TGT static void exp_fast_avx2(float *y, const float *x, int64_t n) {
+    FOR_STEPS8(i, m, full, n, { ST8(y + i, m, full, exp8_fast(LD8(x + i, m, full))); });
 }
 
 TGT static void exp_avx2(float *y, const float *x, int64_t n) {
@@ -222,7 +231,7 @@ TGT static void swiglu_avx2(float *g, const float *u, int64_t n, float c, float 
             gv = _mm256_min_ps(gv, vc);
             uv = _mm256_min_ps(_mm256_max_ps(uv, vnc), vc);
         }
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        const __m256 e = exp8_fast(_mm256_sub_ps(_mm256_setzero_ps(), gv));
         ST8(g + i, m, full, _mm256_mul_ps(_mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv), vs));
     });
 }
@@ -235,8 +244,7 @@ TGT static void swiglu_avx2(float *g, const float *u, int64_t n, float c, float 
  *   score    s[r] = hsum8(acc)·scale, acc one FMA chain over the 8-float
  *            chunks of q·row in order, hsum8 the tree (i + i+4), (i + i+2),
  *            (i + i+1), every lane by the same additions;
- *   softmax  mx = max(sink, s[·]); p = exp8_fast(s - mx) (<= 1 ulp from
- *            expf where normal, not its bits);
+ *   softmax  mx = max(sink, s[·]); p = exp8_fast(s - mx) (ds4_expf_fast);
  *            den = expf(sink - mx) + hsum of the 8-row chunk sums of p in
  *            order (rows past nrows count 0);
  *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per
@@ -551,6 +559,7 @@ TGT static void fp4_rt_avx2(float *x, int64_t n) { fp_roundtrip(x, n, 32, 6.0f, 
 void ds4_vec_install_avx2(ds4_vec_ops *v) {
     v->idx_scores = idx_scores_avx2;
     v->exp = exp_avx2;
+    v->exp_fast = exp_fast_avx2;
     v->swiglu = swiglu_avx2;
     v->attn = attn_avx2;
     v->hc_expand = hc_expand_avx2;

@@ -18,9 +18,11 @@
  *            k + r, 2^(k/32) from a 32-entry table of 2^(i/32), a degree-3
  *            polynomial in double), with the same table values and
  *            polynomial constants, so it returns libm's expf bit for bit
- *            and the SIMD softmax/SwiGLU equal the scalar level's; written
- *            here with intrinsics on 8 double lanes, the overflow/underflow/
- *            NaN cases as blends.
+ *            (the router's scores use it); written here with intrinsics on
+ *            8 double lanes, the overflow/underflow/NaN cases as blends.
+ *            exp16_fast is ds4_expf_fast (simd.h), the SwiGLU's, the
+ *            compressor pooling's and the attention softmax's e^x, in a
+ *            quarter of the instructions.
  *   max      order-free; divisions stay divisions; fminf/fmaxf clamps map
  *            to min/max_ps with the NaN-ignoring operand order.
  *   FP8/FP4  the rounding helpers of fp.c as arithmetic (round to nearest
@@ -108,6 +110,33 @@ TGTI __m512 exp16(__m512 x) {
     return y;
 }
 
+/* ds4_expf_fast (simd.h) on 16 lanes, its operations in its order, the
+ * 2^n scaling by VSCALEFPS (one rounding, as scalbnf); the out-of-range
+ * lanes (including x = -inf, whose n·ln2 would be inf - inf) are replaced
+ * at the end, NaN passes through every step. */
+TGTI __m512 exp16_fast(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_scalef_ps(p, n);
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(DS4_EXPF_FAST_LO), _CMP_LT_OQ), y,
+                             _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(DS4_EXPF_FAST_HI), _CMP_GT_OQ), y,
+                                _mm512_set1_ps(INFINITY));
+}
+
+TGT static void exp_fast_512(float *y, const float *x, int64_t n) {
+    FOR_STEPS(i, m, n, { _mm512_mask_storeu_ps(y + i, m, exp16_fast(_mm512_maskz_loadu_ps(m, x + i))); });
+}
+
 TGT static void exp_512(float *y, const float *x, int64_t n) {
     FOR_STEPS(i, m, n, { _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i))); });
 }
@@ -122,7 +151,7 @@ TGT static void swiglu_512(float *g, const float *u, int64_t n, float c, float s
             gv = _mm512_min_ps(gv, vc);
             uv = _mm512_min_ps(_mm512_max_ps(uv, vnc), vc);
         }
-        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 e = exp16_fast(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv), vs);
         _mm512_mask_storeu_ps(g + i, m, y);
     });
@@ -303,8 +332,7 @@ TGT static void dot16_512(const ds4_vec_ops *v, const float *const *a, const flo
  *            chunks of q·row in order, hsum = the _mm512_reduce_add_ps tree
  *            (done sixteen at a time by reduce8/reduce_final, every lane by
  *            the same additions);
- *   softmax  mx = max(sink, s[·]); p = exp16_fast(s - mx) (<= 1 ulp from
- *            expf, not its bits);
+ *   softmax  mx = max(sink, s[·]); p = exp16_fast(s - mx) (ds4_expf_fast);
  *            den = expf(sink - mx) + hsum(Σ over 16-row chunks of p, in
  *            order, rows past nrows counting 0);
  *   output   o[e] = (0 + p_0·row_0[e] + p_1·row_1[e] + ..., one FMA per row,
@@ -424,32 +452,6 @@ DEF_ACCUM(2, 8)
 DEF_ACCUM(2, 1)
 DEF_ACCUM(1, 16)
 DEF_ACCUM(1, 1)
-
-/* e^x for the softmax, x = s - max <= 0: not libm's bits (the attention
- * has its own order anyway, see above), within ~2 ulp of expf, in a
- * quarter of exp16's instructions (which works in double to reproduce
- * libm).  x = n·ln2 + r with n = nearest(x·log2e) and r by Cody-Waite's
- * two-part ln2 (|r| <= ln2/2), e^r by Cephes' expf polynomial (1 + r +
- * r²·P(r)), then 2^n by VSCALEFPS, which gives 0 below the subnormals and
- * inf above the range.  x is clamped to >= -200 first: n·ln2 stays finite
- * for x = -inf (the pad lanes), whose result is then 2^-289·e^r = 0, as
- * expf(-inf); NaN passes the clamp (max's second operand) and comes out
- * NaN; x = 0 gives exactly 1. */
-TGTI __m512 exp16_fast(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);  /* ln2 high part: n·it exact */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), r);       /* ln2 - high part */
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
 
 /* Heads of the call in tiles: 4 while >= 4 remain, then 2, then 1. */
 static inline int head_tile(int left) { return left >= 4 ? 4 : left >= 2 ? 2 : 1; }
@@ -687,7 +689,7 @@ TGT static void idx_scores_512(const float *q, const float *w, int nt, int nI, i
 /* ---- compressor pooling ------------------------------------------------- */
 
 /* ds4_vec_softpool_ref 16 columns at a time: the column max, then per row
- * p = exp16(s - mx) and the double sums, 8 columns per register, each a
+ * p = exp16_fast(s - mx) and the double sums, 8 columns per register, each a
  * mul then an add, the -inf rows masked out -- the scalar loop's
  * operations lane by lane.  (The scalar loop was ~1.4% of a small-q2
  * prefill: this engine compiles forward.c for baseline x86-64.) */
@@ -702,7 +704,7 @@ TGT static void softpool_512(const ds4_vec_ops *v, const float *const *kv, const
         __m512d num0 = _mm512_setzero_pd(), num1 = num0, den0 = num0, den1 = num0;
         for (int r = 0; r < rows; r++) {
             const __m512 s = _mm512_maskz_loadu_ps(m, sc[r] + e0), k = _mm512_maskz_loadu_ps(m, kv[r] + e0);
-            const __m512 p = exp16(_mm512_sub_ps(s, mx));
+            const __m512 p = exp16_fast(_mm512_sub_ps(s, mx));
             const __mmask16 live = _mm512_cmp_ps_mask(s, ninf, _CMP_NEQ_UQ);
             const __mmask8 l0 = (__mmask8)live, l1 = (__mmask8)(live >> 8);
             const __m512d p0 = _mm512_cvtps_pd(_mm512_castps512_ps256(p));
@@ -728,6 +730,7 @@ void ds4_vec_install_avx512(ds4_vec_ops *v) {
     v->softpool = softpool_512;
     v->attn = attn_512;
     v->exp = exp_512;
+    v->exp_fast = exp_fast_512;
     v->swiglu = swiglu_512;
     v->scale_mul = scale_mul_512;
     v->rot = rot_512;

@@ -53,6 +53,29 @@ static void exp_ref(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
 }
 
+/* simd.h; the vector versions (vec_avx512.c exp16_fast, vec_avx2.c
+ * exp8_fast) run these operations in this order. */
+float ds4_expf_fast(float x) {
+    if (x != x) return x + x;
+    if (x < DS4_EXPF_FAST_LO) return 0.0f;
+    if (x > DS4_EXPF_FAST_HI) return INFINITY;
+    const float n = nearbyintf(x * 0x1.715476p+0f); /* |n| <= 128; the product rounded first */
+    float r = fmaf(-n, 0x1.62e4p-1f, x);           /* ln2's high part (16 bits) */
+    r = fmaf(-n, 0x1.7f7d1cp-20f, r);               /* and the rest */
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r + 1.0f);
+    return scalbnf(p, (int)n);
+}
+
+static void exp_fast_ref(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ds4_expf_fast(x[i]);
+}
+
 static void swiglu_ref(float *g, const float *u, int64_t n, float c, float scale) {
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i], ui = u[i];
@@ -60,7 +83,7 @@ static void swiglu_ref(float *g, const float *u, int64_t n, float c, float scale
             gi = fminf(gi, c);
             ui = fminf(fmaxf(ui, -c), c);
         }
-        g[i] = gi / (1.0f + expf(-gi)) * ui * scale;
+        g[i] = gi / (1.0f + ds4_expf_fast(-gi)) * ui * scale;
     }
 }
 
@@ -161,7 +184,7 @@ void ds4_vec_softpool_ref(const ds4_vec_ops *v, const float *const *kv, const fl
         for (int r = 0; r < rows; r++) {
             const float *s = sc[r] + e0, *k = kv[r] + e0;
             for (int e = 0; e < n; e++) p[e] = s[e] - mx[e];
-            v->exp(p, p, n);
+            v->exp_fast(p, p, n);
             for (int e = 0; e < n; e++) {
                 if (s[e] == -INFINITY) continue;
                 den[e] += p[e];
@@ -176,6 +199,7 @@ void ds4_vec_install_ref(ds4_vec_ops *v) {
     v->dot16 = ds4_vec_dot16_ref;
     v->attn = ds4_vec_attn_ref;
     v->exp = exp_ref;
+    v->exp_fast = exp_fast_ref;
     v->swiglu = swiglu_ref;
     v->scale_mul = scale_mul_ref;
     v->rot = rot_ref;
