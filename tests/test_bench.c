@@ -404,8 +404,12 @@ TEST(phase_bytes) {
         want[DS4_PHASE_Q_B] += RS(L->q_b, hp->q_lora) * nh * dh;
         want[DS4_PHASE_OUT_A] += RS(L->out_a, nh * dh / G) * G * ro;
         want[DS4_PHASE_OUT_B] += RS(L->out_b, G * ro) * D;
-        if (l < hp->n_hash) want[DS4_PHASE_ROUTE] += k * 4;
-        else want[DS4_PHASE_ROUTER] += RS(L->gate_inp, D) * E + E * 4;
+        if (l < hp->n_hash) { /* a decode step's k router rows */
+            want[DS4_PHASE_ROUTE] += k * 4;
+            want[DS4_PHASE_ROUTER] += RS(L->gate_inp, D) * k;
+        } else {
+            want[DS4_PHASE_ROUTER] += RS(L->gate_inp, D) * E + E * 4;
+        }
         want[DS4_PHASE_GATE_UP] += (RS(L->gate_sh, D) + RS(L->up_sh, D)) * Fs + k * (RS(L->gate_exps, D) + RS(L->up_exps, D)) * F;
         want[DS4_PHASE_DOWN] += RS(L->down_sh, Fs) * D + k * RS(L->down_exps, F) * D;
     }

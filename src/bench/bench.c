@@ -86,10 +86,15 @@ void ds4_bench_phase_weight_bytes(const ds4_model *m, uint64_t out[DS4_PHASE_N])
         out[DS4_PHASE_Q_B] += wbytes(&L->q_b) + wbytes(&L->idx_q_b);
         out[DS4_PHASE_OUT_A] += wbytes(&L->out_a);
         out[DS4_PHASE_OUT_B] += wbytes(&L->out_b);
-        /* the router is only read on learned-routing layers (with its bias);
-         * hash layers read one tid2eid row */
-        if (L->hash) out[DS4_PHASE_ROUTE] += k * 4;
-        else out[DS4_PHASE_ROUTER] += wbytes(&L->gate_inp) + (uint64_t)hp->n_expert * 4;
+        /* learned-routing layers read the whole router and its bias; a hash
+         * layer's decode step the router rows of its k experts and one
+         * tid2eid row */
+        if (L->hash) {
+            out[DS4_PHASE_ROUTER] += k * ds4_row_size(L->gate_inp.type, L->gate_inp.ne[0]);
+            out[DS4_PHASE_ROUTE] += k * 4;
+        } else {
+            out[DS4_PHASE_ROUTER] += wbytes(&L->gate_inp) + (uint64_t)hp->n_expert * 4;
+        }
         out[DS4_PHASE_GATE_UP] += wbytes(&L->gate_sh) + wbytes(&L->up_sh) +
                                   k * (expert_bytes(&L->gate_exps) + expert_bytes(&L->up_exps));
         out[DS4_PHASE_DOWN] += wbytes(&L->down_sh) + k * expert_bytes(&L->down_exps);

@@ -1381,7 +1381,18 @@ static int moe(ds4_session *s, batch *b, const ds4_layer *L, uint32_t layer, ds4
     int *first = malloc(sizeof *first * (size_t)(E + 1)); /* expert e's rows: [first[e], first[e+1]) */
     if (!seg || !sc || !first) abort();
 
-    ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
+    if (L->hash && n == 1) { /* a hash layer's decode step reads only its experts' rows */
+        const int32_t *ids = L->tid2eid + (size_t)b->tok[0] * k;
+        int nr = 0;
+        for (int i = 0; i < k; i++) {
+            bool seen = false; /* a row listed twice is computed once */
+            for (int j = 0; j < i; j++) seen = seen || ids[j] == ids[i];
+            if (!seen) seg[nr++] = ds4_seg(&L->gate_inp, 0, ids[i], 1, b->xn, D, 1, b->router + ids[i], E);
+        }
+        ds4_mm_multi(s->pool, seg, nr);
+    } else {
+        ds4_mm(s->pool, &L->gate_inp, 0, 0, E, b->xn, D, n, b->router, E);
+    }
     phase_end(s, b, DS4_PHASE_ROUTER);
     route(s, b, L);
 
