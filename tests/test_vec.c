@@ -87,24 +87,32 @@ TEST(dot16) {
  * exp matched libm bit for bit in the sweep below (x86-64 glibc), else 1e-6. */
 static int exp_is_libm = -1;
 
+/* The next up-to-`cap` values of the strided sweep over every 257th bit
+ * pattern (both signs, NaNs and infinities included) into x, from *u on;
+ * sets *done after the last.  Returns how many. */
+static int sweep_next(float *x, int cap, uint32_t *u, int *done) {
+    int n = 0;
+    for (; n < cap; n++) {
+        x[n] = bits_f(*u);
+        uint32_t nu = *u + 257;
+        if (nu < *u) { *done = 1; return n + 1; }
+        *u = nu;
+    }
+    return n;
+}
+
 TEST(exp) {
     ds4_vec_ops v;
     FOR_LEVELS(v, lv) {
         enum { CH = 4096 };
         static float x[16384], y[16384];
         int64_t worst = 0, diff = 0, total = 0;
-        /* every 61st bit pattern, both signs, plus the neighbourhoods of the
-         * branch thresholds */
+        /* every 257th bit pattern (sweep_next), both signs, plus the
+         * neighbourhoods of the branch thresholds */
         uint32_t u = 0;
         int done = 0;
         while (!done) {
-            int n = 0;
-            for (; n < CH; n++) {
-                x[n] = bits_f(u);
-                uint32_t nu = u + 257;
-                if (nu < u) { done = 1; n++; break; }
-                u = nu;
-            }
+            int n = sweep_next(x, CH, &u, &done);
             v.exp(y, x, n);
             for (int i = 0; i < n; i++) {
                 float r = expf(x[i]);
@@ -182,13 +190,7 @@ TEST(exp_fast) {
         int64_t bad = 0, n = 0;
         uint32_t u = 0;
         for (int done = 0; !done;) {
-            int m = 0;
-            for (; m < CH; m++) {
-                x[m] = bits_f(u);
-                uint32_t nu = u + 257;
-                if (nu < u) { done = 1; m++; break; }
-                u = nu;
-            }
+            int m = sweep_next(x, CH, &u, &done);
             if (done) { /* then the special values and the thresholds' neighbourhoods, bit by bit */
                 for (int i = 0; i < ns; i++) x[m++] = special[i];
                 for (int b = 0; b < 2000; b++) {

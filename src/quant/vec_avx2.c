@@ -193,16 +193,16 @@ TGTI __m256 exp8(__m256 x) {
  * included).  Out-of-range lanes are replaced at the end; NaN passes
  * through (its n is garbage, but p is NaN). */
 TGTI __m256 exp8_fast(__m256 x) {
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(0x1.715476p+0f)),
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(DS4_EXPF_FAST_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(DS4_EXPF_FAST_LN2HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(DS4_EXPF_FAST_LN2LO), r);
+    __m256 p = _mm256_set1_ps(DS4_EXPF_FAST_P5);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(DS4_EXPF_FAST_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(DS4_EXPF_FAST_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(DS4_EXPF_FAST_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(DS4_EXPF_FAST_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(DS4_EXPF_FAST_P0));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const __m256i bias = _mm256_set1_epi32(127);

@@ -115,16 +115,16 @@ TGTI __m512 exp16(__m512 x) {
  * lanes (including x = -inf, whose n·ln2 would be inf - inf) are replaced
  * at the end, NaN passes through every step. */
 TGTI __m512 exp16_fast(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(DS4_EXPF_FAST_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(DS4_EXPF_FAST_LN2HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(DS4_EXPF_FAST_LN2LO), r);
+    __m512 p = _mm512_set1_ps(DS4_EXPF_FAST_P5);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(DS4_EXPF_FAST_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(DS4_EXPF_FAST_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(DS4_EXPF_FAST_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(DS4_EXPF_FAST_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(DS4_EXPF_FAST_P0));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     __m512 y = _mm512_scalef_ps(p, n);
     y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(DS4_EXPF_FAST_LO), _CMP_LT_OQ), y,

@@ -22,6 +22,20 @@ void ds4_vec_softpool_ref(const ds4_vec_ops *v, const float *const *kv, const fl
                           float *out);
 void ds4_vec_idx_scores_ref(const float *q, const float *w, int nt, int nI, int dI, const float *k, int64_t n,
                             float *out, int64_t ostride);
+/* ds4_expf_fast's constants (simd.h), shared by its scalar definition
+ * (vec_ref.c) and the vector versions that reproduce it: log2(e), ln 2 in
+ * two parts (the high one has 16 significant bits, so n·it is exact for
+ * |n| <= 256), and Cephes' expf polynomial, highest degree first. */
+#define DS4_EXPF_FAST_LOG2E 0x1.715476p+0f
+#define DS4_EXPF_FAST_LN2HI 0x1.62e4p-1f
+#define DS4_EXPF_FAST_LN2LO 0x1.7f7d1cp-20f
+#define DS4_EXPF_FAST_P5 1.9875691500e-4f
+#define DS4_EXPF_FAST_P4 1.3981999507e-3f
+#define DS4_EXPF_FAST_P3 8.3334519073e-3f
+#define DS4_EXPF_FAST_P2 4.1665795894e-2f
+#define DS4_EXPF_FAST_P1 1.6666665459e-1f
+#define DS4_EXPF_FAST_P0 5.0000001201e-1f
+
 /* 2^(i/32) as double bits minus i << 47 (glibc's expf table), for the
  * vector expf transcriptions (vec_avx512.c, vec_avx2.c). */
 extern const uint64_t ds4_exp2f_tab[32];

@@ -59,15 +59,15 @@ float ds4_expf_fast(float x) {
     if (x != x) return x + x;
     if (x < DS4_EXPF_FAST_LO) return 0.0f;
     if (x > DS4_EXPF_FAST_HI) return INFINITY;
-    const float n = nearbyintf(x * 0x1.715476p+0f); /* |n| <= 128; the product rounded first */
-    float r = fmaf(-n, 0x1.62e4p-1f, x);           /* ln2's high part (16 bits) */
-    r = fmaf(-n, 0x1.7f7d1cp-20f, r);               /* and the rest */
-    float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
+    const float n = nearbyintf(x * DS4_EXPF_FAST_LOG2E); /* |n| <= 128; the product rounded first */
+    float r = fmaf(-n, DS4_EXPF_FAST_LN2HI, x); /* ln2's high part (16 bits) */
+    r = fmaf(-n, DS4_EXPF_FAST_LN2LO, r);       /* and the rest */
+    float p = DS4_EXPF_FAST_P5;
+    p = fmaf(p, r, DS4_EXPF_FAST_P4);
+    p = fmaf(p, r, DS4_EXPF_FAST_P3);
+    p = fmaf(p, r, DS4_EXPF_FAST_P2);
+    p = fmaf(p, r, DS4_EXPF_FAST_P1);
+    p = fmaf(p, r, DS4_EXPF_FAST_P0);
     p = fmaf(p, r * r, r + 1.0f);
     return scalbnf(p, (int)n);
 }
