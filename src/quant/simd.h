@@ -77,8 +77,9 @@ typedef struct ds4_attn_args {
  * (Cody-Waite), e^r = 1 + r + r²·P(r) with Cephes' expf polynomial P in
  * fmaf (Horner), then scaled by 2^n (scalbnf: one rounding, also for a
  * subnormal result).  Within 1 ulp of expf wherever expf(x) >= 2^-126
- * (every float of [-104, 0] checked once; tests/test_vec.c sweeps a strided
- * sample of all floats and the binade [-1, -0.5) whole); 0 below that (x <
+ * (tests/test_vec.c sweeps a strided sample of all floats and the binade
+ * [-1, -0.5) whole, and every float of [-104, 0] with DS4_TEST_EXP_ALL=1);
+ * 0 below that (x <
  * DS4_EXPF_FAST_LO, where expf is subnormal, at most 2^-126 away), inf above
  * DS4_EXPF_FAST_HI (where expf overflows), NaN for NaN.  The SwiGLU, the
  * compressors' softmax pooling and the attention softmax use it. */
