@@ -79,10 +79,10 @@ typedef struct ds4_attn_args {
  * subnormal result).  Within 1 ulp of expf wherever expf(x) >= 2^-126
  * (tests/test_vec.c sweeps a strided sample of all floats and the binade
  * [-1, -0.5) whole, and every float of [-104, 0] with DS4_TEST_EXP_ALL=1);
- * 0 below that (x <
- * DS4_EXPF_FAST_LO, where expf is subnormal, at most 2^-126 away), inf above
- * DS4_EXPF_FAST_HI (where expf overflows), NaN for NaN.  The SwiGLU, the
- * compressors' softmax pooling and the attention softmax use it. */
+ * 0 below that (x < DS4_EXPF_FAST_LO, where expf is subnormal, at most
+ * 2^-126 away), inf above DS4_EXPF_FAST_HI (where expf overflows), NaN for
+ * NaN.  The SwiGLU, the compressors' softmax pooling and the attention
+ * softmax use it. */
 #define DS4_EXPF_FAST_LO (-0x1.5d589ep+6f) /* ~ln 2^-126 */
 #define DS4_EXPF_FAST_HI (0x1.62e42ep+6f)  /* largest x with expf(x) finite */
 float ds4_expf_fast(float x);
