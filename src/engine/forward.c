@@ -774,13 +774,11 @@ static void comp_ape_token(ds4_session *s, batch *b, const void *arg, int t) {
     int m = L->ratio, dh = (int)s->model->hp.head_dim, dI = (int)s->model->hp.idx_head_dim;
     int wc = (m == 4 ? 2 : 1) * dh;
     int64_t pos = b->p0 + t;
-    float *z = b->cz + (size_t)t * wc;
-    const float *ape = L->comp_ape + (size_t)(pos % m) * wc;
-    for (int i = 0; i < wc; i++) z[i] += ape[i];
+    /* z += ape as the level's axpy with a = 1 (1·ape is exact: the same
+     * bits as the plain sum, in SIMD; this file is built for baseline x86) */
+    b->V->axpy(b->cz + (size_t)t * wc, 1.0f, L->comp_ape + (size_t)(pos % m) * wc, wc);
     if (m != 4) return;
-    float *iz = b->iz + (size_t)t * 2 * dI;
-    const float *iape = L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI;
-    for (int i = 0; i < 2 * dI; i++) iz[i] += iape[i];
+    b->V->axpy(b->iz + (size_t)t * 2 * dI, 1.0f, L->idx_comp_ape + (size_t)(pos % 4) * 2 * dI, 2 * dI);
 }
 
 /* Runs the attention compressor (and, for ratio 4, the indexer compressor)
