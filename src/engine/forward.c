@@ -1327,11 +1327,8 @@ static int moe_streamed(ds4_session *s, batch *b, const ds4_layer *L, uint32_t l
         }
         float *yo = b->yg;
         ffn_rows(s, b, &L->gate_exps, &L->up_exps, &L->down_exps, e, wp, xg, cnt, wg, L->clamp_exp, yo);
-        for (int c = 0; c < cnt; c++) {
-            float *dst = b->out + (size_t)b->etok[c] * D;
-            const float *src = yo + (size_t)c * D;
-            for (int64_t d = 0; d < D; d++) dst[d] += src[d];
-        }
+        for (int c = 0; c < cnt; c++) /* as moe_sum_token: 1·y is exact, a plain add */
+            b->V->axpy(b->out + (size_t)b->etok[c] * D, 1.0f, yo + (size_t)c * D, D);
     }
     ds4_experts_layer_end(x);
     return 0;
