@@ -159,6 +159,17 @@ static int64_t expf_fast_err(float x) {
     return ulps(y, r);
 }
 
+/* expf_fast_err over the bit patterns u0, u0 + step, ... <= u1 (no wrap):
+ * the worst into *worst, the count added to *total. */
+static void expf_fast_range(uint32_t u0, uint32_t u1, uint32_t step, int64_t *worst, int64_t *total) {
+    for (uint32_t u = u0;; u += step) {
+        int64_t e = expf_fast_err(bits_f(u));
+        if (e > *worst) *worst = e;
+        ++*total;
+        if (u > u1 - step) break;
+    }
+}
+
 TEST(exp_fast) {
     enum { CH = 4096 };
     static float x[CH + 8192], y[CH + 8192], want[CH + 8192];
@@ -166,23 +177,9 @@ TEST(exp_fast) {
     /* ds4_expf_fast itself: every 257th bit pattern, and every float of
      * [-1, -0.5) (a whole binade of softmax arguments); DS4_TEST_EXP_ALL=1
      * also every float of [-104, 0] (1.15e9 of them, ~30 s: at most 1 ulp) */
-    if (getenv("DS4_TEST_EXP_ALL"))
-        for (uint32_t u = f_bits(-0.0f); u <= f_bits(-104.0f); u++) {
-            int64_t e = expf_fast_err(bits_f(u));
-            if (e > worst) worst = e;
-            total++;
-        }
-    for (uint32_t u = 0;; u += 257) {
-        int64_t e = expf_fast_err(bits_f(u));
-        if (e > worst) worst = e;
-        total++;
-        if (u > UINT32_MAX - 257) break;
-    }
-    for (uint32_t u = f_bits(-0.5f); u < f_bits(-1.0f); u++) {
-        int64_t e = expf_fast_err(bits_f(u));
-        if (e > worst) worst = e;
-        total++;
-    }
+    if (getenv("DS4_TEST_EXP_ALL")) expf_fast_range(f_bits(-0.0f), f_bits(-104.0f), 1, &worst, &total);
+    expf_fast_range(0, UINT32_MAX, 257, &worst, &total);
+    expf_fast_range(f_bits(-0.5f), f_bits(-1.0f) - 1, 1, &worst, &total);
     printf("  ds4_expf_fast: worst %lld ulp from libm expf over %lld values\n", (long long)worst, (long long)total);
     CHECKF(worst <= 1, "ds4_expf_fast: %lld ulps from libm", (long long)worst);
     const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, DS4_EXPF_FAST_LO,
