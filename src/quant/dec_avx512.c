@@ -65,8 +65,8 @@
 
 /* Prefetch the same block one row block (NR rows) ahead, as simd_avx512.c. */
 INL void pf2(const void *p) {
-    _mm_prefetch((const char *)p, _MM_HINT_T0);
-    _mm_prefetch((const char *)p + 63, _MM_HINT_T0);
+    _mm_prefetch((const char *)p, DS4_PF_STREAM);
+    _mm_prefetch((const char *)p + 63, DS4_PF_STREAM);
 }
 
 /* ------------------------------------------------------------------------
@@ -334,7 +334,7 @@ INL void k_f16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t 
 #define XF2(c) _mm512_loadu_ps(xc[c] + i + 16)
     for (; i + 32 <= n; i += 32) { /* a line of every row per step */
         if (far_on) ds4_pf_far_step(&far);
-        if (pfd) DS4_UNROLL for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(wr[r] + i) + pfd, _MM_HINT_T0);
+        if (pfd) DS4_UNROLL for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(wr[r] + i) + pfd, DS4_PF_STREAM);
         F16_CHUNK(WF, XF);
         F16_CHUNK(WF2, XF2);
     }

@@ -379,8 +379,8 @@ TGF static inline __attribute__((always_inline)) void gf_rows(int64_t n, const u
             _Pragma("GCC unroll 4") for (int r = 0; r < NR; r++) {
                 const block_iq2_xxs *a = (const block_iq2_xxs *)(w + r * ws) + i;
                 dw[GRP(r)][SLOT(r, j)] = a->d;
-                _mm_prefetch((const char *)a + pfd, _MM_HINT_T0); /* 66-byte blocks: two lines */
-                _mm_prefetch((const char *)a + pfd + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)a + pfd, DS4_PF_STREAM); /* 66-byte blocks: two lines */
+                _mm_prefetch((const char *)a + pfd + 64, DS4_PF_STREAM);
             }
             /* rows in pairs (an odd last row pairs with itself) */
             _Pragma("GCC unroll 2") for (int r = 0; r < NR; r += 2) {

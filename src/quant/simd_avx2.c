@@ -32,7 +32,7 @@ INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); }
  * blocks and ~8 KB: one block, 2.2 KB on 1024-wide Q8_0 rows, left the
  * stream waiting on memory). */
 INL void pf(const uint8_t *p, int len) {
-    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, DS4_PF_STREAM);
 }
 
 INL int32_t hsum_epi32(__m256i v) {

@@ -27,7 +27,7 @@ INL float h2f(ds4_fp16 h) { return _cvtsh_ss(h); } /* exact, as ds4_fp16_to_f32 
  * left decode well under memory bandwidth.  Prefetches never fault, so
  * running past the last row is harmless. */
 INL void pf(const uint8_t *p, int len) {
-    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+    for (int o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, DS4_PF_STREAM);
 }
 
 INL int32_t hsum256_epi32(__m256i v) {
@@ -167,7 +167,8 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
      * (4 pairs).  Either stage alone was worse: the far one alone, at 1x or
      * 2x, into L1 or L2, got ~190 tok/s at either memory level, where the
      * near one alone gets ~175 or ~255; far stages 3x or 4x ahead, or T2
-     * instead of T1, were no better. */
+     * instead of T1, were no better.  (Both stages are non-temporal since:
+     * DS4_PF_STREAM, simd_int.h.) */
     const size_t pfd = ds4_decode_pf_dist(ws, NR);
     ds4_pf_far far = ds4_pf_far_init(w, ws, NR, (nb + 1) / 2);
     for (int64_t b = 0; b < nb; b += 2) {

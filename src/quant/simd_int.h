@@ -69,10 +69,10 @@ static inline size_t ds4_decode_pf_dist(size_t ws, int nr) {
 /* Decode's second, farther prefetch stage (ds4_pf_far_*): a tile's nr rows
  * are one contiguous stretch of nr·ws bytes, and the kernel walks it block
  * by block in all rows at once, nsteps steps in all.  Besides the near
- * prefetch above (into L1, row by row, ds4_decode_pf_dist ahead), each step
- * asks for its share of the same stretch twice that distance ahead into L2,
- * in address order: the near prefetches then find their lines in L2.
- * Measured in simd_avx512.c (k_q8_0). */
+ * prefetch above (row by row, ds4_decode_pf_dist ahead), each step asks for
+ * its share of the same stretch twice that distance ahead, in address
+ * order, as the hardware prefetchers like it.  Both stages use the hint
+ * DS4_PF_STREAM (below).  Measured in simd_avx512.c (k_q8_0). */
 typedef struct {
     const char *p; /* the stretch, 2·ds4_decode_pf_dist ahead */
     size_t done;   /* bytes asked for so far */
@@ -95,11 +95,22 @@ static inline ds4_pf_far ds4_pf_far_init(const void *w, size_t ws, int nr, int64
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
-/* One step of the far stage: this step's share of the stretch, into L2
- * (T1).  Prefetches never fault, so running past the matrix is harmless. */
+/* The hint of every decode weight prefetch, near and far: non-temporal.
+ * A decode step reads each weight once, ~150 MB a token at small and GBs
+ * at V4's sizes, so nothing it prefetches is read again before the caches
+ * turn over.  With T0/T1 those lines went on through L2 into the L3 (a
+ * victim cache on Zen) and evicted what a step does read again: the KV and
+ * compressor rows, the HC state, the activations.  Zen 5, 2 threads,
+ * interleaved runs of both builds: small-q2 decode 0.83-0.85 -> 0.90 of
+ * the roofline at ~50 GB/s, +3-6% at ~67 GB/s (attention, HC and the
+ * router gain most); small-q8 0.84-0.87 -> 0.89-0.94 at ~50 GB/s.
+ * NTA for the near stage only or the far stage only gained about half. */
+#define DS4_PF_STREAM _MM_HINT_NTA
+/* One step of the far stage: this step's share of the stretch.
+ * Prefetches never fault, so running past the matrix is harmless. */
 static inline void ds4_pf_far_step(ds4_pf_far *f) {
     f->lim = f->lim + f->per < f->span ? f->lim + f->per : f->span;
-    for (; f->done < f->lim; f->done += 64) _mm_prefetch(f->p + f->done, _MM_HINT_T1);
+    for (; f->done < f->lim; f->done += 64) _mm_prefetch(f->p + f->done, DS4_PF_STREAM);
 }
 
 /* A panel GEMM's output block -- rows [r0, r0 + nr) of tokens [t0, t1),
