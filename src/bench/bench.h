@@ -18,7 +18,8 @@
  *
  * Roofline (opts.roofline): a ds4_membw probe measures this machine's read
  * bandwidth (threads streaming a buffer much larger than the LLC with the
- * widest loads the CPU has, best of several runs) once at start, and again
+ * widest loads the CPU has, with and without a software prefetch ahead of
+ * them, best of several runs) once at start, and again
  * right before and right after each row's timed generation: the row's
  * bandwidth is the larger of those two, because on a shared machine the
  * available bandwidth drifts from minute to minute.  Each row gets bytes_per_token = weights a decode step
@@ -117,7 +118,9 @@ void ds4_bench_ids(uint32_t seed, int32_t V, int32_t *out, size_t n);
 /* Read-bandwidth probe: n_threads (<= 0: all CPUs) threads streaming a buffer
  * of `bytes` (0: max(4 x LLC, 512 MiB), at most 2 GiB), allocated and touched
  * once by _new (NULL on failure) so repeated measurements are cheap.
- * _measure returns the best of `runs` passes in bytes/s (0 on failure). */
+ * _measure returns the best of `runs` passes of each kind -- plain loads,
+ * and loads behind a software prefetch (bench.c) -- in bytes/s (0 on
+ * failure). */
 typedef struct ds4_membw ds4_membw;
 ds4_membw *ds4_membw_new(int n_threads, size_t bytes);
 double ds4_membw_measure(ds4_membw *p, int runs);
