@@ -14,8 +14,8 @@
  *   stays in L2 (<= 256 KB), ns per element and column, 1 thread.
  * act: the activation quantizers (f32 -> Q8_0, Q8_K) on one ne0-float row in
  *   cache, ns per 1024 floats, 1 thread.
- * The first line is this machine's read bandwidth (8-way unrolled 64-bit
- * loads over the same buffer), the ceiling for the matvec column.  Each
+ * The first line is this machine's read bandwidth (ds4-bench's probe over a
+ * buffer of the same size), the ceiling for the matvec column.  Each
  * level's numbers are followed by its ratio to the scalar level. */
 #include <math.h> /* before ops.h, which uses expf */
 #include <pthread.h>
@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench.h"
 #include "engine/ops.h"
 #include "engine/pool.h"
 #include "quant/quant.h"
@@ -34,30 +35,6 @@ static float gauss(void) { /* cheap approximately-normal values */
     float s = 0;
     for (int i = 0; i < 4; i++) s += (float)(next() >> 40) / (float)(1 << 24);
     return (s - 2.0f) * 1.7f;
-}
-
-/* ---- memory bandwidth probe ---- */
-typedef struct { const uint64_t *p; size_t n; uint64_t sink; } bw_arg;
-static void bw_task(void *ctx, int64_t i) {
-    bw_arg *a = (bw_arg *)ctx + i;
-    uint64_t s[8] = { 0 };
-    for (size_t k = 0; k + 8 <= a->n; k += 8)
-        for (int u = 0; u < 8; u++) s[u] ^= a->p[k + u];
-    a->sink = s[0] ^ s[1] ^ s[2] ^ s[3] ^ s[4] ^ s[5] ^ s[6] ^ s[7];
-}
-static double membw(ds4_pool *pool, const void *buf, size_t bytes) {
-    int t = ds4_pool_size(pool);
-    bw_arg a[64];
-    size_t per = bytes / 8 / (size_t)t;
-    for (int i = 0; i < t; i++) a[i] = (bw_arg){ (const uint64_t *)buf + per * (size_t)i, per, 0 };
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = now();
-        ds4_pool_run(pool, t, bw_task, a);
-        double dt = now() - t0;
-        if (dt < best) best = dt;
-    }
-    return (double)(per * 8 * (size_t)t) / best / 1e9;
 }
 
 /* Fills a weight matrix by replicating 64 encoded random rows. */
@@ -124,8 +101,9 @@ int main(int argc, char **argv) {
     memset(w, 1, bytes);
     for (int64_t i = 0; i < ne0 * pn[NPF - 1]; i++) X[i] = gauss();
     ds4_pool *p1 = ds4_pool_new(1), *p2 = ds4_pool_new(2);
-    printf("read bandwidth (%zu MiB buffer): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", mib, membw(p1, w, bytes),
-           membw(p2, w, bytes));
+    /* ds4-bench's probe (bench.c): plain and prefetching reads, the faster */
+    printf("read bandwidth (%zu MiB buffer): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", mib,
+           ds4_bench_membw(1, bytes, 3) / 1e9, ds4_bench_membw(2, bytes, 3) / 1e9);
     printf("ne0 = %lld; matvec over ~%zu MiB; prefill %lld rows x n tokens, 1 thread\n\n", (long long)ne0, mib,
            (long long)prows);
 
