@@ -87,8 +87,8 @@ static const uint8_t q2k_ctl[2][32] __attribute__((aligned(32))) = {
             uint32_t dd[4];                                                                               \
             for (int r = 0; r < 4; r++) {                                                                 \
                 const block_q2_K *b = a[r] + i;                                                           \
-                _mm_prefetch((const char *)b + pfo, DS4_PF_STREAM);                                         \
-                _mm_prefetch((const char *)b + pfo + 63, DS4_PF_STREAM);                                    \
+                _mm_prefetch((const char *)b + pfo, DS4_PF_STREAM);                                       \
+                _mm_prefetch((const char *)b + pfo + 63, DS4_PF_STREAM);                                  \
                 const __m128i s16 = _mm_loadu_si128((const __m128i *)(const void *)b->scales);           \
                 const __m256i s4 = _mm256_and_si256(_mm256_broadcastsi128_si256(s16), m4);                \
                 __m256i acc = _mm256_setzero_si256();                                                     \

@@ -167,8 +167,8 @@ INL void k_q8_0(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, size_t
      * (4 pairs).  Either stage alone was worse: the far one alone, at 1x or
      * 2x, into L1 or L2, got ~190 tok/s at either memory level, where the
      * near one alone gets ~175 or ~255; far stages 3x or 4x ahead, or T2
-     * instead of T1, were no better.  (Both stages are non-temporal since:
-     * DS4_PF_STREAM, simd_int.h.) */
+     * instead of T1, were no better.  (Both stages now prefetch
+     * non-temporally: DS4_PF_STREAM, simd_int.h.) */
     const size_t pfd = ds4_decode_pf_dist(ws, NR);
     ds4_pf_far far = ds4_pf_far_init(w, ws, NR, (nb + 1) / 2);
     for (int64_t b = 0; b < nb; b += 2) {
