@@ -510,6 +510,38 @@ TEST(ctx_past_model_context) {
     ds4_model_free(m);
 }
 
+/* The default batch follows the expert count: ~48 tokens an expert, within
+ * [DS4_BATCH_MIN, DS4_BATCH_MAX], and a session left at 0 gets it. */
+TEST(default_batch) {
+    ds4_hparams hp;
+    ds4_hparams_preset_flash(&hp); /* 256 experts, top-6 */
+    CHECK_EQ_INT(ds4_default_batch(&hp), 2048);
+    hp.n_expert = 64;                /* the small preset */
+    CHECK_EQ_INT(ds4_default_batch(&hp), DS4_BATCH_MIN);
+    hp.n_expert = 384; hp.n_expert_used = 7; /* 2633 -> whole lines of 64 */
+    CHECK_EQ_INT(ds4_default_batch(&hp), 2688);
+    hp.n_expert = 4096;
+    CHECK_EQ_INT(ds4_default_batch(&hp), DS4_BATCH_MAX);
+    hp.n_expert_used = 0;
+    CHECK_EQ_INT(ds4_default_batch(&hp), DS4_BATCH_MIN);
+    ds4_err err = {{0}};
+    ds4_model *m = ds4_model_load(tiny_model(), &err);
+    if (!m) { CHECK(0); return; }
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.n_threads = 1;
+    CHECK_EQ_INT(o.max_batch, 0);
+    ds4_session *s = ds4_session_new(m, &o, NULL, &err);
+    CHECKF(s != NULL, "%s", err.msg);
+    if (s) CHECK_EQ_INT(s->opts.max_batch, ds4_default_batch(&m->hp));
+    ds4_session_free(s);
+    o.max_batch = 100; /* an explicit size is kept */
+    s = ds4_session_new(m, &o, NULL, &err);
+    if (s) CHECK_EQ_INT(s->opts.max_batch, 100);
+    ds4_session_free(s);
+    ds4_model_free(m);
+}
+
 /* Rewrites the tiny model with one change, then expects the loader to refuse it. */
 enum edit { EDIT_SHAPE, EDIT_TYPE, EDIT_ARCH, EDIT_DROP, EDIT_KEY };
 
@@ -589,6 +621,7 @@ int main(void) {
     RUN(quantized_batches_bitwise);
     RUN(eval_bad_input);
     RUN(ctx_past_model_context);
+    RUN(default_batch);
     RUN(model_validation);
     remove(tiny_path);
     rmdir(test_tmpdir());

@@ -34,12 +34,18 @@ enum ds4_numerics { DS4_NUMERICS_MODEL = 0, DS4_NUMERICS_REFERENCE = 1 };
  * session creation. */
 enum ds4_backend { DS4_BACKEND_AUTO = 0, DS4_BACKEND_CPU = 1, DS4_BACKEND_CUDA = 2 };
 
-/* Tokens per internal batch by default.  Prefill runs each routed expert
- * on the batch's tokens that picked it (k·n/E on average), and a panel
- * GEMM's per-call weight unpack is shared by those tokens: small-q2 prefill
- * of 512 tokens ran ~10% faster in one batch of 512 than in two of 256.
- * The scratch grows linearly (~0.75 MB per token at Flash's shape). */
-#define DS4_MAX_BATCH_DEFAULT 512
+/* Tokens per internal batch when the options leave it at 0: enough that
+ * each routed expert sees ~48 of the batch's tokens on average (k·n/E), at
+ * least DS4_BATCH_MIN and at most DS4_BATCH_MAX.  Prefill runs each expert
+ * on the tokens that picked it, and a panel GEMM's weight unpack is shared
+ * by those tokens (16 a panel): small-q2 prefill of 512 tokens ran ~10%
+ * faster in one batch of 512 than in two of 256, and at Flash's shape (256
+ * experts, top-6: 12 tokens an expert at 512) batches of 2048 cut the MoE's
+ * time a token by ~40%.  The scratch grows linearly (~0.75 MB per token at
+ * Flash's shape: ~1.5 GB at 2048). */
+#define DS4_BATCH_MIN 512
+#define DS4_BATCH_MAX 4096
+int ds4_default_batch(const ds4_hparams *hp);
 
 typedef struct ds4_engine_opts {
     int n_threads;               /* <= 0: all online CPUs */
@@ -47,7 +53,7 @@ typedef struct ds4_engine_opts {
     uint32_t ctx_max;            /* positions the session may reach (0: 4096, or the model's
                                   * context length if smaller); more than the
                                   * model's context length is refused */
-    int max_batch;               /* tokens per internal batch (0: DS4_MAX_BATCH_DEFAULT) */
+    int max_batch;               /* tokens per internal batch (0: ds4_default_batch) */
     /* Routed experts streamed from the file through a cache (experts/experts.h),
      * off by default.  expert_store: a store to use (shared by sessions that
      * run one at a time; the caller frees it); otherwise the session opens its

@@ -43,7 +43,13 @@ void ds4_engine_opts_default(ds4_engine_opts *o) {
     o->n_threads = 0;
     o->numerics = DS4_NUMERICS_MODEL;
     o->ctx_max = 4096;
-    o->max_batch = DS4_MAX_BATCH_DEFAULT;
+    o->max_batch = 0; /* by the model: ds4_default_batch */
+}
+
+int ds4_default_batch(const ds4_hparams *hp) {
+    if (!hp->n_expert || !hp->n_expert_used) return DS4_BATCH_MIN;
+    uint64_t n = (48ull * hp->n_expert / hp->n_expert_used + 63) & ~63ull;
+    return n < DS4_BATCH_MIN ? DS4_BATCH_MIN : n > DS4_BATCH_MAX ? DS4_BATCH_MAX : (int)n;
 }
 
 int ds4_backend_parse(const char *s) {
@@ -120,7 +126,7 @@ ds4_session *ds4_session_new(const ds4_model *m, const ds4_engine_opts *opts, ds
         free(s);
         return NULL;
     }
-    if (s->opts.max_batch <= 0) s->opts.max_batch = DS4_MAX_BATCH_DEFAULT;
+    if (s->opts.max_batch <= 0) s->opts.max_batch = ds4_default_batch(hp);
     if (s->opts.numerics == DS4_NUMERICS_MODEL && (hp->idx_head_dim & (hp->idx_head_dim - 1))) {
         ds4_err_set(err, "indexer head dim %u is not a power of two: the FP4/Hadamard numerics need one "
                     "(use reference numerics)", hp->idx_head_dim);

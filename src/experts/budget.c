@@ -1,7 +1,7 @@
 /* Memory accounting for expert streaming: what stays resident (the dense
  * part of the file, one session's state and scratch, a fixed overhead) and
  * the expert cache a whole-process RAM budget leaves.  Contract in experts.h. */
-#include "engine/engine.h" /* DS4_MAX_BATCH_DEFAULT */
+#include "engine/engine.h" /* ds4_default_batch */
 #include "experts/experts.h"
 
 #include "quant/quant.h"
@@ -34,7 +34,7 @@ void ds4_experts_model_bytes(const ds4_model *m, ds4_model_bytes *out) {
 }
 
 uint64_t ds4_experts_session_bytes(const ds4_hparams *hp, uint32_t ctx_max, int max_batch) {
-    uint64_t ctx = ctx_max ? ctx_max : 4096, N = max_batch > 0 ? (uint64_t)max_batch : DS4_MAX_BATCH_DEFAULT;
+    uint64_t ctx = ctx_max ? ctx_max : 4096, N = max_batch > 0 ? (uint64_t)max_batch : (uint64_t)ds4_default_batch(hp);
     if (N > ctx) N = ctx;
     uint64_t f = 0; /* floats */
     /* per layer, as ds4_session_new allocates */
