@@ -803,6 +803,20 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
         }
 }
 
+/* The weight lines the next chunk's unpack of one block range will read:
+ * nrow rows ws apart from w, each `len` bytes from `off`, L = lines a row
+ * (len/64 rounded up, plus one for a range that straddles a line).  Units
+ * [u0, u1) of the nrow·L, one prefetch each, so that the tiles of a pass
+ * can share them out. */
+INL void pf_rows(const uint8_t *w, size_t ws, size_t off, int L, int64_t u0, int64_t u1) {
+    if (u0 >= u1) return;
+    const char *row = (const char *)w + (size_t)(u0 / L) * ws + off;
+    for (int64_t j = u0 % L, u = u0; u < u1; u++) {
+        _mm_prefetch(row + 64 * j, _MM_HINT_T0);
+        if (++j == L) { j = 0; row += ws; }
+    }
+}
+
 /* The whole call (see the header): row chunks of RC, each unpacked once per
  * KB-block range, then every panel in tiles.  When a row needs more than
  * one range, the lane sums of up to PGRP panels wait in buf between ranges
@@ -812,6 +826,7 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                 int64_t ldy, const k_tile_fn (*tiles)[PMAXT], const int *nrmax, const int TPM, const int kind) {
     const int nb = (int)(n / QK_K);
     const size_t bb = block_bytes(kind == KQ2 ? 8 : kind == KQ4 ? 4 : 0), pb = bb * (size_t)nb;
+    const size_t wsz = kind == KQ2 ? sizeof(block_q2_K) : kind == KQ4 ? sizeof(block_q4_K) : sizeof(block_iq2_xxs);
     const int np = (ntok + PANEL - 1) / PANEL;
     const int kb = nb < KB ? nb : KB, nkc = (nb + kb - 1) / kb;
     const int pg = nkc == 1 ? np : PGRP;
@@ -847,11 +862,23 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
          * prefetching only the chunk two ahead did worse (402, 529). */
         const size_t pf0 = nkc == 1 && r0 + rc < nr ? (size_t)(r0 + rc) * ws : 0;
         const size_t pf1 = pf0 ? (size_t)(nr - r0 - rc < 2 * RC ? nr : r0 + rc + 2 * RC) * ws : 0;
+        /* Rows of several ranges (n > KB blocks: V4 Flash's 4096-wide
+         * gate/up, 2048-wide down) prefetch instead, during range c, range
+         * c of the next two chunks.  Without it their unpack waited on
+         * memory (two thirds of its samples on the first weight load).
+         * Flash-shaped q2, 3 layers, 512 tokens (12 an expert): gate_up
+         * 766-773 -> 558-568 us a token, down 331-352 -> 272-279; one
+         * chunk ahead 597-604 and 280-284; T1 instead of T0 no better. */
+        const int pnr = nkc > 1 && r0 + rc < nr ? (nr - r0 - rc < 2 * RC ? nr - r0 - rc : 2 * RC) : 0;
         for (int g0 = 0; g0 < np; g0 += pg) {
             const int g1 = np - g0 < pg ? np : g0 + pg, gp = g1 < npl ? g1 : npl; /* [g0, gp): plain tiles */
             for (int c = 0; c < nkc; c++) {
                 const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
                 if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
+                /* this pass's prefetch units (pf_rows), g0 == 0 only */
+                const int pL = (int)((size_t)nbk * wsz + 63) / 64 + 1;
+                const int64_t pU = g0 == 0 ? (int64_t)pnr * pL : 0, pD = (int64_t)g1 * rc;
+                const size_t poff = (size_t)kb0 * wsz;
                 for (int p = g0; p < gp;) {
                     /* panels split evenly into tiles of <= TPM, rows into tiles of <= nrmax[tp] */
                     const int left = gp - p, tp = (left + (left + TPM - 1) / TPM - 1) / ((left + TPM - 1) / TPM);
@@ -869,6 +896,9 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                             const size_t z = pf0 + (pf1 - pf0) * (size_t)(p * rc + r + rr) / (size_t)(g1 * rc);
                             for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
                         }
+                        if (pU)
+                            pf_rows(wc + (size_t)rc * ws, ws, poff, pL, pU * (p * rc + r) / pD,
+                                    pU * (p * rc + r + rr) / pD);
                         tiles[rr - 1][tp - 1](nbk, wd + r * nbk, nbk, xp, pb, out + 16 * r, c == 0, c == nkc - 1);
                         r += rr;
                     }
@@ -891,6 +921,7 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                         const size_t z = pf0 + (pf1 - pf0) * (size_t)((p + 1) * rc) / (size_t)(g1 * rc);
                         for (size_t o = a & ~(size_t)63; o < z; o += 64) _mm_prefetch((const char *)w + o, _MM_HINT_T0);
                     }
+                    if (pU) pf_rows(wc + (size_t)rc * ws, ws, poff, pL, pU * p * rc / pD, pU * (p + 1) * rc / pD);
                     pairs(nbk, wp, xp, out, c == 0, c == nkc - 1);
                     if (nkc == 1) store_pairs(out, rc, tail, y + (int64_t)p * PANEL * ldy + r0, ldy);
                 }
