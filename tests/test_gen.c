@@ -172,6 +172,23 @@ TEST(chunking_and_seeds) {
     CHECK(memcmp(a.ids, b.ids, sizeof(int32_t) * 12) != 0);
     ds4_gen_free(g1);
     ds4_gen_free(g2);
+
+    /* chunk 0: the prefill goes in chunks of the session's batch (here 5),
+     * so the driver never caps the engine's batch below its own size. */
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.ctx_max = 1024;
+    o.n_threads = 2;
+    o.max_batch = 5;
+    ds4_gen *g3 = ds4_gen_new(model, tok, &o, 0, &err);
+    CHECKF(g3 != NULL, "%s", err.msg);
+    if (g3) {
+        ca = cbs(&a);
+        CHECK(ds4_gen_append_text(g3, PROMPT1, strlen(PROMPT1), &ca, NULL, &st, &err) == 0);
+        CHECK(st.prefill_tokens > 10);
+        CHECK_EQ_INT(a.chunks, (int)((st.prefill_tokens + 4) / 5));
+        ds4_gen_free(g3);
+    }
 }
 
 TEST(stops_and_cancel) {

@@ -114,7 +114,7 @@ int ds4_cli_app_open(ds4_cli_app *app, const ds4_cli_opts *o, int need_gen) {
     app->eopts.experts = o->experts;
     app->eopts.backend = o->backend;
     app->eopts.gpu_expert_cache_mb = o->gpu_expert_cache_mb;
-    if (need_gen && !(app->gen = ds4_gen_new(app->model, app->tok, &app->eopts, 256, &err))) {
+    if (need_gen && !(app->gen = ds4_gen_new(app->model, app->tok, &app->eopts, 0, &err))) {
         fprintf(stderr, "ds4: cannot start a session (ctx %u): %s\n", o->ctx, err.msg);
         ds4_cli_app_close(app);
         return DS4_EXIT_RUNTIME;
@@ -125,7 +125,7 @@ int ds4_cli_app_open(ds4_cli_app *app, const ds4_cli_opts *o, int need_gen) {
 int ds4_cli_app_set_ctx(ds4_cli_app *app, uint32_t ctx, ds4_err *err) {
     ds4_engine_opts e = app->eopts;
     e.ctx_max = ctx;
-    ds4_gen *g = ds4_gen_new(app->model, app->tok, &e, 256, err);
+    ds4_gen *g = ds4_gen_new(app->model, app->tok, &e, 0, err);
     if (!g) return -1;
     ds4_gen_free(app->gen);
     app->gen = g;

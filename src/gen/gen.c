@@ -68,13 +68,13 @@ ds4_gen *ds4_gen_new(const ds4_model *m, const ds4_tokenizer *tok, const ds4_eng
     if (!g) { ds4_err_set(err, "out of memory"); return NULL; }
     g->model = m;
     g->tok = tok;
-    g->chunk = chunk > 0 ? chunk : 256;
     g->eos = ds4_tok_eos(tok);
     g->think_open = ds4_tok_find_str(tok, "<think>");
     ds4_engine_opts o;
     if (opts) o = *opts;
     else ds4_engine_opts_default(&o);
     if (!(g->sess = ds4_session_new(m, &o, NULL, err))) goto fail;
+    g->chunk = chunk > 0 ? chunk : g->sess->opts.max_batch;
     if (!(g->samp = samp_new((int32_t)m->hp.n_vocab, 0, err))) goto fail;
     if (!(g->logits = malloc(sizeof(float) * m->hp.n_vocab))) {
         ds4_err_set(err, "out of memory for %u logits", m->hp.n_vocab);

@@ -23,9 +23,11 @@
  * mode the renderer drops earlier reasoning (ENCODING.md §5), so the history
  * stops being a prefix and the next turn re-prefills (path 3).
  *
- * Prefill runs in chunks of `chunk` tokens (default 256); after each chunk the
- * progress callback runs and the cancel flag is checked, so long prompts can
- * be followed and interrupted.  A cancelled prefill leaves the session holding
+ * Prefill runs in chunks of `chunk` tokens (default: the session's batch,
+ * ds4_default_batch: a smaller chunk would cap the engine's batch, and with
+ * it the tokens each routed expert's GEMM shares its weights among); after
+ * each chunk the progress callback runs and the cancel flag is checked, so
+ * long prompts can be followed and interrupted.  A cancelled prefill leaves the session holding
  * the chunks done so far (a valid prefix: the next append reuses it).
  *
  * Decode loop (ds4_gen_generate): check cancel, sample from the last logits,
@@ -126,7 +128,7 @@ void ds4_gen_params_default(ds4_gen_params *p);
 typedef struct ds4_gen ds4_gen;
 
 /* opts: engine options of the session (ctx_max, threads, numerics); NULL = defaults.
- * chunk: prefill chunk in tokens (<= 0: 256). */
+ * chunk: prefill chunk in tokens (<= 0: the session's max_batch). */
 ds4_gen *ds4_gen_new(const ds4_model *m, const ds4_tokenizer *tok, const ds4_engine_opts *opts, int chunk,
                      ds4_err *err);
 void ds4_gen_free(ds4_gen *g);

@@ -38,7 +38,7 @@ void srv_usage(void *file) {
             "                              context length)\n"
             "  -n, --tokens N              default max_tokens (default 393216)\n"
             "  -t, --threads N             engine threads (default: all CPUs)\n"
-            "  --chunk N                   prefill chunk tokens (default 256)\n"
+            "  --chunk N                   prefill chunk tokens (default: the engine batch)\n"
             "  --api-key KEY               require this key (or env DS4_API_KEY)\n"
             "  --cors                      add Access-Control-Allow-* headers\n"
             "  --max-body-mb N             request body limit (default 64; larger -> 413)\n"
