@@ -27,8 +27,9 @@
  * ds4_default_batch: a smaller chunk would cap the engine's batch, and with
  * it the tokens each routed expert's GEMM shares its weights among); after
  * each chunk the progress callback runs and the cancel flag is checked, so
- * long prompts can be followed and interrupted.  A cancelled prefill leaves the session holding
- * the chunks done so far (a valid prefix: the next append reuses it).
+ * long prompts can be followed and interrupted.  A cancelled prefill leaves
+ * the session holding the chunks done so far (a valid prefix: the next
+ * append reuses it).
  *
  * Decode loop (ds4_gen_generate): check cancel, sample from the last logits,
  * stop on EOS (never fed or emitted), emit the token (token callback, stream

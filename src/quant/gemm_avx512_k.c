@@ -803,11 +803,11 @@ INL void k_unpack(const uint8_t *w, size_t ws, int rc, int kb0, int nbk, wblk *w
         }
 }
 
-/* The weight lines the next chunk's unpack of one block range will read:
- * nrow rows ws apart from w, each `len` bytes from `off`, L = lines a row
- * (len/64 rounded up, plus one for a range that straddles a line).  Units
- * [u0, u1) of the nrow·L, one prefetch each, so that the tiles of a pass
- * can share them out. */
+/* The weight lines a later chunk's unpack of one block range will read:
+ * rows ws apart from w, L lines of each from byte `off` (the range's bytes
+ * rounded up to lines, plus one for a range that straddles a line).  Unit
+ * u is line u % L of row u / L; units [u0, u1) get one prefetch each, so
+ * that the tiles of a pass can share the rows' units out. */
 INL void pf_rows(const uint8_t *w, size_t ws, size_t off, int L, int64_t u0, int64_t u1) {
     if (u0 >= u1) return;
     const char *row = (const char *)w + (size_t)(u0 / L) * ws + off;
@@ -876,7 +876,7 @@ INL void k_gemm(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *p
                 const int kb0 = c * kb, nbk = nb - kb0 < kb ? nb - kb0 : kb;
                 if (nkc > 1 || g0 == 0) k_unpack(wc, ws, rc, kb0, nbk, wd, kind);
                 /* this pass's prefetch units (pf_rows), g0 == 0 only */
-                const int pL = (int)((size_t)nbk * wsz + 63) / 64 + 1;
+                const int pL = (int)(((size_t)nbk * wsz + 63) / 64) + 1;
                 const int64_t pU = g0 == 0 ? (int64_t)pnr * pL : 0, pD = (int64_t)g1 * rc;
                 const size_t poff = (size_t)kb0 * wsz;
                 for (int p = g0; p < gp;) {
