@@ -651,6 +651,9 @@ static const float iq2_level_mag[3] = { 8.0f, 25.0f, 43.0f };
 #define IQ2_NPAT 6561 /* 3^8 */
 static uint32_t iq2_nb_start[IQ2_NPAT + 1];
 static uint8_t *iq2_nb_list;
+/* grid point g's element j as an index into iq2_best_grid's cost table,
+ * 3·j + level: the candidate loop is then 8 loads and adds */
+static uint8_t iq2_gcost[256][8];
 static pthread_once_t iq2_once = PTHREAD_ONCE_INIT;
 
 static void iq2_init(void) {
@@ -659,6 +662,7 @@ static void iq2_init(void) {
         for (int j = 0; j < 8; j++) {
             int v = iq2_grid_val(g, j);
             glev[g][j] = (uint8_t)(v == 8 ? 0 : v == 25 ? 1 : 2);
+            iq2_gcost[g][j] = (uint8_t)(3 * j + glev[g][j]);
         }
     /* two passes: count, then fill */
     uint8_t *list = NULL;
@@ -698,16 +702,16 @@ static void iq2_init(void) {
  * with weights w at group scale c (value = c * grid).  Returns the index and
  * adds the weighted squared error to *err. */
 static int iq2_best_grid(const float *xv, const float *w, float c, float *err) {
-    float cost[8][3];
+    float cost[24]; /* [3·j + level] */
     int p = 0, mul = 1;
     for (int j = 0; j < 8; j++) {
         for (int l = 0; l < 3; l++) {
             float e = xv[j] - c * iq2_level_mag[l];
-            cost[j][l] = w[j] * e * e;
+            cost[3 * j + l] = w[j] * e * e;
         }
         /* nearest level: midpoints 16.5 and 34 in grid units */
         float t = c > 0.0f ? xv[j] / c : 0.0f;
-        int lev = t < 16.5f ? 0 : t < 34.0f ? 1 : 2;
+        int lev = !(t < 16.5f) + !(t < 34.0f); /* t < 16.5 ? 0 : t < 34 ? 1 : 2, without branches */
         p += lev * mul;
         mul *= 3;
     }
@@ -715,12 +719,9 @@ static int iq2_best_grid(const float *xv, const float *w, float c, float *err) {
     float best_cost = INFINITY;
     for (uint32_t k = iq2_nb_start[p]; k < iq2_nb_start[p + 1]; k++) {
         const int g = iq2_nb_list[k];
-        const uint64_t gv = ds4_iq2xxs_grid[g];
+        const uint8_t *gc = iq2_gcost[g];
         float s = 0.0f;
-        for (int j = 0; j < 8; j++) {
-            const int v = (int)((gv >> (8 * j)) & 0xff);
-            s += cost[j][v == 8 ? 0 : v == 25 ? 1 : 2];
-        }
+        for (int j = 0; j < 8; j++) s += cost[gc[j]];
         if (s < best_cost) { best_cost = s; best = g; }
     }
     *err += best_cost;
