@@ -390,6 +390,61 @@ TEST(idx8_same_logits) {
     ds4_model_free(m);
 }
 
+/* ds4_session_eval_stoppable stopped at each of its polls (before a batch,
+ * between layers), then continued with ds4_session_eval, gives bitwise the
+ * logits of one uninterrupted prefill: the interrupted batch is undone
+ * exactly (the raw ring wraps, compressed blocks of both ratios complete and
+ * the indexer selects within the 200 tokens), and the logits it leaves are
+ * those of its last position. */
+typedef struct { int polls, stop_at; } countdown;
+static int stop_countdown(void *ud) {
+    countdown *c = ud;
+    return ++c->polls == c->stop_at;
+}
+
+TEST(stoppable_eval_undoes) {
+    ds4_err err = {{0}};
+    ds4_engine_opts o;
+    ds4_model *m = tiny_session_opts(&o);
+    if (!m) return;
+    o.max_batch = 64;
+    enum { N = 200 };
+    int32_t toks[N];
+    for (int i = 0; i < N; i++) toks[i] = (i * 53 + 7) % (int)m->hp.n_vocab;
+    size_t V = m->hp.n_vocab;
+    float *ref = malloc(V * sizeof(float)), *lg = malloc(V * sizeof(float)), *at = malloc(V * sizeof(float));
+    ds4_session *s = ds4_session_new(m, &o, NULL, &err);
+    CHECKF(s != NULL, "%s", err.msg);
+    if (!s || !ref || !lg || !at) { ds4_session_free(s); free(ref); free(lg); free(at); ds4_model_free(m); return; }
+    CHECK(ds4_session_eval(s, toks, N, DS4_LOGITS_LAST, ref, &err) == 0);
+    /* never stopping: the same logits, and the number of polls */
+    ds4_session_reset(s);
+    countdown c = {0, -1};
+    CHECK(ds4_session_eval_stoppable(s, toks, N, DS4_LOGITS_LAST, lg, stop_countdown, &c, &err) == 0);
+    CHECK(memcmp(lg, ref, V * sizeof(float)) == 0);
+    int polls = c.polls;
+    CHECKF(polls == 4 * (int)m->hp.n_layer, "%d polls", polls); /* 4 batches: 1 + layers - 1 each */
+    for (int k = 1; k <= polls; k++) {
+        ds4_session_reset(s);
+        c = (countdown){0, k};
+        CHECK(ds4_session_eval_stoppable(s, toks, N, DS4_LOGITS_LAST, lg, stop_countdown, &c, &err) == 1);
+        uint32_t pos = s->pos;
+        CHECKF(pos % 64 == 0 && pos < N, "stop %d left %u tokens", k, pos);
+        if (pos > 0) { /* the logits left are those of position pos - 1 */
+            ds4_session *t = ds4_session_new(m, &o, NULL, &err);
+            CHECK(t && ds4_session_eval(t, toks, (int)pos, DS4_LOGITS_LAST, at, &err) == 0);
+            CHECKF(memcmp(lg, at, V * sizeof(float)) == 0, "stop %d: logits of position %u differ", k, pos - 1);
+            ds4_session_free(t);
+        }
+        CHECK(ds4_session_eval(s, toks + pos, N - (int)pos, DS4_LOGITS_LAST, lg, &err) == 0);
+        CHECKF(memcmp(lg, ref, V * sizeof(float)) == 0, "stopped at poll %d (after %u tokens): continuation differs",
+               k, pos);
+    }
+    ds4_session_free(s);
+    free(ref); free(lg); free(at);
+    ds4_model_free(m);
+}
+
 TEST(snapshot_continues_bitwise) {
     ds4_err err = {{0}};
     ds4_engine_opts o;
@@ -617,6 +672,7 @@ int main(void) {
     RUN(topk_sorted);
     RUN(rope_tables);
     RUN(snapshot_continues_bitwise);
+    RUN(stoppable_eval_undoes);
     RUN(idx8_same_logits);
     RUN(quantized_batches_bitwise);
     RUN(eval_bad_input);

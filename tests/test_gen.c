@@ -5,6 +5,8 @@
  * reasoning/text events.  Uses a tiny synthetic model with the real
  * tokenizer; greedy sampling makes the ids comparable. */
 #include <limits.h>
+#include <pthread.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include "convert/mkmodel.h"
@@ -258,6 +260,58 @@ TEST(stops_and_cancel) {
     ds4_gen_free(g);
 }
 
+static void *cancel_soon(void *u) {
+    struct timespec ts = {0, 3 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store((atomic_int *)u, 1);
+    return NULL;
+}
+
+/* A cancel that lands inside a chunk (here of many 8-token batches) stops
+ * it between layers: the history keeps whole batches only, and continuing
+ * it gives the tokens of an uninterrupted run.  Where the cancel lands
+ * depends on timing; what must hold does not. */
+TEST(cancel_inside_chunk) {
+    ds4_err err = {{0}};
+    ds4_buf b = {0};
+    ds4_buf_puts(&b, DS4_TOK_BOS DS4_TOK_USER);
+    for (int i = 0; i < 60; i++) ds4_buf_puts(&b, "The quick brown fox jumps over the dog. ");
+    ds4_buf_puts(&b, DS4_TOK_ASSISTANT DS4_TOK_THINK_END);
+    ds4_engine_opts o;
+    ds4_engine_opts_default(&o);
+    o.ctx_max = 1024;
+    o.n_threads = 2;
+    o.max_batch = 8;
+    ds4_gen *g = ds4_gen_new(model, tok, &o, 512, &err), *f = ds4_gen_new(model, tok, &o, 0, &err);
+    CHECKF(g && f, "%s", err.msg);
+    if (!g || !f) { ds4_gen_free(g); ds4_gen_free(f); ds4_buf_free(&b); return; }
+    atomic_int cancel = 0;
+    pthread_t th;
+    rec r;
+    ds4_gen_callbacks cb = cbs(&r);
+    ds4_gen_stats st;
+    CHECK(pthread_create(&th, NULL, cancel_soon, &cancel) == 0);
+    CHECK(ds4_gen_append_text(g, b.data, b.len, &cb, &cancel, &st, &err) == 0);
+    pthread_join(th, NULL);
+    size_t ne = ds4_gen_n_evaluated(g);
+    CHECKF(ne == st.prompt_tokens || (ne % 8 == 0 && st.cancelled_prefill), "%zu of %zu evaluated", ne,
+           st.prompt_tokens);
+    if (st.cancelled_prefill) printf("  cancelled after %zu of %zu prompt tokens\n", ne, st.prompt_tokens);
+    atomic_store(&cancel, 0);
+    ds4_gen_params p;
+    greedy(&p, 6);
+    rec a, c;
+    cb = cbs(&a);
+    CHECK(ds4_gen_run(g, b.data, b.len, &p, &cb, &st, &err) == 0);
+    CHECK_EQ_INT(st.cached_tokens, ne);
+    ds4_gen_callbacks cf = cbs(&c);
+    CHECK(ds4_gen_run(f, b.data, b.len, &p, &cf, &st, &err) == 0);
+    CHECK(a.n == 6 && c.n == 6 && !memcmp(a.ids, c.ids, sizeof(int32_t) * 6));
+    ds4_gen_free(g);
+    ds4_gen_free(f);
+    ds4_buf_free(&b);
+}
+
 int main(void) {
     char path[PATH_MAX], tj[PATH_MAX];
     snprintf(tj, sizeof tj, "data/tokenizer.json");
@@ -276,6 +330,7 @@ int main(void) {
     RUN(prefix_reuse);
     RUN(chunking_and_seeds);
     RUN(stops_and_cancel);
+    RUN(cancel_inside_chunk);
     ds4_tokenizer_free(tok);
     ds4_model_free(model);
     unlink(path);

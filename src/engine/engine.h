@@ -125,6 +125,7 @@ typedef struct ds4_session {
     ds4_experts *experts;        /* expert store when streaming, else NULL */
     bool own_experts;
     void *scratch;               /* batch buffers, reused across calls (forward.c) */
+    float *undo;                 /* per-layer state copies for stoppable batches (forward.c), lazily */
     void *cuda;                  /* CUDA backend session (cuda/cuda_backend.h), NULL on the CPU */
 } ds4_session;
 
@@ -144,6 +145,20 @@ enum ds4_logits { DS4_LOGITS_NONE, DS4_LOGITS_LAST, DS4_LOGITS_ALL };
  * session to empty, since its state was partly advanced. */
 int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
                      float *logits, ds4_err *err);
+
+/* ds4_session_eval that can be stopped part way: stop(ud) is polled before
+ * each batch and, in batches of more than one token, between layers.  When
+ * it returns non-zero the batch in progress is undone (its layers' window
+ * rings, compressor frontiers and row counts copied back) and 1 is
+ * returned: the session then holds the tokens of the batches before it
+ * (s->pos says how many) and is exactly as if only those had been
+ * evaluated.  With DS4_LOGITS_LAST every batch writes its last token's
+ * logits, so they are those of s->pos - 1 whenever a batch completed.  0:
+ * all n evaluated; -1: an error, as ds4_session_eval.  (CUDA sessions poll
+ * only before the call.)  A large batch is then stopped within one layer's
+ * time, not the whole batch's. */
+int ds4_session_eval_stoppable(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
+                               float *logits, int (*stop)(void *ud), void *ud, ds4_err *err);
 
 /* ---- Snapshot payload (the "DS4 session payload" of API.md §18.2) ----
  *

@@ -213,6 +213,7 @@ void ds4_session_free(ds4_session *s) {
     free(s->rope_comp);
     if (s->own_experts) ds4_experts_free(s->experts);
     if (s->scratch) { batch_free(s->scratch); free(s->scratch); }
+    free(s->undo);
     if (s->own_pool) ds4_pool_free(s->pool);
     free(s);
 }
@@ -1544,7 +1545,57 @@ static int last_layer_tail(ds4_session *s, batch *b, const ds4_layer *L, uint32_
 
 /* Runs the batch through every layer.  keep: how many of its last tokens'
  * final streams (b->X) the caller reads (b->n for all of them). */
-static int run_batch(ds4_session *s, batch *b, int keep, ds4_err *err) {
+/* Undo of a batch that a stop request interrupts: before a layer's first
+ * change, the parts of its state a batch rewrites in place -- the window
+ * ring and the compressor frontiers -- and its row counts are copied into
+ * s->undo (one slot per layer, allocated on first use); copying them back
+ * undoes the layer.  Rows appended past the restored counts are dead, and
+ * the idx8 cache keeps only rows converted from rows that stay. */
+static size_t undo_floats(const ds4_hparams *hp, int m) {
+    size_t f = (size_t)hp->window * hp->head_dim + 2; /* ring, n_comp, n_idx */
+    if (m > 0) f += 2 * comp_frontier_len(hp, m);
+    if (m == 4) f += 2 * idx_frontier_len(hp);
+    return f;
+}
+
+static void undo_layer(ds4_session *s, uint32_t l, bool save) {
+    const ds4_hparams *hp = &s->model->hp;
+    float *u = s->undo;
+    for (uint32_t i = 0; i < l; i++) u += undo_floats(hp, s->model->layers[i].ratio);
+    ds4_layer_state *st = &s->ls[l];
+    int m = s->model->layers[l].ratio;
+    size_t nr = (size_t)hp->window * hp->head_dim, nf = m > 0 ? comp_frontier_len(hp, m) : 0;
+    size_t ni = m == 4 ? idx_frontier_len(hp) : 0;
+    float *part[5] = {st->raw, st->comp_kv, st->comp_sc, st->idx_kv, st->idx_sc};
+    size_t len[5] = {nr, nf, nf, ni, ni};
+    for (int k = 0; k < 5; k++) {
+        if (!len[k]) continue;
+        if (save) memcpy(u, part[k], sizeof(float) * len[k]);
+        else memcpy(part[k], u, sizeof(float) * len[k]);
+        u += len[k];
+    }
+    uint32_t *cnt = (uint32_t *)(void *)u;
+    if (save) {
+        cnt[0] = st->n_comp;
+        cnt[1] = st->n_idx;
+    } else {
+        st->n_comp = cnt[0];
+        st->n_idx = cnt[1];
+        if (st->n_idx8 > st->n_idx) st->n_idx8 = st->n_idx;
+    }
+}
+
+static int undo_alloc(ds4_session *s) {
+    if (s->undo) return 0;
+    size_t f = 0;
+    for (uint32_t l = 0; l < s->model->hp.n_layer; l++) f += undo_floats(&s->model->hp, s->model->layers[l].ratio);
+    s->undo = malloc(sizeof(float) * f);
+    return s->undo ? 0 : -1;
+}
+
+/* One batch through every layer; 1: stop(ud) asked to stop between layers,
+ * and the layers the batch had changed are undone (stop NULL: never). */
+static int run_batch(ds4_session *s, batch *b, int keep, int (*stop)(void *), void *ud, ds4_err *err) {
     const ds4_model *m = s->model;
     const ds4_hparams *hp = &m->hp;
     int H = (int)hp->hc_mult;
@@ -1557,8 +1608,16 @@ static int run_batch(ds4_session *s, batch *b, int keep, ds4_err *err) {
         ds4_weight_row_f32(&m->tok_embd, b->tok[t], X);
         for (int j = 1; j < H; j++) memcpy(X + j * D, X, sizeof(float) * D);
     }
+    if (stop && undo_alloc(s)) return ds4_err_set(err, "out of memory for the undo state of a stoppable batch");
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const ds4_layer *L = &m->layers[l];
+        if (stop) {
+            if (l > 0 && stop(ud)) {
+                for (uint32_t i = 0; i < l; i++) undo_layer(s, i, false);
+                return 1;
+            }
+            undo_layer(s, l, true);
+        }
         hc_step(s, b, l > 0, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, &L->q_a);
         phase_end(s, b, DS4_PHASE_HC);
         if (l + 1 == hp->n_layer && keep < b->n) return last_layer_tail(s, b, L, l, keep, err);
@@ -1590,8 +1649,8 @@ static batch *session_batch(ds4_session *s, int n) {
     return b;
 }
 
-int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which, float *logits,
-                     ds4_err *err) {
+int ds4_session_eval_stoppable(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which,
+                               float *logits, int (*stop)(void *ud), void *ud, ds4_err *err) {
     const ds4_hparams *hp = &s->model->hp;
     if (n <= 0) return ds4_err_set(err, "no tokens to evaluate");
     for (int i = 0; i < n; i++)
@@ -1600,6 +1659,7 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
     if ((uint64_t)s->pos + (uint64_t)n > s->opts.ctx_max)
         return ds4_err_set(err, "context full: %u + %d tokens exceed the context size %u", s->pos, n,
                            s->opts.ctx_max);
+    if (stop && stop(ud)) return 1;
 #ifdef DS4_CUDA
     if (s->cuda) return ds4_cuda_session_eval(s, tokens, n, which, logits, err);
 #endif
@@ -1613,9 +1673,13 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         b.n = nb;
         b.p0 = s->pos;
         b.tok = tokens + done;
-        bool last = done + nb == n;
+        /* stoppable: every batch's last logits, valid at whatever batch it stops after */
+        bool last = done + nb == n || stop, any = nb > 1 && stop;
         int keep = which == DS4_LOGITS_ALL ? nb : which == DS4_LOGITS_LAST && last ? 1 : 0;
-        if (run_batch(s, &b, keep, err)) {
+        if (done > 0 && stop && stop(ud)) return 1;
+        int rc = run_batch(s, &b, keep, any ? stop : NULL, ud, err);
+        if (rc > 0) return 1;
+        if (rc) {
             ds4_session_reset(s); /* layers before the failure already advanced */
             return -1;
         }
@@ -1629,6 +1693,11 @@ int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logi
         done += nb;
     }
     return 0;
+}
+
+int ds4_session_eval(ds4_session *s, const int32_t *tokens, int n, enum ds4_logits which, float *logits,
+                     ds4_err *err) {
+    return ds4_session_eval_stoppable(s, tokens, n, which, logits, NULL, NULL, err);
 }
 
 int ds4_eval_sequence(const ds4_model *m, const ds4_engine_opts *opts, const int32_t *tokens, int n, int chunk,

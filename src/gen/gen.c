@@ -36,6 +36,7 @@ static double now_s(void) {
 }
 
 static int cancelled(const atomic_int *c) { return c && atomic_load_explicit(c, memory_order_relaxed) != 0; }
+static int stop_on_cancel(void *c) { return cancelled(c); } /* ds4_session_eval_stoppable's poll */
 
 const char *ds4_gen_stop_name(ds4_gen_stop s) {
     switch (s) {
@@ -173,11 +174,17 @@ static int eval_pending(ds4_gen *g, const ds4_gen_callbacks *cb, const atomic_in
         size_t k = g->n - g->n_eval;
         if (k > (size_t)g->chunk) k = (size_t)g->chunk;
         /* Every chunk asks for the last logits (one LM-head row, cheap next to
-         * the chunk): after a cancel the history still has valid logits. */
-        if (ds4_session_eval(g->sess, g->ids + g->n_eval, (int)k, DS4_LOGITS_LAST, g->logits, err)) {
+         * the chunk): after a cancel the history still has valid logits.  A
+         * cancel inside a chunk stops it between layers and undoes its
+         * unfinished batch, so a large chunk is still interrupted at once. */
+        const uint32_t p0 = g->sess->pos;
+        int rc = ds4_session_eval_stoppable(g->sess, g->ids + g->n_eval, (int)k, DS4_LOGITS_LAST, g->logits,
+                                            cancel ? stop_on_cancel : NULL, (void *)cancel, err);
+        if (rc < 0) {
             ds4_gen_reset(g);
             return -1;
         }
+        if (rc > 0) k = g->sess->pos - p0; /* the batches before the stop */
         for (size_t i = 0; i < k; i++) {
             size_t len;
             ds4_tok_piece(g->tok, g->ids[g->n_eval + i], &len);
@@ -185,6 +192,10 @@ static int eval_pending(ds4_gen *g, const ds4_gen_callbacks *cb, const atomic_in
         }
         g->n_eval += k;
         done += k;
+        if (rc > 0) {
+            st->cancelled_prefill = 1;
+            break;
+        }
         if (cb && cb->on_progress) cb->on_progress(cb->user, done, total);
     }
     st->prefill_tokens = done;
