@@ -1543,8 +1543,6 @@ static int last_layer_tail(ds4_session *s, batch *b, const ds4_layer *L, uint32_
     return 0;
 }
 
-/* Runs the batch through every layer.  keep: how many of its last tokens'
- * final streams (b->X) the caller reads (b->n for all of them). */
 /* Undo of a batch that a stop request interrupts: before a layer's first
  * change, the parts of its state a batch rewrites in place -- the window
  * ring and the compressor frontiers -- and its row counts are copied into
@@ -1593,8 +1591,10 @@ static int undo_alloc(ds4_session *s) {
     return s->undo ? 0 : -1;
 }
 
-/* One batch through every layer; 1: stop(ud) asked to stop between layers,
- * and the layers the batch had changed are undone (stop NULL: never). */
+/* Runs the batch through every layer.  keep: how many of its last tokens'
+ * final streams (b->X) the caller reads (b->n for all of them).  1: stop(ud)
+ * asked to stop between layers, and the layers the batch had changed are
+ * undone (stop NULL: never asked). */
 static int run_batch(ds4_session *s, batch *b, int keep, int (*stop)(void *), void *ud, ds4_err *err) {
     const ds4_model *m = s->model;
     const ds4_hparams *hp = &m->hp;
@@ -1674,7 +1674,7 @@ int ds4_session_eval_stoppable(ds4_session *s, const int32_t *tokens, int n, enu
         b.p0 = s->pos;
         b.tok = tokens + done;
         /* stoppable: every batch's last logits, valid at whatever batch it stops after */
-        bool last = done + nb == n || stop, any = nb > 1 && stop;
+        bool last = done + nb == n || stop != NULL, any = nb > 1 && stop != NULL;
         int keep = which == DS4_LOGITS_ALL ? nb : which == DS4_LOGITS_LAST && last ? 1 : 0;
         if (done > 0 && stop && stop(ud)) return 1;
         int rc = run_batch(s, &b, keep, any ? stop : NULL, ud, err);
