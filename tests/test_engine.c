@@ -313,6 +313,118 @@ TEST(quantized_batches_bitwise) {
     }
 }
 
+/* Shapes no preset has: seeded random ones (heads, head and RoPE dims,
+ * window, experts and their count per token, shared experts, HC streams,
+ * indexer, layer count), one per recipe.  Each must load and give the same
+ * logits, bit for bit, in one prefill, in chunks of 7 and token by token;
+ * and, for the float recipes in the reference numerics, the live level
+ * must agree with the scalar one to rounding (2e-5 of the largest logit;
+ * ~1e-6 measured).  (Quantized recipes are left
+ * out of that comparison: the levels' attention rounds differently, and
+ * an activation's quantization can turn one ulp into one quantum.) */
+static uint32_t pick(uint64_t *r, const uint32_t *v, int n) {
+    *r = *r * 6364136223846793005ull + 1442695040888963407ull;
+    return v[(*r >> 33) % (uint64_t)n];
+}
+#define PICK(r, ...) pick(r, (const uint32_t[]){__VA_ARGS__}, (int)(sizeof((uint32_t[]){__VA_ARGS__}) / 4))
+
+static float *shape_logits(ds4_model *m, const ds4_engine_opts *o, const int32_t *toks, int n, int step) {
+    ds4_err err = {{0}};
+    size_t V = m->hp.n_vocab;
+    float *lg = malloc(V * (size_t)n * sizeof(float));
+    ds4_session *s = ds4_session_new(m, o, NULL, &err);
+    CHECKF(s != NULL, "%s", err.msg);
+    int rc = !s || !lg;
+    for (int i = 0; !rc && i < n; i += step) {
+        int k = n - i < step ? n - i : step;
+        rc = ds4_session_eval(s, toks + i, k, DS4_LOGITS_ALL, lg + (size_t)i * V, &err);
+        CHECKF(rc == 0, "%s", err.msg);
+    }
+    ds4_session_free(s);
+    if (rc) { free(lg); return NULL; }
+    return lg;
+}
+
+TEST(random_shapes) {
+    const char *recipes[] = { "f32", "f16", "bf16", "q8_0", "q2", "q4" };
+    const char *live = ds4_simd_level();
+    uint64_t r = 0x5eed5;
+    for (int it = 0; it < 6; it++) {
+        ds4_hparams hp;
+        ds4_err err = {{0}};
+        CHECK(ds4_mkmodel_preset("tiny", &hp, &err) == 0);
+        hp.n_mtp = 0;
+        hp.n_hash = PICK(&r, 0, 1, 2);
+        ds4_mkmodel_set_layers(&hp, PICK(&r, 1, 2, 3, 4, 5));
+        hp.n_embd = PICK(&r, 64, 192, 256);
+        hp.n_vocab = PICK(&r, 300, 1000);
+        hp.n_head = PICK(&r, 1, 2, 4, 8);
+        hp.head_dim = PICK(&r, 16, 32, 96);
+        hp.rope_dim = PICK(&r, 8, 16);
+        hp.q_lora = PICK(&r, 32, 96);
+        hp.o_groups = hp.n_head % 2 ? 1 : PICK(&r, 1, 2);
+        hp.o_lora = PICK(&r, 16, 32);
+        hp.window = PICK(&r, 4, 16, 128);
+        hp.n_expert = PICK(&r, 4, 9, 16);
+        hp.n_expert_used = 1 + PICK(&r, 0, 1, 2, 3) % hp.n_expert;
+        hp.n_expert_shared = PICK(&r, 0, 1, 2);
+        hp.expert_ff = PICK(&r, 32, 96);
+        hp.idx_n_head = PICK(&r, 1, 4);
+        hp.idx_head_dim = PICK(&r, 16, 32);
+        hp.idx_topk = PICK(&r, 1, 4, 32);
+        hp.hc_mult = PICK(&r, 1, 2, 3, 4);
+        const char *recipe = recipes[it];
+        if (it >= 4) hp.n_embd = hp.expert_ff = 256; /* rows the K-quants take (narrower ones fall back to Q8_0) */
+        char path[1100], shape[300];
+        snprintf(path, sizeof path, "%s/shape-%d.gguf", test_tmpdir(), it);
+        snprintf(shape, sizeof shape,
+                 "%s: layers %u embd %u heads %u x %u rope %u window %u experts %u/%u+%u ff %u idx %u x %u top %u hc %u",
+                 recipe, hp.n_layer, hp.n_embd, hp.n_head, hp.head_dim, hp.rope_dim, hp.window, hp.n_expert_used,
+                 hp.n_expert, hp.n_expert_shared, hp.expert_ff, hp.idx_n_head, hp.idx_head_dim, hp.idx_topk,
+                 hp.hc_mult);
+        printf("  %s\n", shape);
+        ds4_mkmodel_opts mo = {.recipe = recipe, .seed = (uint64_t)(40 + it)};
+        CHECKF(ds4_mkmodel(path, &hp, &mo, NULL, &err) == 0, "%s: %s", shape, err.msg);
+        ds4_model *m = ds4_model_load(path, &err);
+        CHECKF(m != NULL, "%s: %s", shape, err.msg);
+        if (!m) continue;
+        enum { N = 40 }; /* past every window above but 128; the ratio-4 layer's indexer selects */
+        int32_t toks[N];
+        for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 37 + it) % (int)hp.n_vocab);
+        ds4_engine_opts o;
+        ds4_engine_opts_default(&o);
+        o.ctx_max = 64;
+        o.n_threads = 2;
+        size_t bytes = (size_t)hp.n_vocab * N * sizeof(float);
+        float *one = shape_logits(m, &o, toks, N, N), *chunk = shape_logits(m, &o, toks, N, 7);
+        float *dec = shape_logits(m, &o, toks, N, 1);
+        CHECKF(one && chunk && memcmp(one, chunk, bytes) == 0, "%s: chunks of 7 differ from one prefill", shape);
+        CHECKF(one && dec && memcmp(one, dec, bytes) == 0, "%s: decode differs from prefill", shape);
+        if (it < 3 && strcmp(live, "scalar")) {
+            o.numerics = DS4_NUMERICS_REFERENCE;
+            float *got = shape_logits(m, &o, toks, N, N);
+            CHECK(ds4_simd_force("scalar") == 0);
+            float *ref = shape_logits(m, &o, toks, N, N);
+            CHECK(ds4_simd_force(live) == 0);
+            double err_max = 0, scale = 0;
+            for (size_t i = 0; got && ref && i < bytes / sizeof(float); i++) {
+                double e = fabs((double)got[i] - ref[i]), a = fabs((double)ref[i]);
+                if (e > err_max) err_max = e;
+                if (a > scale) scale = a;
+            }
+            CHECKF(got && ref && err_max <= 2e-5 * scale, "%s: %s vs scalar: max error %g of max |logit| %g", shape,
+                   live, err_max, scale);
+            free(got);
+            free(ref);
+        }
+        free(one);
+        free(chunk);
+        free(dec);
+        ds4_model_free(m);
+        remove(path);
+    }
+}
+
 /* The tiny model, loaded, and session options for it: 512 positions, 2
  * threads.  NULL (after a failed check) if it does not load. */
 static ds4_model *tiny_session_opts(ds4_engine_opts *o) {
@@ -675,6 +787,7 @@ int main(void) {
     RUN(stoppable_eval_undoes);
     RUN(idx8_same_logits);
     RUN(quantized_batches_bitwise);
+    RUN(random_shapes);
     RUN(eval_bad_input);
     RUN(ctx_past_model_context);
     RUN(default_batch);

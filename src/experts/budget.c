@@ -55,7 +55,12 @@ uint64_t ds4_experts_session_bytes(const ds4_hparams *hp, uint32_t ctx_max, int 
                        (uint64_t)hp->idx_n_head * (hp->idx_head_dim + 1) + hp->idx_topk + 1 + hp->n_expert +
                        2 * K + 2 * F + (D > H * H ? D : H * H) + 2 * K * D + 3 * K;
     f += N * per_tok;
-    f += N * hp->n_vocab; /* logits of a whole batch (DS4_LOGITS_ALL) */
+    /* One row of logits: head() writes into the caller's buffer, so the
+     * engine allocates none; a generating caller holds one row
+     * (DS4_LOGITS_LAST).  A caller of DS4_LOGITS_ALL (the checking hook)
+     * holds its own n x vocab, outside any batch: counting N rows here held
+     * back ~1 GB of expert cache at Flash's shape and batch 2048. */
+    f += hp->n_vocab;
     return f * 4;
 }
 
