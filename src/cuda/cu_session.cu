@@ -52,6 +52,8 @@ struct cu_model {
 };
 
 #define MAX_MODELS 8
+/* Tokens per head pass of a DS4_LOGITS_ALL batch (the logits buffers' rows). */
+#define CU_LOGITS_ROWS 64
 static cu_model *g_models[MAX_MODELS];
 
 static void *dalloc(size_t n, uint64_t *acc) {
@@ -221,6 +223,7 @@ struct cu_session {
     int *h_p0, *h_info;
     int32_t *h_seg_eid;
     float *h_logits;
+    int logits_rows; /* rows of logits and h_logits: min(N, CU_LOGITS_ROWS) */
     /* decode graph */
     cudaGraphExec_t graph;
     int graph_tried, decode_calls;
@@ -318,7 +321,11 @@ extern "C" void *ds4_cuda_session_new(ds4_session *s, ds4_err *err) {
     BALLOC(cs->ew, R); BALLOC(cs->g, gsz); BALLOC(cs->u, gsz); BALLOC(cs->xg, R * D); BALLOC(cs->yg, R * D);
     BALLOC(cs->row_w, R); BALLOC(cs->row_tok, R); BALLOC(cs->slot_row, R); BALLOC(cs->seg_eid, cs->nseg_max);
     BALLOC(cs->seg_off, cs->nseg_max + 1); BALLOC(cs->counts, E); BALLOC(cs->info, 2); BALLOC(cs->p0, 1);
-    BALLOC(cs->tok, N); BALLOC(cs->logits, (size_t)N * hp->n_vocab);
+    /* logits: a DS4_LOGITS_ALL batch runs its head CU_LOGITS_ROWS tokens at
+     * a time, so a batch of N never holds N x vocab (at Flash's shape and
+     * N = 2048 that was ~1 GB on the device and as much pinned) */
+    cs->logits_rows = (int)(N < CU_LOGITS_ROWS ? N : CU_LOGITS_ROWS);
+    BALLOC(cs->tok, N); BALLOC(cs->logits, (size_t)cs->logits_rows * hp->n_vocab);
     BALLOC(cs->wtab_g, cs->nseg_max); BALLOC(cs->wtab_u, cs->nseg_max); BALLOC(cs->wtab_d, cs->nseg_max);
     /* activation scratch: the widest input x the most rows, at <= 1.15 bytes per value */
     size_t w = HD;
@@ -329,7 +336,7 @@ extern "C" void *ds4_cuda_session_new(ds4_session *s, ds4_err *err) {
     CU_CHECK(cudaMallocHost((void **)&cs->h_p0, sizeof(int)));
     CU_CHECK(cudaMallocHost((void **)&cs->h_info, sizeof(int) * 2));
     CU_CHECK(cudaMallocHost((void **)&cs->h_seg_eid, sizeof(int32_t) * cs->nseg_max));
-    CU_CHECK(cudaMallocHost((void **)&cs->h_logits, sizeof(float) * (size_t)N * hp->n_vocab));
+    CU_CHECK(cudaMallocHost((void **)&cs->h_logits, sizeof(float) * (size_t)cs->logits_rows * hp->n_vocab));
     /* attention rows: raw window + max(top-k, every compressed row of any layer) */
     size_t maxc = hp->idx_topk;
     for (uint32_t l = 0; l < hp->n_layer; l++)
@@ -593,11 +600,14 @@ extern "C" int ds4_cuda_session_eval(ds4_session *s, const int32_t *tokens, int 
             CU_CHECK(cudaMemcpyAsync(cs->p0, cs->h_p0, sizeof(int), cudaMemcpyHostToDevice, cs->st));
             if ((rc = run_layers(cs, nb, s->pos, false, err))) break;
             if (which == DS4_LOGITS_ALL) {
-                run_head(cs, 0, nb);
-                CU_CHECK(cudaMemcpyAsync(cs->h_logits, cs->logits, sizeof(float) * V * nb, cudaMemcpyDeviceToHost,
-                                         cs->st));
-                CU_CHECK(cudaStreamSynchronize(cs->st));
-                memcpy(logits + (size_t)done * V, cs->h_logits, sizeof(float) * V * nb);
+                for (int t = 0; t < nb; t += cs->logits_rows) {
+                    int k = nb - t < cs->logits_rows ? nb - t : cs->logits_rows;
+                    run_head(cs, t, k);
+                    CU_CHECK(cudaMemcpyAsync(cs->h_logits, cs->logits, sizeof(float) * V * k, cudaMemcpyDeviceToHost,
+                                             cs->st));
+                    CU_CHECK(cudaStreamSynchronize(cs->st));
+                    memcpy(logits + (size_t)(done + t) * V, cs->h_logits, sizeof(float) * V * k);
+                }
             } else if (want) {
                 run_head(cs, nb - 1, 1);
                 CU_CHECK(cudaMemcpyAsync(cs->h_logits, cs->logits, sizeof(float) * V, cudaMemcpyDeviceToHost, cs->st));
