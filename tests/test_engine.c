@@ -316,12 +316,13 @@ TEST(quantized_batches_bitwise) {
 /* Shapes no preset has: seeded random ones (heads, head and RoPE dims,
  * window, experts and their count per token, shared experts, HC streams,
  * indexer, layer count), one per recipe.  Each must load and give the same
- * logits, bit for bit, in one prefill, in chunks of 7 and token by token;
- * and, for the float recipes in the reference numerics, the live level
- * must agree with the scalar one to rounding (2e-5 of the largest logit;
- * ~1e-6 measured).  (Quantized recipes are left
- * out of that comparison: the levels' attention rounds differently, and
- * an activation's quantization can turn one ulp into one quantum.) */
+ * logits, bit for bit, in one prefill, in chunks of 7, token by token and
+ * after a snapshot save and restore; and, for the float recipes in the
+ * reference numerics, the live level must agree with the scalar one to
+ * rounding (2e-5 of the largest logit; ~1e-6 measured).  Quantized recipes
+ * are left out of that comparison: the levels' attention rounds
+ * differently, and an activation's quantization can turn one ulp into one
+ * quantum (the FP8 round trip of the model numerics makes exact ties). */
 static uint32_t pick(uint64_t *r, const uint32_t *v, int n) {
     *r = *r * 6364136223846793005ull + 1442695040888963407ull;
     return v[(*r >> 33) % (uint64_t)n];
@@ -400,6 +401,31 @@ TEST(random_shapes) {
         float *dec = shape_logits(m, &o, toks, N, 1);
         CHECKF(one && chunk && memcmp(one, chunk, bytes) == 0, "%s: chunks of 7 differ from one prefill", shape);
         CHECKF(one && dec && memcmp(one, dec, bytes) == 0, "%s: decode differs from prefill", shape);
+        /* a session saved after 30 tokens and restored into another goes
+         * on with the same logits as the one prefill */
+        {
+            enum { K = 30 };
+            size_t V = hp.n_vocab;
+            float *lg = malloc(V * sizeof(float));
+            ds4_session *a = ds4_session_new(m, &o, NULL, &err), *b = ds4_session_new(m, &o, NULL, &err);
+            membuf buf = {0};
+            int32_t *rt = NULL;
+            uint32_t rn = 0;
+            int ok = lg && a && b && ds4_session_eval(a, toks, K, DS4_LOGITS_LAST, lg, &err) == 0 &&
+                     ds4_session_payload_save(a, toks, lg, mem_write, &buf, &err) == 0 &&
+                     ds4_session_payload_load(b, mem_read, &buf, &rt, &rn, NULL, &err) == 0;
+            CHECKF(ok && rn == K, "%s: snapshot: %s", shape, err.msg);
+            for (int i = K; ok && one && i < N; i++) {
+                CHECK(ds4_session_eval(b, toks + i, 1, DS4_LOGITS_LAST, lg, &err) == 0);
+                CHECKF(memcmp(lg, one + (size_t)i * V, V * sizeof(float)) == 0, "%s: restored session differs at %d",
+                       shape, i);
+            }
+            free(buf.p);
+            free(rt);
+            free(lg);
+            ds4_session_free(a);
+            ds4_session_free(b);
+        }
         if (it < 3 && strcmp(live, "scalar")) {
             o.numerics = DS4_NUMERICS_REFERENCE;
             float *got = shape_logits(m, &o, toks, N, N);
