@@ -315,11 +315,12 @@ TEST(quantized_batches_bitwise) {
 
 /* Shapes no preset has: seeded random ones (heads, head and RoPE dims,
  * window, experts and their count per token, shared experts, HC streams,
- * indexer, layer count), one per recipe.  Each must load and give the same
- * logits, bit for bit, in one prefill, in chunks of 7, token by token and
- * after a snapshot save and restore; and, for the float recipes in the
- * reference numerics, the live level must agree with the scalar one to
- * rounding (2e-5 of the largest logit; ~1e-6 measured).  Quantized recipes
+ * indexer, layer count), one per recipe.  Each must load and, at every
+ * SIMD level the CPU runs, give the same logits, bit for bit, in one
+ * prefill, in chunks of 7, token by token and after a snapshot save and
+ * restore; and, for the float recipes in the reference numerics, every
+ * level must agree with the scalar one to rounding (2e-5 of the largest
+ * logit; ~1e-6 measured).  Quantized recipes
  * are left out of that comparison: the levels' attention rounds
  * differently, and an activation's quantization can turn one ulp into one
  * quantum (the FP8 round trip of the model numerics makes exact ties). */
@@ -344,6 +345,42 @@ static float *shape_logits(ds4_model *m, const ds4_engine_opts *o, const int32_t
     ds4_session_free(s);
     if (rc) { free(lg); return NULL; }
     return lg;
+}
+
+/* A shape's bitwise invariants at the live level (random_shapes). */
+static void shape_invariants(ds4_model *m, const ds4_engine_opts *o, const int32_t *toks, int N, const char *shape,
+                             const char *lv) {
+    ds4_err err = {{0}};
+    size_t V = m->hp.n_vocab, bytes = V * (size_t)N * sizeof(float);
+    float *one = shape_logits(m, o, toks, N, N), *chunk = shape_logits(m, o, toks, N, 7);
+    float *dec = shape_logits(m, o, toks, N, 1);
+    CHECKF(one && chunk && memcmp(one, chunk, bytes) == 0, "%s @%s: chunks of 7 differ from one prefill", shape, lv);
+    CHECKF(one && dec && memcmp(one, dec, bytes) == 0, "%s @%s: decode differs from prefill", shape, lv);
+    /* a session saved after K tokens and restored into another goes on
+     * with the same logits as the one prefill */
+    const int K = N * 3 / 4;
+    float *lg = malloc(V * sizeof(float));
+    ds4_session *a = ds4_session_new(m, o, NULL, &err), *b = ds4_session_new(m, o, NULL, &err);
+    membuf buf = {0};
+    int32_t *rt = NULL;
+    uint32_t rn = 0;
+    int ok = lg && a && b && ds4_session_eval(a, toks, K, DS4_LOGITS_LAST, lg, &err) == 0 &&
+             ds4_session_payload_save(a, toks, lg, mem_write, &buf, &err) == 0 &&
+             ds4_session_payload_load(b, mem_read, &buf, &rt, &rn, NULL, &err) == 0;
+    CHECKF(ok && rn == (uint32_t)K, "%s @%s: snapshot: %s", shape, lv, err.msg);
+    for (int i = K; ok && one && i < N; i++) {
+        CHECK(ds4_session_eval(b, toks + i, 1, DS4_LOGITS_LAST, lg, &err) == 0);
+        CHECKF(memcmp(lg, one + (size_t)i * V, V * sizeof(float)) == 0, "%s @%s: restored session differs at %d",
+               shape, lv, i);
+    }
+    free(buf.p);
+    free(rt);
+    free(lg);
+    ds4_session_free(a);
+    ds4_session_free(b);
+    free(one);
+    free(chunk);
+    free(dec);
 }
 
 TEST(random_shapes) {
@@ -396,42 +433,19 @@ TEST(random_shapes) {
         ds4_engine_opts_default(&o);
         o.ctx_max = 64;
         o.n_threads = 2;
+        /* every level this CPU runs: the invariants, and (float recipes)
+         * the reference numerics against the scalar level's, computed first */
         size_t bytes = (size_t)hp.n_vocab * N * sizeof(float);
-        float *one = shape_logits(m, &o, toks, N, N), *chunk = shape_logits(m, &o, toks, N, 7);
-        float *dec = shape_logits(m, &o, toks, N, 1);
-        CHECKF(one && chunk && memcmp(one, chunk, bytes) == 0, "%s: chunks of 7 differ from one prefill", shape);
-        CHECKF(one && dec && memcmp(one, dec, bytes) == 0, "%s: decode differs from prefill", shape);
-        /* a session saved after 30 tokens and restored into another goes
-         * on with the same logits as the one prefill */
-        {
-            enum { K = 30 };
-            size_t V = hp.n_vocab;
-            float *lg = malloc(V * sizeof(float));
-            ds4_session *a = ds4_session_new(m, &o, NULL, &err), *b = ds4_session_new(m, &o, NULL, &err);
-            membuf buf = {0};
-            int32_t *rt = NULL;
-            uint32_t rn = 0;
-            int ok = lg && a && b && ds4_session_eval(a, toks, K, DS4_LOGITS_LAST, lg, &err) == 0 &&
-                     ds4_session_payload_save(a, toks, lg, mem_write, &buf, &err) == 0 &&
-                     ds4_session_payload_load(b, mem_read, &buf, &rt, &rn, NULL, &err) == 0;
-            CHECKF(ok && rn == K, "%s: snapshot: %s", shape, err.msg);
-            for (int i = K; ok && one && i < N; i++) {
-                CHECK(ds4_session_eval(b, toks + i, 1, DS4_LOGITS_LAST, lg, &err) == 0);
-                CHECKF(memcmp(lg, one + (size_t)i * V, V * sizeof(float)) == 0, "%s: restored session differs at %d",
-                       shape, i);
-            }
-            free(buf.p);
-            free(rt);
-            free(lg);
-            ds4_session_free(a);
-            ds4_session_free(b);
-        }
-        if (it < 3 && strcmp(live, "scalar")) {
+        float *ref = NULL;
+        for (const char *const *lv = ds4_simd_levels(); *lv; lv++) {
+            if (!ds4_simd_supported(*lv)) continue;
+            CHECK(ds4_simd_force(*lv) == 0);
+            o.numerics = DS4_NUMERICS_MODEL;
+            shape_invariants(m, &o, toks, N, shape, *lv);
+            if (it >= 3) continue;
             o.numerics = DS4_NUMERICS_REFERENCE;
             float *got = shape_logits(m, &o, toks, N, N);
-            CHECK(ds4_simd_force("scalar") == 0);
-            float *ref = shape_logits(m, &o, toks, N, N);
-            CHECK(ds4_simd_force(live) == 0);
+            if (!strcmp(*lv, "scalar")) { ref = got; continue; }
             double err_max = 0, scale = 0;
             for (size_t i = 0; got && ref && i < bytes / sizeof(float); i++) {
                 double e = fabs((double)got[i] - ref[i]), a = fabs((double)ref[i]);
@@ -439,13 +453,11 @@ TEST(random_shapes) {
                 if (a > scale) scale = a;
             }
             CHECKF(got && ref && err_max <= 2e-5 * scale, "%s: %s vs scalar: max error %g of max |logit| %g", shape,
-                   live, err_max, scale);
+                   *lv, err_max, scale);
             free(got);
-            free(ref);
         }
-        free(one);
-        free(chunk);
-        free(dec);
+        CHECK(ds4_simd_force(live) == 0);
+        free(ref);
         ds4_model_free(m);
         remove(path);
     }
